@@ -1,0 +1,522 @@
+//! The user's configuration: own domains, hosts and networks, actions and delivery targets.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::rules::RuleSpec;
+
+/// Default limit above which a message is delivered to the inbox without being parsed.
+pub const DEFAULT_MAX_SIZE: u64 = 32 * 1024 * 1024;
+
+/// A config or rules error, with the file, line and column it points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    pub fn at<T>(file: &str, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_string(),
+            line: spanned.referenced.line(),
+            column: spanned.referenced.column(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the file as a whole (it cannot be read, say): line and column 0.
+    pub fn whole(file: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError { file: file.to_string(), line: 0, column: 0, message: message.into() }
+    }
+
+    /// Turns a YAML error into ours, keeping its line and column.
+    pub fn from_yaml(file: &str, err: &serde_saphyr::Error) -> ConfigError {
+        let (line, column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
+        let text = err.without_snippet().to_string();
+        // serde-saphyr prefixes "line L column C: "; we say it our way.
+        let message = match text.split_once(": ") {
+            Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
+            _ => text,
+        };
+        ConfigError { file: file.to_string(), line, column, message }
+    }
+}
+
+/// What to do with a message of a given verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// The inbox.
+    Inbox,
+    /// The backscatter folder (`folder:` in the config).
+    Folder,
+    /// Thrown away. Allowed only for backscatter.
+    Discard,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Inbox => "inbox",
+            Action::Folder => "folder",
+            Action::Discard => "discard",
+        }
+    }
+}
+
+/// Per-verdict actions.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Actions {
+    #[serde(default = "Actions::folder")]
+    pub backscatter: Spanned<Action>,
+    #[serde(default = "Actions::folder")]
+    pub unverified_bounce: Spanned<Action>,
+}
+
+impl Actions {
+    fn folder() -> Spanned<Action> {
+        Spanned::new(Action::Folder, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+    }
+}
+
+impl Default for Actions {
+    fn default() -> Actions {
+        Actions { backscatter: Actions::folder(), unverified_bounce: Actions::folder() }
+    }
+}
+
+/// The user's own mail infrastructure, as written in the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnSpec {
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub message_id_domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub networks: Vec<Spanned<String>>,
+}
+
+/// Mailbox layout for Maildir folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayoutSpec {
+    #[default]
+    #[serde(alias = "maildir++")]
+    Maildirplusplus,
+    Fs,
+}
+
+/// Lock kinds for mbox, in the order to take them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockSpec {
+    Fcntl,
+    Dotlock,
+}
+
+/// The config file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub own: OwnSpec,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    #[serde(default)]
+    pub actions: Option<Actions>,
+    /// Score at or above which a message counts as a bounce or automatic reply.
+    #[serde(default)]
+    pub threshold: Option<Spanned<i32>>,
+    #[serde(default)]
+    pub maildir: Option<String>,
+    #[serde(default)]
+    pub mbox: Option<String>,
+    #[serde(default)]
+    pub folder: Option<Spanned<String>>,
+    #[serde(default)]
+    pub layout: Option<LayoutSpec>,
+    #[serde(default)]
+    pub mbox_locks: Option<Vec<LockSpec>>,
+    #[serde(default)]
+    pub log: Option<String>,
+    #[serde(default)]
+    pub max_size: Option<u64>,
+    #[serde(default)]
+    pub trace_headers: Option<bool>,
+}
+
+/// A host name pattern: an exact name or a `*` glob, matched without regard to case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern(String);
+
+impl HostPattern {
+    pub fn new(text: &str) -> HostPattern {
+        HostPattern(text.trim().trim_end_matches('.').to_ascii_lowercase())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        glob_match(self.0.as_bytes(), name.as_bytes())
+    }
+}
+
+/// `*` matches any run of characters (including dots); everything else is literal.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// The user's own infrastructure, ready to match against.
+#[derive(Debug, Clone, Default)]
+pub struct Own {
+    pub domains: Vec<String>,
+    pub message_id_domains: Vec<String>,
+    pub hosts: Vec<HostPattern>,
+    pub networks: Vec<IpNet>,
+    /// True when hosts or networks came from the config, not only from defaults.
+    pub relays_configured: bool,
+    /// Where each part came from, for explain.
+    pub origin: Vec<String>,
+}
+
+impl Own {
+    pub fn is_own_domain(&self, domain: &str) -> bool {
+        domain_in(&self.domains, domain)
+    }
+
+    pub fn is_own_msgid_domain(&self, domain: &str) -> bool {
+        domain_in(&self.message_id_domains, domain)
+    }
+
+    pub fn is_own_host(&self, name: &str) -> bool {
+        self.hosts.iter().any(|h| h.matches(name))
+    }
+
+    pub fn is_own_ip(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.networks.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Maps IPv4-mapped IPv6 addresses to IPv4, so that `::ffff:192.0.2.1` matches `192.0.2.0/24`.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// True when `domain` is one of `list` or a subdomain of one.
+fn domain_in(list: &[String], domain: &str) -> bool {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    list.iter().any(|d| {
+        domain == *d
+            || (domain.len() > d.len()
+                && domain.ends_with(d.as_str())
+                && domain.as_bytes()[domain.len() - d.len() - 1] == b'.')
+    })
+}
+
+/// Where delivered mail goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbox {
+    Maildir(PathBuf),
+    Mbox(PathBuf),
+}
+
+/// The effective configuration: the file (if any) merged over the defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, or None for built-in defaults only.
+    pub path: Option<PathBuf>,
+    pub own: OwnSpec,
+    pub user_rules: Vec<RuleSpec>,
+    pub actions: Actions,
+    pub threshold: i32,
+    pub inbox: Option<Inbox>,
+    pub folder: String,
+    pub layout: LayoutSpec,
+    pub mbox_locks: Vec<LockSpec>,
+    pub log: Option<PathBuf>,
+    pub max_size: u64,
+    pub trace_headers: bool,
+}
+
+/// Default bounce score threshold.
+pub const DEFAULT_THRESHOLD: i32 = 5;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            path: None,
+            own: OwnSpec::default(),
+            user_rules: Vec::new(),
+            actions: Actions::default(),
+            threshold: DEFAULT_THRESHOLD,
+            inbox: None,
+            folder: "Backscatter".to_string(),
+            layout: LayoutSpec::default(),
+            mbox_locks: vec![LockSpec::Fcntl, LockSpec::Dotlock],
+            log: None,
+            max_size: DEFAULT_MAX_SIZE,
+            trace_headers: true,
+        }
+    }
+}
+
+impl Config {
+    /// The default config file: `~/.config/backstop/config.yaml` on Linux.
+    pub fn default_path() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "backstop")
+            .map(|d| d.config_dir().join("config.yaml"))
+    }
+
+    /// Loads `path`, or the default file when it exists, or the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::from_file(p),
+            None => match Config::default_path() {
+                Some(p) if p.exists() => Config::from_file(&p),
+                _ => Ok(Config::default()),
+            },
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::whole(&name, format!("cannot read: {e}")))?;
+        let mut config = Config::from_str(&text, &name)?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and checks a config text; `name` is used in error messages.
+    pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let file: ConfigFile = if text.trim().is_empty() {
+            ConfigFile::default()
+        } else {
+            serde_saphyr::from_str_with_options(text, options)
+                .map_err(|e| ConfigError::from_yaml(name, &e))?
+        };
+        let mut config = Config::default();
+        check_own(&file.own, name)?;
+        for rule in &file.rules {
+            rule.check(name)?;
+        }
+        if let Some(actions) = file.actions {
+            if actions.unverified_bounce.value == Action::Discard {
+                return Err(ConfigError::at(
+                    name,
+                    &actions.unverified_bounce,
+                    "only backscatter may be discarded; unverified bounces may be real",
+                ));
+            }
+            config.actions = actions;
+        }
+        if let Some(t) = file.threshold {
+            if t.value < 1 {
+                return Err(ConfigError::at(name, &t, "threshold must be at least 1"));
+            }
+            config.threshold = t.value;
+        }
+        config.inbox = match (file.maildir, file.mbox) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::whole(name, "give either maildir or mbox, not both"));
+            }
+            (Some(m), None) => Some(Inbox::Maildir(expand_home(&m))),
+            (None, Some(m)) => Some(Inbox::Mbox(expand_home(&m))),
+            (None, None) => None,
+        };
+        if let Some(folder) = file.folder {
+            if !valid_folder(&folder.value) {
+                return Err(ConfigError::at(name, &folder, "folder must be a plain name"));
+            }
+            config.folder = folder.value;
+        }
+        config.layout = file.layout.unwrap_or_default();
+        if let Some(locks) = file.mbox_locks {
+            config.mbox_locks = locks;
+        }
+        config.log = file.log.map(|l| expand_home(&l));
+        config.max_size = file.max_size.unwrap_or(DEFAULT_MAX_SIZE);
+        config.trace_headers = file.trace_headers.unwrap_or(true);
+        config.own = file.own;
+        config.user_rules = file.rules;
+        Ok(config)
+    }
+
+    /// The user's own infrastructure, with defaults filled in from the envelope
+    /// recipient and this machine's host name.
+    pub fn own(&self, recipient_domain: Option<&str>) -> Own {
+        let mut own = Own::default();
+        own.domains = self.own.domains.iter().map(|d| normalize_domain(&d.value)).collect();
+        if own.domains.is_empty() {
+            if let Some(d) = recipient_domain {
+                own.domains.push(normalize_domain(d));
+                own.origin.push(format!("own domain {d} from the envelope recipient"));
+            }
+        } else {
+            own.origin.push("own domains from the config".to_string());
+        }
+        own.message_id_domains =
+            self.own.message_id_domains.iter().map(|d| normalize_domain(&d.value)).collect();
+        if own.message_id_domains.is_empty() {
+            own.message_id_domains = own.domains.clone();
+        }
+        own.hosts = self.own.hosts.iter().map(|h| HostPattern::new(&h.value)).collect();
+        own.networks = self.own.networks.iter().filter_map(|n| parse_network(&n.value)).collect();
+        own.relays_configured = !own.hosts.is_empty() || !own.networks.is_empty();
+        if !own.relays_configured {
+            if let Some(host) = this_host_name() {
+                own.origin.push(format!("own host {host}: this machine's name"));
+                own.hosts.push(HostPattern::new(&host));
+            }
+        }
+        own
+    }
+}
+
+fn normalize_domain(d: &str) -> String {
+    d.trim().trim_start_matches('@').trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// This machine's host name, if it has a dotted one.
+fn this_host_name() -> Option<String> {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_str().ok()?.to_string();
+    name.contains('.').then_some(name)
+}
+
+/// Parses `192.0.2.0/24`, `2001:db8::/32` or a single address.
+pub fn parse_network(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    text.parse::<IpAddr>().ok().map(|ip| IpNet::from(canonical_ip(ip)))
+}
+
+fn check_own(own: &OwnSpec, name: &str) -> Result<(), ConfigError> {
+    for n in &own.networks {
+        if parse_network(&n.value).is_none() {
+            return Err(ConfigError::at(
+                name,
+                n,
+                format!("invalid network {:?}: expected an IP address or a CIDR such as 192.0.2.0/24", n.value),
+            ));
+        }
+    }
+    for d in own.domains.iter().chain(&own.message_id_domains) {
+        let v = normalize_domain(&d.value);
+        if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
+            return Err(ConfigError::at(name, d, format!("invalid domain {:?}", d.value)));
+        }
+    }
+    for h in &own.hosts {
+        let v = h.value.trim();
+        if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+            return Err(ConfigError::at(name, h, format!("invalid host name {:?}", h.value)));
+        }
+    }
+    Ok(())
+}
+
+/// A folder name may have `.` or `/` as separators but no empty, `.` or `..` part.
+pub fn valid_folder(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('/')
+        && !name.contains('\0')
+        && name.split(['/', '.']).all(|p| !p.is_empty() && p != "..")
+}
+
+/// Expands a leading `~/` to `$HOME`.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_names() {
+        let p = HostPattern::new("*.out.example.org");
+        assert!(p.matches("a.out.example.org"));
+        assert!(p.matches("A.B.OUT.example.org."));
+        assert!(!p.matches("out.example.org"));
+        assert!(!p.matches("a.out.example.org.evil"));
+        assert!(HostPattern::new("mail.example.org").matches("MAIL.example.org"));
+    }
+
+    #[test]
+    fn domains_match_subdomains_only_at_dots() {
+        let list = vec!["example.org".to_string()];
+        assert!(domain_in(&list, "example.org"));
+        assert!(domain_in(&list, "mx.example.org"));
+        assert!(!domain_in(&list, "badexample.org"));
+    }
+
+    #[test]
+    fn networks_accept_addresses_and_cidrs() {
+        assert!(parse_network("192.0.2.7").is_some());
+        assert!(parse_network("2001:db8::/32").is_some());
+        assert!(parse_network("192.0.2.0/33").is_none());
+        let own = Own { networks: vec![parse_network("192.0.2.0/24").unwrap()], ..Own::default() };
+        assert!(own.is_own_ip("::ffff:192.0.2.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let err = Config::from_str("own:\n  networks: [192.0.2.0/24, not-a-net]\n", "c.yaml")
+            .unwrap_err();
+        assert_eq!((err.line, err.column), (2, 29), "{err}");
+        let err = Config::from_str("own:\n  domain: [x]\n", "c.yaml").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.to_string().starts_with("c.yaml:2:"), "{err}");
+    }
+}

@@ -1,0 +1,14 @@
+//! backstop: tells bounces of the user's own mail from backscatter, and files each message.
+
+pub mod config;
+pub mod message;
+pub mod original;
+pub mod ownership;
+pub mod received;
+pub mod rules;
+pub mod verdict;
+pub mod cli;
+pub mod explain;
+
+/// The version and the git revision it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BACKSTOP_GIT_REV"), ")");

@@ -1,0 +1,318 @@
+//! The message as read: the mbox `From ` line, line ends, the envelope, and the parsed MIME tree.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+
+use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+
+use crate::rules::{Field, FieldSource};
+
+/// At most this many bytes of text are given to body rules.
+pub const BODY_TEXT_LIMIT: usize = 64 * 1024;
+/// Above this many nested messages, a parsed message is never freed (mail-parser 0.11
+/// frees nested messages recursively and overflows the stack at about 100,000 levels).
+const NESTING_LEAK_LIMIT: usize = 64;
+
+/// Splits a leading mbox `From ` line off the message.
+pub fn split_from_line(raw: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    if !raw.starts_with(b"From ") {
+        return (None, raw);
+    }
+    match raw.iter().position(|&b| b == b'\n' || b == b'\r') {
+        Some(end) => {
+            let mut rest = end + 1;
+            if raw[end] == b'\r' && raw.get(rest) == Some(&b'\n') {
+                rest += 1;
+            }
+            (Some(&raw[..end]), &raw[rest..])
+        }
+        None => (Some(raw), &[]),
+    }
+}
+
+/// The sender named in an mbox `From ` line (`From sender date`); empty for `<>`.
+pub fn from_line_sender(line: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(line.strip_prefix(b"From ")?).into_owned();
+    let word = text.split_whitespace().next()?;
+    let addr = word.trim_matches(['<', '>']);
+    Some(if addr.eq_ignore_ascii_case("MAILER-DAEMON") { String::new() } else { addr.to_string() })
+}
+
+/// The bytes the parser should see: CR-only line ends (old Mac mail) become LF.
+/// Deliveries always write the bytes as received; this copy is only for analysis.
+pub fn for_analysis(message: &[u8]) -> Cow<'_, [u8]> {
+    let has_lf = memchr::memchr(b'\n', message).is_some();
+    if has_lf || memchr::memchr(b'\r', message).is_none() {
+        return Cow::Borrowed(message);
+    }
+    Cow::Owned(message.iter().map(|&b| if b == b'\r' { b'\n' } else { b }).collect())
+}
+
+/// The envelope as the delivery agent gave it (environment variables), before
+/// falling back to the message's own headers.
+#[derive(Debug, Clone, Default)]
+pub struct EnvVars {
+    /// SENDER (Postfix, Exim, Dovecot, procmail's -f): Some("") is the null sender.
+    pub sender: Option<String>,
+    /// RECIPIENT, ORIGINAL_RECIPIENT or ORIG_RECIPIENT, with the variable's name.
+    pub recipient: Option<(String, String)>,
+}
+
+impl EnvVars {
+    pub fn from_process() -> EnvVars {
+        let get = |name: &str| std::env::var(name).ok();
+        let recipient = ["RECIPIENT", "ORIGINAL_RECIPIENT", "ORIG_RECIPIENT"]
+            .iter()
+            .find_map(|n| get(n).filter(|v| v.contains('@')).map(|v| (n.to_string(), v)));
+        EnvVars { sender: get("SENDER"), recipient }
+    }
+}
+
+/// The envelope sender and recipient, each with where it was learnt.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Envelope {
+    /// Some("") is the null sender `<>`.
+    pub sender: Option<String>,
+    pub sender_source: Option<String>,
+    pub recipient: Option<String>,
+    pub recipient_source: Option<String>,
+}
+
+impl Envelope {
+    /// Learns the envelope from the environment, then Return-Path, then the From_ line;
+    /// the recipient from the environment, then Delivered-To and X-Original-To.
+    pub fn learn(env: &EnvVars, mail: Option<&Message<'_>>, from_line: Option<&[u8]>) -> Envelope {
+        let mut envelope = Envelope::default();
+        if let Some(sender) = &env.sender {
+            envelope.sender = Some(strip_brackets(sender));
+            envelope.sender_source = Some("SENDER variable".into());
+        } else if let Some(rp) = mail.and_then(|m| m.header_raw("Return-Path")) {
+            envelope.sender = Some(strip_brackets(rp));
+            envelope.sender_source = Some("Return-Path header".into());
+        } else if let Some(s) = from_line.and_then(from_line_sender) {
+            envelope.sender = Some(s);
+            envelope.sender_source = Some("mbox From_ line".into());
+        }
+        if let Some((name, value)) = &env.recipient {
+            envelope.recipient = Some(strip_brackets(value));
+            envelope.recipient_source = Some(format!("{name} variable"));
+        } else if let Some(m) = mail {
+            for name in ["Delivered-To", "X-Original-To", "Envelope-To"] {
+                if let Some(v) = m.header_raw(name).filter(|v| v.contains('@')) {
+                    envelope.recipient = Some(strip_brackets(v));
+                    envelope.recipient_source = Some(format!("{name} header"));
+                    break;
+                }
+            }
+        }
+        envelope
+    }
+
+    pub fn recipient_domain(&self) -> Option<&str> {
+        let r = self.recipient.as_deref()?;
+        let domain = r.rsplit_once('@')?.1.trim();
+        (!domain.is_empty()).then_some(domain)
+    }
+}
+
+fn strip_brackets(text: &str) -> String {
+    let t = text.trim();
+    let t = t.split(|c: char| c.is_whitespace()).next().unwrap_or(t);
+    t.trim_matches(['<', '>']).trim().to_string()
+}
+
+/// A parsed message that is never freed when it nests too deeply to free safely.
+pub struct Mail<'x> {
+    message: ManuallyDrop<Message<'x>>,
+    leak: bool,
+}
+
+impl<'x> Deref for Mail<'x> {
+    type Target = Message<'x>;
+    fn deref(&self) -> &Message<'x> {
+        &self.message
+    }
+}
+
+impl Drop for Mail<'_> {
+    fn drop(&mut self) {
+        if !self.leak {
+            // SAFETY-free: ManuallyDrop::drop is unsafe, so take the value out instead.
+            let message = std::mem::replace(&mut *self.message, Message::default());
+            drop(message);
+        }
+    }
+}
+
+/// Parses a message; None when it has no header at all.
+pub fn parse(bytes: &[u8]) -> Option<Mail<'_>> {
+    let message = MessageParser::new().parse(bytes)?;
+    let leak = nested_message_count(bytes) > NESTING_LEAK_LIMIT;
+    Some(Mail { message: ManuallyDrop::new(message), leak })
+}
+
+/// Counts `/rfc822` and `/global` content types (any case): an upper bound on nesting.
+fn nested_message_count(bytes: &[u8]) -> usize {
+    memchr::memchr_iter(b'/', bytes)
+        .filter(|&i| {
+            let rest = &bytes[i + 1..];
+            (rest.len() >= 6 && rest[..6].eq_ignore_ascii_case(b"rfc822"))
+                || (rest.len() >= 6 && rest[..6].eq_ignore_ascii_case(b"global"))
+        })
+        .count()
+}
+
+/// `type/subtype` of a part, lower case.
+pub fn part_type(part: &mail_parser::MessagePart<'_>) -> String {
+    match part.content_type() {
+        Some(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        },
+        None => "text/plain".to_string(),
+    }
+}
+
+/// The raw text of every header named `name` in the top-level header block.
+pub fn header_values<'m>(mail: &'m Message<'_>, name: &str) -> Vec<Cow<'m, str>> {
+    let raw = mail.raw_message();
+    mail.root_part()
+        .headers
+        .iter()
+        .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+        .filter_map(|h| raw.get(h.offset_start as usize..h.offset_end as usize))
+        .map(|v| match String::from_utf8_lossy(v) {
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+            Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+        })
+        .collect()
+}
+
+/// The From header as `Name <address>` (decoded), or its raw text.
+pub fn from_text(mail: &Message<'_>) -> Option<String> {
+    let mut out = Vec::new();
+    if let Some(addrs) = mail.from() {
+        for a in addrs.iter() {
+            match (a.name(), a.address()) {
+                (Some(n), Some(ad)) => out.push(format!("{n} <{ad}>")),
+                (None, Some(ad)) => out.push(ad.to_string()),
+                (Some(n), None) => out.push(n.to_string()),
+                (None, None) => {}
+            }
+        }
+    }
+    if out.is_empty() {
+        return header_values(mail, "From").into_iter().next().map(|v| v.into_owned());
+    }
+    Some(out.join(", "))
+}
+
+/// The human-readable text of the message itself (not of attached messages), cut to `limit`.
+pub fn body_text(mail: &Message<'_>, limit: usize) -> String {
+    let mut out = String::new();
+    for part in &mail.parts {
+        if out.len() >= limit {
+            break;
+        }
+        let text = match &part.body {
+            PartType::Text(t) => {
+                let ty = part_type(part);
+                if ty == "text/rfc822-headers" {
+                    continue;
+                }
+                t.as_ref()
+            }
+            PartType::Html(h) => h.as_ref(),
+            _ => continue,
+        };
+        let room = limit - out.len();
+        out.push_str(cut_at_char(text, room));
+        out.push('\n');
+    }
+    out
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a char boundary.
+pub fn cut_at_char(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// What rules see of one message.
+pub struct Facts<'m, 'x> {
+    pub mail: &'m Message<'x>,
+    pub envelope_sender: Option<&'m str>,
+    body: OnceCell<String>,
+}
+
+impl<'m, 'x> Facts<'m, 'x> {
+    pub fn new(mail: &'m Message<'x>, envelope_sender: Option<&'m str>) -> Facts<'m, 'x> {
+        Facts { mail, envelope_sender, body: OnceCell::new() }
+    }
+
+    pub fn body(&self) -> &str {
+        self.body.get_or_init(|| body_text(self.mail, BODY_TEXT_LIMIT))
+    }
+
+    /// `report-type` of a top-level multipart/report.
+    pub fn report_type(&self) -> Option<String> {
+        let ct = self.mail.root_part().content_type()?;
+        if !ct.ctype().eq_ignore_ascii_case("multipart")
+            || !ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
+        {
+            return None;
+        }
+        ct.attribute("report-type").map(|r| r.trim().to_ascii_lowercase())
+    }
+}
+
+impl FieldSource for Facts<'_, '_> {
+    fn values(&self, field: &Field) -> Option<Vec<Cow<'_, str>>> {
+        let list = match field {
+            Field::EnvelopeSender => vec![Cow::Borrowed(self.envelope_sender?)],
+            Field::Subject => vec![Cow::Borrowed(self.mail.subject()?)],
+            Field::From => vec![Cow::Owned(from_text(self.mail)?)],
+            Field::Header(name) => header_values(self.mail, name),
+            Field::ContentType => vec![Cow::Owned(part_type(self.mail.root_part()))],
+            Field::ReportType => vec![Cow::Owned(self.report_type()?)],
+            Field::PartType => self.mail.parts.iter().map(|p| Cow::Owned(part_type(p))).collect(),
+            Field::Body => vec![Cow::Borrowed(self.body())],
+        };
+        (!list.is_empty()).then_some(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_line_is_split_for_lf_and_crlf() {
+        let (line, rest) = split_from_line(b"From MAILER-DAEMON Fri Jan  2 00:00:00 2026\r\nSubject: x\r\n");
+        assert_eq!(line, Some(&b"From MAILER-DAEMON Fri Jan  2 00:00:00 2026"[..]));
+        assert_eq!(rest, b"Subject: x\r\n");
+        assert_eq!(from_line_sender(line.unwrap()).as_deref(), Some(""));
+        let (line, rest) = split_from_line(b"Subject: From here\n");
+        assert!(line.is_none());
+        assert_eq!(rest, b"Subject: From here\n");
+    }
+
+    #[test]
+    fn cr_only_messages_are_normalised_for_analysis_only() {
+        assert_eq!(&*for_analysis(b"A: b\rC: d\r\rbody"), b"A: b\nC: d\n\nbody");
+        assert!(matches!(for_analysis(b"A: b\r\n"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn nesting_is_counted_in_any_case() {
+        assert_eq!(nested_message_count(b"Content-Type: Message/RFC822\nmessage/global"), 2);
+    }
+}

@@ -1,0 +1,172 @@
+//! Weighs the evidence that the user really sent the returned original.
+
+use serde::Serialize;
+
+use crate::config::Own;
+use crate::original::{Form, Original, id_domain};
+use crate::received::{HopRole, JudgedHop};
+
+/// One piece of evidence: positive for "I sent it", negative for "forged".
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    pub points: i32,
+    /// A short stable name, for scripts.
+    pub tag: &'static str,
+    pub text: String,
+}
+
+impl Evidence {
+    fn new(points: i32, tag: &'static str, text: String) -> Evidence {
+        Evidence { points, tag, text }
+    }
+}
+
+/// Totals at or above this are a legitimate bounce; at or below the negative, backscatter.
+pub const DECISION_MARGIN: i32 = 2;
+
+/// Weighs the original's Received chain and identifiers against the user's own
+/// hosts, networks and domains. `bounce_made_here` says the report itself was
+/// written by an own server (then hops our servers recorded are believable).
+pub fn weigh(original: &Original, hops: &[JudgedHop], own: &Own, bounce_made_here: bool) -> Vec<Evidence> {
+    let mut ev = Vec::new();
+    weigh_relays(hops, own, bounce_made_here, &mut ev);
+    weigh_ids(original, own, &mut ev);
+    ev
+}
+
+fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut Vec<Evidence>) {
+    if hops.is_empty() {
+        return;
+    }
+    let Some(entry) = hops.iter().find(|h| h.role == HopRole::Entry) else {
+        // The top hop says an own server recorded it.
+        let by = hops[0].hop.by.clone().unwrap_or_default();
+        if bounce_made_here {
+            ev.push(Evidence::new(
+                4,
+                "returned-by-own-server",
+                format!("an own server ({by}) recorded the top hop and wrote the report itself"),
+            ));
+        } else {
+            ev.push(Evidence::new(
+                0,
+                "own-hops-unvouched",
+                format!(
+                    "the top hop claims an own server ({by}), but no foreign server vouches for it: \
+                     it could be forged"
+                ),
+            ));
+        }
+        return;
+    };
+    let by = entry.hop.by.clone().unwrap_or_else(|| "an unnamed host".into());
+    let source = describe_from(entry);
+    match (&entry.from.own_by, entry.from.strong) {
+        (Some(what), true) => ev.push(Evidence::new(
+            5,
+            "entered-from-own-relay",
+            format!("{by} (foreign) received it from {source}, which is own ({what})"),
+        )),
+        (Some(what), false) => ev.push(Evidence::new(
+            1,
+            "entered-from-own-name",
+            format!("{by} received it from {source}: own by name only ({what}), no address to confirm"),
+        )),
+        (None, _) => {
+            let forged: Vec<&JudgedHop> = hops
+                .iter()
+                .filter(|h| h.role == HopRole::Untrusted && (h.by_own || h.from.own_by.is_some()))
+                .collect();
+            if let Some(f) = forged.first() {
+                let claim = f.hop.by.clone().unwrap_or_default();
+                ev.push(Evidence::new(
+                    -4,
+                    "forged-own-hop",
+                    format!(
+                        "a hop below the entry claims own server {claim}, but {by} received the \
+                         message from {source}, which is not own: the own hop is forged"
+                    ),
+                ));
+            }
+            if own.relays_configured {
+                ev.push(Evidence::new(
+                    -3,
+                    "entered-from-foreign-host",
+                    format!("{by} received it from {source}, which is none of the own hosts or networks"),
+                ));
+            } else {
+                ev.push(Evidence::new(
+                    -1,
+                    "entered-from-unknown-host",
+                    format!(
+                        "{by} received it from {source}; no own hosts or networks are configured, \
+                         so only this machine's name was checked"
+                    ),
+                ));
+            }
+        }
+    }
+    if entry.from.own_name_from_foreign_ip {
+        ev.push(Evidence::new(
+            -2,
+            "own-name-from-foreign-ip",
+            format!("{source} greeted with an own name but its address is not own"),
+        ));
+    }
+    if let Some(origin) = hops.last().filter(|h| h.role != HopRole::Untrusted) {
+        ev.push(Evidence::new(0, "origin", format!("the bottom hop gives the origin: {}", describe_from(origin))));
+    }
+}
+
+fn describe_from(h: &JudgedHop) -> String {
+    let name = h.hop.from_rdns.as_deref().or(h.hop.from_name.as_deref()).unwrap_or("an unnamed host");
+    match h.hop.from_ip {
+        Some(ip) => format!("{name} [{ip}]"),
+        None => name.to_string(),
+    }
+}
+
+fn weigh_ids(original: &Original, own: &Own, ev: &mut Vec<Evidence>) {
+    if own.message_id_domains.is_empty() {
+        return;
+    }
+    let reference = original.form == Form::Reference;
+    let domains: Vec<String> = if reference {
+        original.references.iter().filter_map(|r| id_domain(r)).collect()
+    } else {
+        original.message_id_domain().into_iter().collect()
+    };
+    if let Some(d) = domains.iter().find(|d| own.is_own_msgid_domain(d)) {
+        if reference {
+            ev.push(Evidence::new(
+                2,
+                "reply-to-own-message-id",
+                format!("it answers a message whose ID is in own domain {d}"),
+            ));
+        } else {
+            ev.push(Evidence::new(
+                1,
+                "own-message-id",
+                format!("the original's Message-ID is in own domain {d} (weak: spamware forges it too)"),
+            ));
+        }
+    } else if let Some(d) = domains.first() {
+        ev.push(Evidence::new(
+            -3,
+            "foreign-message-id",
+            format!("the original's Message-ID domain {d} is not an own Message-ID domain"),
+        ));
+    }
+    if !reference && !own.domains.is_empty() {
+        if let Some(from) = &original.from {
+            let domain = from
+                .rsplit('<')
+                .next()
+                .and_then(|a| a.trim_end_matches('>').rsplit_once('@'))
+                .map(|(_, d)| d.trim().to_ascii_lowercase());
+            if let Some(d) = domain.filter(|d| !own.is_own_domain(d)) {
+                ev.push(Evidence::new(-1, "foreign-from", format!("the original's From is in {d}, not an own domain")));
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The returned original's Received chain: its hops, and which of them the user's side recorded.
+
+use std::net::IpAddr;
+
+use mail_parser::{Host, Message};
+use serde::Serialize;
+
+use crate::config::{Own, canonical_ip};
+use crate::message::header_values;
+use crate::rules::shorten;
+
+/// Hops beyond this many are not read (a real chain has a dozen at most).
+const MAX_HOPS: usize = 64;
+
+/// One Received header of the original, top (newest) first.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Hop {
+    /// The header, shortened, for explain.
+    pub raw: String,
+    /// The name after `from` (usually the HELO name).
+    pub from_name: Option<String>,
+    /// The reverse-DNS name the receiver recorded.
+    pub from_rdns: Option<String>,
+    pub from_ip: Option<IpAddr>,
+    pub helo: Option<String>,
+    pub by: Option<String>,
+}
+
+impl Hop {
+    /// Reads every Received header of `mail`.
+    pub fn all(mail: &Message<'_>) -> Vec<Hop> {
+        let raws = header_values(mail, "Received");
+        let parsed: Vec<_> = mail.received_all().collect();
+        raws.iter()
+            .take(MAX_HOPS)
+            .enumerate()
+            .map(|(i, raw)| {
+                let mut hop = Hop { raw: shorten(raw, 160), ..Hop::default() };
+                // mail-parser parses each Received in order; pair them by position.
+                if parsed.len() == raws.len() {
+                    if let Some(r) = parsed.get(i) {
+                        hop.from_name = r.from.as_ref().map(host_text);
+                        hop.from_rdns = r.from_iprev.as_ref().map(|s| s.to_string());
+                        hop.from_ip = r.from_ip.map(canonical_ip);
+                        hop.helo = r.helo.as_ref().map(host_text);
+                        hop.by = r.by.as_ref().map(host_text);
+                        if hop.from_ip.is_none() {
+                            hop.from_ip = match &r.from {
+                                Some(Host::IpAddr(ip)) => Some(canonical_ip(*ip)),
+                                _ => None,
+                            };
+                        }
+                    }
+                }
+                hop.fill_from_text(raw);
+                hop
+            })
+            .collect()
+    }
+
+    /// Fills what the parser missed with a plain reading of `from X (... [ip]) by Y`.
+    fn fill_from_text(&mut self, raw: &str) {
+        let lower = raw.to_ascii_lowercase();
+        let words: Vec<&str> = lower.split_whitespace().collect();
+        if self.by.is_none() {
+            if let Some(i) = words.iter().position(|w| *w == "by") {
+                self.by = words.get(i + 1).map(|w| clean_name(w)).filter(|w| !w.is_empty());
+            }
+        }
+        if self.from_name.is_none() && words.first() == Some(&"from") {
+            self.from_name = words.get(1).map(|w| clean_name(w)).filter(|w| !w.is_empty());
+        }
+        if self.from_ip.is_none() {
+            // The first bracketed address in the from clause.
+            let from_clause = lower.split(" by ").next().unwrap_or(&lower);
+            self.from_ip = from_clause
+                .split(['[', ']', '(', ')', ' ', '='])
+                .find_map(|w| w.trim_start_matches("ipv6:").parse::<IpAddr>().ok())
+                .map(canonical_ip);
+        }
+    }
+}
+
+fn host_text(host: &Host<'_>) -> String {
+    match host {
+        Host::Name(n) => n.trim_end_matches('.').to_ascii_lowercase(),
+        Host::IpAddr(ip) => ip.to_string(),
+    }
+}
+
+fn clean_name(word: &str) -> String {
+    word.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':'))
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// How the user's side figures in one hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HopRole {
+    /// Recorded by a foreign server, above the entry point: trustworthy.
+    Foreign,
+    /// The lowest hop a foreign server recorded: where the message entered the foreign side.
+    Entry,
+    /// Recorded by an own server (by matches own hosts), and consistent with the entry.
+    Own,
+    /// Below the entry point and not vouched for by it: anyone could have written it.
+    Untrusted,
+}
+
+/// Why a hop's `from` was or was not judged own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FromJudgement {
+    /// The address or name that matched an own network or host, if any.
+    pub own_by: Option<String>,
+    /// How strong the match is: an IP or rDNS name the receiver looked up is strong; a
+    /// HELO name the client chose is weak.
+    pub strong: bool,
+    /// A foreign IP that claimed an own name as HELO: a forgery sign.
+    pub own_name_from_foreign_ip: bool,
+}
+
+/// Judges the `from` side of a hop against the user's own hosts and networks.
+pub fn judge_from(hop: &Hop, own: &Own) -> FromJudgement {
+    let mut j = FromJudgement { own_by: None, strong: false, own_name_from_foreign_ip: false };
+    if let Some(ip) = hop.from_ip.filter(|ip| own.is_own_ip(*ip)) {
+        j.own_by = Some(format!("IP {ip}"));
+        j.strong = true;
+        return j;
+    }
+    if let Some(rdns) = hop.from_rdns.as_deref().filter(|n| own.is_own_host(n)) {
+        j.own_by = Some(format!("rDNS {rdns}"));
+        j.strong = true;
+        return j;
+    }
+    let claimed = [hop.from_name.as_deref(), hop.helo.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|n| own.is_own_host(n) || n.parse::<IpAddr>().is_ok_and(|ip| own.is_own_ip(ip)));
+    if let Some(name) = claimed {
+        if hop.from_ip.is_some() {
+            j.own_name_from_foreign_ip = true;
+        } else {
+            j.own_by = Some(format!("name {name}"));
+        }
+    }
+    j
+}
+
+/// Whether the `by` side names an own host.
+pub fn by_own(hop: &Hop, own: &Own) -> bool {
+    hop.by.as_deref().is_some_and(|b| {
+        own.is_own_host(b) || b.parse::<IpAddr>().is_ok_and(|ip| own.is_own_ip(ip))
+    })
+}
+
+/// A hop with the judgement made of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgedHop {
+    #[serde(flatten)]
+    pub hop: Hop,
+    pub role: HopRole,
+    pub by_own: bool,
+    pub from: FromJudgement,
+}
+
+/// Judges a chain (top first). The foreign side's hops are the run from the top
+/// whose `by` is not own; the lowest of them is the entry. Hops below it were
+/// written before the foreign side had the message: they are own only if the
+/// entry says it came from an own host, else untrusted (maybe forged).
+pub fn judge_chain(hops: &[Hop], own: &Own) -> Vec<JudgedHop> {
+    let mut judged: Vec<JudgedHop> = hops
+        .iter()
+        .map(|h| JudgedHop {
+            hop: h.clone(),
+            role: HopRole::Untrusted,
+            by_own: by_own(h, own),
+            from: judge_from(h, own),
+        })
+        .collect();
+    let foreign_run = judged.iter().take_while(|h| !h.by_own).count();
+    if foreign_run == 0 {
+        // The top hop claims to be ours: nobody foreign vouches for any of it.
+        for h in &mut judged {
+            h.role = if h.by_own { HopRole::Own } else { HopRole::Untrusted };
+        }
+        return judged;
+    }
+    let entry = foreign_run - 1;
+    let entry_from_own = judged[entry].from.own_by.is_some() && judged[entry].from.strong;
+    for (i, h) in judged.iter_mut().enumerate() {
+        h.role = match i {
+            _ if i < entry => HopRole::Foreign,
+            _ if i == entry => HopRole::Entry,
+            _ if entry_from_own && h.by_own => HopRole::Own,
+            _ => HopRole::Untrusted,
+        };
+    }
+    judged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HostPattern, parse_network};
+
+    fn own() -> Own {
+        Own {
+            domains: vec!["own.example".into()],
+            message_id_domains: vec!["own.example".into()],
+            hosts: vec![HostPattern::new("mail.own.example"), HostPattern::new("*.out.own.example")],
+            networks: vec![parse_network("198.51.100.0/24").unwrap()],
+            relays_configured: true,
+            origin: vec![],
+        }
+    }
+
+    fn hops(text: &str) -> Vec<Hop> {
+        let mail = mail_parser::MessageParser::new().parse(text.as_bytes()).unwrap();
+        Hop::all(&mail)
+    }
+
+    const LEGIT: &str = "Received: from mail.own.example (mail.own.example [198.51.100.7])\n\tby mx.remote.example (Postfix) with ESMTPS id 1; Fri, 2 Jan 2026 00:00:02 +0000\nReceived: from laptop (unknown [10.0.0.5])\n\tby mail.own.example (Postfix) with ESMTPSA id 2; Fri, 2 Jan 2026 00:00:01 +0000\nSubject: x\n\nbody\n";
+
+    const FORGED: &str = "Received: from bot.spam.example (bot.spam.example [203.0.113.9])\n\tby mx.remote.example (Postfix) with ESMTP id 1; Fri, 2 Jan 2026 00:00:02 +0000\nReceived: from laptop.own.example ([198.51.100.20])\n\tby mail.own.example (Postfix) with ESMTPSA id X; Fri, 2 Jan 2026 00:00:01 +0000\nSubject: x\n\nbody\n";
+
+    #[test]
+    fn legit_chain_enters_from_own_ip() {
+        let judged = judge_chain(&hops(LEGIT), &own());
+        assert_eq!(judged[0].role, HopRole::Entry);
+        assert_eq!(judged[0].from.own_by.as_deref(), Some("IP 198.51.100.7"));
+        assert_eq!(judged[1].role, HopRole::Own);
+    }
+
+    #[test]
+    fn forged_own_hop_below_a_foreign_entry_is_untrusted() {
+        let judged = judge_chain(&hops(FORGED), &own());
+        assert_eq!(judged[0].role, HopRole::Entry);
+        assert!(judged[0].from.own_by.is_none());
+        assert_eq!(judged[1].role, HopRole::Untrusted);
+        assert!(judged[1].by_own);
+    }
+
+    #[test]
+    fn own_helo_from_a_foreign_ip_is_a_forgery_sign() {
+        let h = hops("Received: from mail.own.example (unknown [203.0.113.9]) by mx.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n");
+        let j = judge_from(&h[0], &own());
+        assert!(j.own_by.is_none());
+        assert!(j.own_name_from_foreign_ip);
+    }
+}

@@ -1,0 +1,249 @@
+//! The one evaluation of a message: is it a bounce, whose, and what to do with it, with every reason.
+
+use serde::Serialize;
+
+use crate::config::{Action, Config, Own};
+use crate::message::{self, EnvVars, Envelope, Facts};
+use crate::original::{self, Original};
+use crate::ownership::{self, DECISION_MARGIN, Evidence};
+use crate::received::{Hop, JudgedHop, judge_chain};
+use crate::rules::{Kind, RuleHit, RuleSet};
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Clean,
+    LegitBounce,
+    Backscatter,
+    UnverifiedBounce,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Clean => "clean",
+            Verdict::LegitBounce => "legit-bounce",
+            Verdict::Backscatter => "backscatter",
+            Verdict::UnverifiedBounce => "unverified-bounce",
+        }
+    }
+}
+
+/// The user's own infrastructure as it was used, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct OwnView {
+    pub domains: Vec<String>,
+    pub message_id_domains: Vec<String>,
+    pub hosts: Vec<String>,
+    pub networks: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl From<&Own> for OwnView {
+    fn from(own: &Own) -> OwnView {
+        OwnView {
+            domains: own.domains.clone(),
+            message_id_domains: own.message_id_domains.clone(),
+            hosts: own.hosts.iter().map(|h| h.as_str().to_string()).collect(),
+            networks: own.networks.iter().map(|n| n.to_string()).collect(),
+            notes: own.origin.clone(),
+        }
+    }
+}
+
+/// The original as found, with its judged hops.
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginalView {
+    #[serde(flatten)]
+    pub original: Original,
+    #[serde(rename = "hops")]
+    pub judged: Vec<JudgedHop>,
+}
+
+/// The whole decision and the path it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub verdict: Verdict,
+    pub kind: Option<Kind>,
+    pub action: Action,
+    /// One line per reason, strongest first.
+    pub reasons: Vec<String>,
+    pub original: Option<OriginalView>,
+    /// The bounce score and the threshold it was held against.
+    pub score: i32,
+    pub threshold: i32,
+    /// Every rule that matched.
+    pub rules: Vec<RuleHit>,
+    /// How many rules were tried.
+    pub rules_tried: usize,
+    /// The ownership evidence and its total.
+    pub evidence: Vec<Evidence>,
+    pub ownership: i32,
+    pub envelope: Envelope,
+    pub own: Option<OwnView>,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub from: Option<String>,
+    /// Things that shaped the decision outside the rules (size limits, parse failures).
+    pub notes: Vec<String>,
+}
+
+impl Evaluation {
+    /// A verdict reached without reading the message (too large, or no headers).
+    pub fn unparsed(note: String, envelope: Envelope) -> Evaluation {
+        Evaluation {
+            verdict: Verdict::Clean,
+            kind: None,
+            action: Action::Inbox,
+            reasons: vec![note.clone()],
+            original: None,
+            score: 0,
+            threshold: 0,
+            rules: Vec::new(),
+            rules_tried: 0,
+            evidence: Vec::new(),
+            ownership: 0,
+            envelope,
+            own: None,
+            message_id: None,
+            subject: None,
+            from: None,
+            notes: vec![note],
+        }
+    }
+}
+
+/// Evaluates one message (`raw` may start with an mbox From_ line).
+pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> Evaluation {
+    let (from_line, message_bytes) = message::split_from_line(raw);
+    let analysed = message::for_analysis(message_bytes);
+    let Some(mail) = message::parse(&analysed) else {
+        let envelope = Envelope::learn(env, None, from_line);
+        return Evaluation::unparsed("the input has no header: delivered as it is".into(), envelope);
+    };
+    let envelope = Envelope::learn(env, Some(&mail), from_line);
+    let facts = Facts::new(&mail, envelope.sender.as_deref());
+    let hits = rules.evaluate(&facts);
+    let score: i32 = hits.iter().map(|h| h.score).sum();
+    let mut eval = Evaluation {
+        verdict: Verdict::Clean,
+        kind: None,
+        action: Action::Inbox,
+        reasons: Vec::new(),
+        original: None,
+        score,
+        threshold: config.threshold,
+        rules: hits,
+        rules_tried: rules.rules.len(),
+        evidence: Vec::new(),
+        ownership: 0,
+        envelope,
+        own: None,
+        message_id: mail.message_id().map(str::to_string),
+        subject: mail.subject().map(str::to_string),
+        from: message::from_text(&mail),
+        notes: Vec::new(),
+    };
+    if score < config.threshold {
+        eval.reasons.push(format!(
+            "not a bounce or automatic reply: score {score} is below the threshold {}",
+            config.threshold
+        ));
+        return eval;
+    }
+    let kind = choose_kind(&eval.rules);
+    eval.kind = Some(kind);
+    eval.reasons.push(format!(
+        "{} (score {score} reaches the threshold {}; strongest: {})",
+        kind_sentence(kind),
+        config.threshold,
+        strongest(&eval.rules)
+    ));
+
+    let own = config.own(eval.envelope.recipient_domain());
+    let found = original::find(&mail).or_else(|| {
+        (kind == Kind::AutoReply || kind == Kind::ChallengeResponse)
+            .then(|| original::references(&mail))
+            .flatten()
+    });
+    let Some(original) = found else {
+        eval.own = Some(OwnView::from(&own));
+        eval.verdict = Verdict::UnverifiedBounce;
+        eval.reasons.push("no part of the original came back, so there is nothing to judge it by".into());
+        eval.action = config.actions.unverified_bounce.value;
+        return eval;
+    };
+    let judged = judge_chain(&original.received, &own);
+    let made_here = bounce_made_here(&mail, &own);
+    let evidence = ownership::weigh(&original, &judged, &own, made_here);
+    let total: i32 = evidence.iter().map(|e| e.points).sum();
+    eval.verdict = if total >= DECISION_MARGIN {
+        Verdict::LegitBounce
+    } else if total <= -DECISION_MARGIN {
+        Verdict::Backscatter
+    } else {
+        Verdict::UnverifiedBounce
+    };
+    let mut sorted: Vec<&Evidence> = evidence.iter().filter(|e| e.points != 0).collect();
+    sorted.sort_by_key(|e| -e.points.abs());
+    eval.reasons.extend(sorted.iter().map(|e| format!("{:+} {}", e.points, e.text)));
+    eval.reasons.push(match eval.verdict {
+        Verdict::LegitBounce => format!("ownership evidence totals {total:+}: a bounce of mail you sent"),
+        Verdict::Backscatter => format!("ownership evidence totals {total:+}: the original was not yours (forged sender)"),
+        _ => format!(
+            "ownership evidence totals {total:+}, within ±{}: not enough to decide",
+            DECISION_MARGIN - 1
+        ),
+    });
+    eval.action = match eval.verdict {
+        Verdict::Backscatter => config.actions.backscatter.value,
+        Verdict::UnverifiedBounce => config.actions.unverified_bounce.value,
+        _ => Action::Inbox,
+    };
+    eval.evidence = evidence;
+    eval.ownership = total;
+    eval.own = Some(OwnView::from(&own));
+    eval.original = Some(OriginalView { original, judged });
+    eval
+}
+
+/// The kind with the highest total score among matched rules that name one.
+fn choose_kind(hits: &[RuleHit]) -> Kind {
+    let mut totals: Vec<(Kind, i32)> = Vec::new();
+    for h in hits.iter().filter(|h| h.score > 0) {
+        if let Some(k) = h.kind {
+            match totals.iter_mut().find(|(kind, _)| *kind == k) {
+                Some((_, t)) => *t += h.score,
+                None => totals.push((k, h.score)),
+            }
+        }
+    }
+    totals.sort_by_key(|(k, t)| (-t, *k));
+    totals.first().map_or(Kind::Ndr, |(k, _)| *k)
+}
+
+fn strongest(hits: &[RuleHit]) -> String {
+    hits.iter().max_by_key(|h| h.score).map_or_else(String::new, |h| h.id.clone())
+}
+
+fn kind_sentence(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Dsn => "a delivery status notification (RFC 3464)",
+        Kind::Ndr => "a non-delivery report",
+        Kind::AutoReply => "an automatic reply",
+        Kind::ChallengeResponse => "a challenge-response request",
+        Kind::VirusNotice => "a virus or content-filter notice",
+        Kind::FeedbackReport => "an abuse or feedback report (RFC 5965)",
+    }
+}
+
+/// True when the report was written by an own server: its Received chain has
+/// hops, all recorded by own servers, none from a foreign address.
+fn bounce_made_here(mail: &mail_parser::Message<'_>, own: &Own) -> bool {
+    let hops = Hop::all(mail);
+    !hops.is_empty()
+        && hops.iter().all(|h| {
+            crate::received::by_own(h, own) && h.from_ip.is_none_or(|ip| own.is_own_ip(ip) || ip.is_loopback())
+        })
+}
