@@ -215,6 +215,8 @@ pub struct Own {
     pub networks: Vec<IpNet>,
     /// True when hosts or networks came from the config, not only from defaults.
     pub relays_configured: bool,
+    /// True when message_id_domains came from the config.
+    pub message_id_domains_configured: bool,
     /// Where each part came from, for explain.
     pub origin: Vec<String>,
 }
@@ -402,6 +404,7 @@ impl Config {
         }
         own.message_id_domains =
             self.own.message_id_domains.iter().map(|d| normalize_domain(&d.value)).collect();
+        own.message_id_domains_configured = !own.message_id_domains.is_empty();
         if own.message_id_domains.is_empty() {
             own.message_id_domains = own.domains.clone();
         }

@@ -77,6 +77,7 @@ fn write_trace(out: &mut String, e: &Evaluation) -> std::fmt::Result {
                         HopRole::Entry => "entry",
                         HopRole::Own => "own",
                         HopRole::Untrusted => "untrusted",
+                        HopRole::Ignored => "ignored: names no sender or receiver",
                     };
                     let from_own = match (&h.from.own_by, h.from.strong) {
                         (Some(w), true) => format!("from own ({w})"),

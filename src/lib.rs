@@ -6,6 +6,7 @@ pub mod original;
 pub mod ownership;
 pub mod received;
 pub mod rules;
+pub mod store;
 pub mod verdict;
 pub mod cli;
 pub mod explain;

@@ -1,6 +1,6 @@
 //! Finds the returned original in a bounce: attached whole, headers only, or pasted inline.
 
-use mail_parser::{Message, MessageParser, PartType};
+use mail_parser::{Message, MessageParser, MessagePart, PartType};
 use serde::Serialize;
 
 use crate::message::{cut_at_char, from_text, header_values, part_type};
@@ -89,7 +89,7 @@ pub fn find(mail: &Message<'_>) -> Option<Original> {
         match &part.body {
             PartType::Message(inner) => {
                 let found_in = format!("part {} ({})", i + 1, part_type(part));
-                if let Some(o) = Original::from_message(inner, Form::Attached, found_in) {
+                if let Some(o) = parse_headers(attached_bytes(mail, part, inner), Form::Attached, found_in) {
                     return Some(o);
                 }
             }
@@ -116,6 +116,18 @@ pub fn find(mail: &Message<'_>) -> Option<Original> {
         }
     }
     find_inline(mail)
+}
+
+/// The bytes of an attached message. mail-parser 0.11 gives a nested message either its
+/// own bytes or the whole outer message, and header offsets into the outer one; so the
+/// headers are read again from the right bytes.
+fn attached_bytes<'a>(outer: &'a Message<'_>, part: &MessagePart<'_>, inner: &'a Message<'_>) -> &'a [u8] {
+    let outer_raw = outer.raw_message();
+    let inner_raw = inner.raw_message();
+    if inner_raw.len() < outer_raw.len() {
+        return inner_raw;
+    }
+    outer_raw.get(part.offset_body as usize..part.offset_end as usize).unwrap_or(inner_raw)
 }
 
 fn parse_headers(bytes: &[u8], form: Form, found_in: String) -> Option<Original> {

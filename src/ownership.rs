@@ -21,6 +21,11 @@ impl Evidence {
     }
 }
 
+/// Evidence tags that say the message passed through an own host.
+pub const RELAY_POSITIVE: &[&str] = &["entered-from-own-relay", "entered-from-own-name", "returned-by-own-server"];
+/// The tag of a hop that claims an own server below a foreign entry.
+pub const FORGED_OWN_HOP: &str = "forged-own-hop";
+
 /// Totals at or above this are a legitimate bounce; at or below the negative, backscatter.
 pub const DECISION_MARGIN: i32 = 2;
 
@@ -30,17 +35,18 @@ pub const DECISION_MARGIN: i32 = 2;
 pub fn weigh(original: &Original, hops: &[JudgedHop], own: &Own, bounce_made_here: bool) -> Vec<Evidence> {
     let mut ev = Vec::new();
     weigh_relays(hops, own, bounce_made_here, &mut ev);
-    weigh_ids(original, own, &mut ev);
+    let has_hops = hops.iter().any(|h| h.role != HopRole::Ignored);
+    weigh_ids(original, own, has_hops, &mut ev);
     ev
 }
 
 fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut Vec<Evidence>) {
-    if hops.is_empty() {
+    let Some(top) = hops.iter().find(|h| h.role != HopRole::Ignored) else {
         return;
-    }
+    };
     let Some(entry) = hops.iter().find(|h| h.role == HopRole::Entry) else {
         // The top hop says an own server recorded it.
-        let by = hops[0].hop.by.clone().unwrap_or_default();
+        let by = top.hop.by.clone().unwrap_or_default();
         if bounce_made_here {
             ev.push(Evidence::new(
                 4,
@@ -61,6 +67,23 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
     };
     let by = entry.hop.by.clone().unwrap_or_else(|| "an unnamed host".into());
     let source = describe_from(entry);
+    if !entry.hop.has_from() {
+        // A hop with no sender: the message was created (submitted locally) on `by`.
+        if own.relays_configured {
+            ev.push(Evidence::new(
+                -3,
+                "created-on-foreign-host",
+                format!("the message was created on {by}, which is not an own host"),
+            ));
+        } else {
+            ev.push(Evidence::new(
+                -1,
+                "created-on-unknown-host",
+                format!("the message was created on {by}; no own hosts or networks are configured"),
+            ));
+        }
+        return;
+    }
     match (&entry.from.own_by, entry.from.strong) {
         (Some(what), true) => ev.push(Evidence::new(
             5,
@@ -81,7 +104,7 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
                 let claim = f.hop.by.clone().unwrap_or_default();
                 ev.push(Evidence::new(
                     -4,
-                    "forged-own-hop",
+                    FORGED_OWN_HOP,
                     format!(
                         "a hop below the entry claims own server {claim}, but {by} received the \
                          message from {source}, which is not own: the own hop is forged"
@@ -113,7 +136,7 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
             format!("{source} greeted with an own name but its address is not own"),
         ));
     }
-    if let Some(origin) = hops.last().filter(|h| h.role != HopRole::Untrusted) {
+    if let Some(origin) = hops.iter().rev().find(|h| matches!(h.role, HopRole::Own | HopRole::Entry)) {
         ev.push(Evidence::new(0, "origin", format!("the bottom hop gives the origin: {}", describe_from(origin))));
     }
 }
@@ -126,7 +149,7 @@ fn describe_from(h: &JudgedHop) -> String {
     }
 }
 
-fn weigh_ids(original: &Original, own: &Own, ev: &mut Vec<Evidence>) {
+fn weigh_ids(original: &Original, own: &Own, has_hops: bool, ev: &mut Vec<Evidence>) {
     if own.message_id_domains.is_empty() {
         return;
     }
@@ -151,10 +174,18 @@ fn weigh_ids(original: &Original, own: &Own, ev: &mut Vec<Evidence>) {
             ));
         }
     } else if let Some(d) = domains.first() {
+        // Strong when the user named their Message-ID domains; a guess from the
+        // mail domains alone (ESPs and clients use their own) counts for less,
+        // and never decides on its own.
+        let (points, how) = match (own.message_id_domains_configured, has_hops) {
+            (true, _) => (-3, "named in message_id_domains"),
+            (false, true) => (-2, "guessed from the own domains"),
+            (false, false) => (-1, "guessed from the own domains; no Received hops to confirm"),
+        };
         ev.push(Evidence::new(
-            -3,
+            points,
             "foreign-message-id",
-            format!("the original's Message-ID domain {d} is not an own Message-ID domain"),
+            format!("the original's Message-ID domain {d} is not an own Message-ID domain ({how})"),
         ));
     }
     if !reference && !own.domains.is_empty() {

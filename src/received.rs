@@ -58,10 +58,12 @@ impl Hop {
             .collect()
     }
 
-    /// Fills what the parser missed with a plain reading of `from X (... [ip]) by Y`.
+    /// Fills what the parser missed with a plain reading of `from X (... [ip]) by Y`,
+    /// ignoring comments such as `(Postfix, from userid 255)` or `(qmail 1 invoked by uid 0)`.
     fn fill_from_text(&mut self, raw: &str) {
         let lower = raw.to_ascii_lowercase();
-        let words: Vec<&str> = lower.split_whitespace().collect();
+        let bare = strip_comments(&lower);
+        let words: Vec<&str> = bare.split_whitespace().collect();
         if self.by.is_none() {
             if let Some(i) = words.iter().position(|w| *w == "by") {
                 self.by = words.get(i + 1).map(|w| clean_name(w)).filter(|w| !w.is_empty());
@@ -70,15 +72,35 @@ impl Hop {
         if self.from_name.is_none() && words.first() == Some(&"from") {
             self.from_name = words.get(1).map(|w| clean_name(w)).filter(|w| !w.is_empty());
         }
-        if self.from_ip.is_none() {
-            // The first bracketed address in the from clause.
+        if self.from_ip.is_none() && words.first() == Some(&"from") {
+            // The first address in the from clause, comments included.
             let from_clause = lower.split(" by ").next().unwrap_or(&lower);
             self.from_ip = from_clause
-                .split(['[', ']', '(', ')', ' ', '='])
+                .split(['[', ']', '(', ')', ' ', '=', ',', '\t'])
                 .find_map(|w| w.trim_start_matches("ipv6:").parse::<IpAddr>().ok())
                 .map(canonical_ip);
         }
     }
+
+    /// True when the hop says where it came from (a name or an address).
+    pub fn has_from(&self) -> bool {
+        self.from_name.is_some() || self.from_ip.is_some() || self.from_rdns.is_some()
+    }
+}
+
+/// Removes parenthesised comments (one level of nesting is enough for Received).
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn host_text(host: &Host<'_>) -> String {
@@ -98,14 +120,17 @@ fn clean_name(word: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HopRole {
-    /// Recorded by a foreign server, above the entry point: trustworthy.
+    /// Recorded by a foreign server, above the entry point, in an unbroken chain: trustworthy.
     Foreign,
-    /// The lowest hop a foreign server recorded: where the message entered the foreign side.
+    /// The lowest hop the trusted chain reaches: where the message entered the foreign side,
+    /// or where it was created if it names no sender.
     Entry,
-    /// Recorded by an own server (by matches own hosts), and consistent with the entry.
+    /// Recorded by an own server, below an entry that came from an own host.
     Own,
-    /// Below the entry point and not vouched for by it: anyone could have written it.
+    /// Below the entry and not vouched for by it: anyone could have written it.
     Untrusted,
+    /// Names neither a sender nor a receiver: nothing to judge.
+    Ignored,
 }
 
 /// Why a hop's `from` was or was not judged own.
@@ -164,10 +189,13 @@ pub struct JudgedHop {
     pub from: FromJudgement,
 }
 
-/// Judges a chain (top first). The foreign side's hops are the run from the top
-/// whose `by` is not own; the lowest of them is the entry. Hops below it were
-/// written before the foreign side had the message: they are own only if the
-/// entry says it came from an own host, else untrusted (maybe forged).
+/// Judges a chain (top first). Only hops written after the message reached an
+/// honest server can be believed, so trust runs down from the top hop, one hop at
+/// a time, while the chain stays unbroken: the next hop must be recorded by the
+/// host this one came from (same name, or an internal address), must not be an
+/// own server's, and this one must not already come from an own host. The last
+/// hop reached is the entry. Hops below it are own only if the entry came from
+/// an own host; otherwise they are untrusted (and, if they claim own servers, forged).
 pub fn judge_chain(hops: &[Hop], own: &Own) -> Vec<JudgedHop> {
     let mut judged: Vec<JudgedHop> = hops
         .iter()
@@ -178,25 +206,68 @@ pub fn judge_chain(hops: &[Hop], own: &Own) -> Vec<JudgedHop> {
             from: judge_from(h, own),
         })
         .collect();
-    let foreign_run = judged.iter().take_while(|h| !h.by_own).count();
-    if foreign_run == 0 {
+    let informative: Vec<usize> =
+        (0..judged.len()).filter(|&i| judged[i].hop.by.is_some() || judged[i].hop.has_from()).collect();
+    for h in judged.iter_mut() {
+        h.role = HopRole::Ignored;
+    }
+    let Some(&top) = informative.first() else {
+        return judged;
+    };
+    if judged[top].by_own {
         // The top hop claims to be ours: nobody foreign vouches for any of it.
-        for h in &mut judged {
-            h.role = if h.by_own { HopRole::Own } else { HopRole::Untrusted };
+        for &i in &informative {
+            judged[i].role = if judged[i].by_own { HopRole::Own } else { HopRole::Untrusted };
         }
         return judged;
     }
-    let entry = foreign_run - 1;
-    let entry_from_own = judged[entry].from.own_by.is_some() && judged[entry].from.strong;
-    for (i, h) in judged.iter_mut().enumerate() {
-        h.role = match i {
-            _ if i < entry => HopRole::Foreign,
-            _ if i == entry => HopRole::Entry,
-            _ if entry_from_own && h.by_own => HopRole::Own,
+    let mut entry = 0;
+    for k in 1..informative.len() {
+        let (prev, next) = (&judged[informative[k - 1]], &judged[informative[k]]);
+        if prev.from.own_by.is_some() && prev.from.strong || next.by_own || !continuous(&prev.hop, &next.hop) {
+            break;
+        }
+        entry = k;
+    }
+    let entry_from_own = judged[informative[entry]].from.own_by.is_some() && judged[informative[entry]].from.strong;
+    for (k, &i) in informative.iter().enumerate() {
+        judged[i].role = match k {
+            _ if k < entry => HopRole::Foreign,
+            _ if k == entry => HopRole::Entry,
+            _ if entry_from_own && judged[i].by_own => HopRole::Own,
             _ => HopRole::Untrusted,
         };
     }
     judged
+}
+
+/// True when `next` (the hop below) was recorded by the host `prev` came from: the
+/// names agree (exactly, or on their first label), or `prev` came from an internal
+/// (loopback or private) address of the recording side.
+fn continuous(prev: &Hop, next: &Hop) -> bool {
+    if prev.from_ip.is_some_and(is_internal) {
+        return true;
+    }
+    let Some(by) = next.by.as_deref() else {
+        return false;
+    };
+    let first_label = |n: &str| n.split('.').next().unwrap_or(n).to_string();
+    [prev.from_rdns.as_deref(), prev.from_name.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+        .any(|n| n == by || (n.contains('.') != by.contains('.') && first_label(&n) == first_label(by)))
+        || prev.from_ip.is_some_and(|ip| by.parse::<IpAddr>().is_ok_and(|b| canonical_ip(b) == ip))
+}
+
+/// Loopback, private and link-local addresses: hand-offs inside one site.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +282,7 @@ mod tests {
             hosts: vec![HostPattern::new("mail.own.example"), HostPattern::new("*.out.own.example")],
             networks: vec![parse_network("198.51.100.0/24").unwrap()],
             relays_configured: true,
+            message_id_domains_configured: false,
             origin: vec![],
         }
     }
@@ -239,6 +311,32 @@ mod tests {
         assert!(judged[0].from.own_by.is_none());
         assert_eq!(judged[1].role, HopRole::Untrusted);
         assert!(judged[1].by_own);
+    }
+
+    #[test]
+    fn trust_follows_an_unbroken_foreign_chain() {
+        let text = "Received: from mx1.remote.example (mx1.remote.example [10.1.1.1]) by store.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by mx1.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(text), &own());
+        assert_eq!(judged[0].role, HopRole::Foreign);
+        assert_eq!(judged[1].role, HopRole::Entry);
+        assert!(judged[1].from.strong);
+    }
+
+    #[test]
+    fn a_forged_hop_that_breaks_the_chain_is_untrusted() {
+        // The bottom hop claims an own sender but names a receiver the hop above did not come from.
+        let text = "Received: from bot.spam.example (bot.spam.example [203.0.113.9]) by mx.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by relay.elsewhere.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(text), &own());
+        assert_eq!(judged[0].role, HopRole::Entry);
+        assert_eq!(judged[1].role, HopRole::Untrusted);
+    }
+
+    #[test]
+    fn comments_are_not_senders() {
+        let h = hops("Received: by e1.example.ne.jp (Postfix, from userid 255)\n\tid 97DAA44A0204; Thu,  1 Jul 2014 23:45:59 +0900 (JST)\nSubject: x\n\n");
+        assert_eq!(h[0].from_name, None);
+        assert_eq!(h[0].by.as_deref(), Some("e1.example.ne.jp"));
+        assert!(!h[0].has_from());
     }
 
     #[test]

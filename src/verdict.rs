@@ -185,16 +185,33 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     } else {
         Verdict::UnverifiedBounce
     };
+    // Relay evidence outranks identifiers: a chain that entered the foreign side from
+    // an own host is never called backscatter, and a forged own hop is never legit.
+    let has = |tag: &str| evidence.iter().any(|e| e.tag == tag);
+    let capped = if eval.verdict == Verdict::Backscatter && ownership::RELAY_POSITIVE.iter().any(|t| has(t)) {
+        Some("own relay evidence rules out backscatter")
+    } else if eval.verdict == Verdict::LegitBounce && has(ownership::FORGED_OWN_HOP) {
+        Some("a forged own hop rules out a legitimate bounce")
+    } else {
+        None
+    };
+    if let Some(why) = capped {
+        eval.verdict = Verdict::UnverifiedBounce;
+        eval.notes.push(why.to_string());
+    }
     let mut sorted: Vec<&Evidence> = evidence.iter().filter(|e| e.points != 0).collect();
     sorted.sort_by_key(|e| -e.points.abs());
     eval.reasons.extend(sorted.iter().map(|e| format!("{:+} {}", e.points, e.text)));
     eval.reasons.push(match eval.verdict {
         Verdict::LegitBounce => format!("ownership evidence totals {total:+}: a bounce of mail you sent"),
         Verdict::Backscatter => format!("ownership evidence totals {total:+}: the original was not yours (forged sender)"),
-        _ => format!(
-            "ownership evidence totals {total:+}, within ±{}: not enough to decide",
-            DECISION_MARGIN - 1
-        ),
+        _ => match capped {
+            Some(why) => format!("ownership evidence totals {total:+}, but {why}"),
+            None => format!(
+                "ownership evidence totals {total:+}, within ±{}: not enough to decide",
+                DECISION_MARGIN - 1
+            ),
+        },
     });
     eval.action = match eval.verdict {
         Verdict::Backscatter => config.actions.backscatter.value,

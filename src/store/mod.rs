@@ -8,7 +8,7 @@
 pub mod maildir;
 pub mod mbox;
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::OnceLock;
 
 /// The bytes of one message to store: `head` (extra trace header lines, already formatted, may be empty),
@@ -51,7 +51,11 @@ pub(crate) fn for_each_chunk(
                 Ok(0) => break,
                 Ok(n) => match buf.get(..n) {
                     Some(chunk) => sink(chunk)?,
-                    None => return Err(io::Error::other("tail reader returned an impossible length")),
+                    None => {
+                        return Err(io::Error::other(
+                            "tail reader returned an impossible length",
+                        ));
+                    }
                 },
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -104,6 +108,7 @@ pub(crate) fn sync_dir(dir: &std::path::Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn host_escaping() {
