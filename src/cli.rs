@@ -33,6 +33,10 @@ pub enum Command {
     Explain(InputArgs),
     /// Check a config or rules file without reading any message.
     Lint(LintArgs),
+    /// Decide and deliver one message from standard input (exit 0 or 75 only).
+    Deliver(crate::deliver::DeliverArgs),
+    /// Print the message with X-Backstop-Verdict and X-Backstop-Reason headers added.
+    Filter(InputArgs),
 }
 
 /// Options every message-reading command takes.
@@ -83,11 +87,26 @@ const EXIT_ERROR: u8 = 2;
 
 /// Runs the command line; returns the process exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // A mistyped hook-up must defer mail, never bounce it: deliver exits 0 or 75 only.
+            let delivering = std::env::args().skip(1).find(|a| !a.starts_with('-')).is_some_and(|a| a == "deliver");
+            if delivering && err.use_stderr() {
+                let text = err.to_string();
+                let first = text.lines().next().unwrap_or("usage error");
+                eprintln!("backstop: {first}; the MTA will try again");
+                return ExitCode::from(crate::deliver::EX_TEMPFAIL);
+            }
+            err.exit();
+        }
+    };
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Explain(args) => explain_cmd(&args),
         Command::Lint(args) => lint(&args),
+        Command::Deliver(args) => crate::deliver::run(&args),
+        Command::Filter(args) => crate::filter::run(&args),
     }
 }
 

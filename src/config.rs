@@ -9,6 +9,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::rules::RuleSpec;
+use crate::store::maildir::Layout;
+use crate::store::mbox::{DEFAULT_LOCKS, Lock};
 
 /// Default limit above which a message is delivered to the inbox without being parsed.
 pub const DEFAULT_MAX_SIZE: u64 = 32 * 1024 * 1024;
@@ -116,24 +118,6 @@ pub struct OwnSpec {
     pub networks: Vec<Spanned<String>>,
 }
 
-/// Mailbox layout for Maildir folders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LayoutSpec {
-    #[default]
-    #[serde(alias = "maildir++")]
-    Maildirplusplus,
-    Fs,
-}
-
-/// Lock kinds for mbox, in the order to take them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LockSpec {
-    Fcntl,
-    Dotlock,
-}
-
 /// The config file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,9 +138,12 @@ pub struct ConfigFile {
     #[serde(default)]
     pub folder: Option<Spanned<String>>,
     #[serde(default)]
-    pub layout: Option<LayoutSpec>,
+    pub layout: Option<Layout>,
     #[serde(default)]
-    pub mbox_locks: Option<Vec<LockSpec>>,
+    pub mbox_locks: Option<Vec<Lock>>,
+    /// The backscatter mbox, when the inbox is an mbox.
+    #[serde(default)]
+    pub mbox_folder: Option<String>,
     #[serde(default)]
     pub log: Option<String>,
     #[serde(default)]
@@ -277,8 +264,9 @@ pub struct Config {
     pub threshold: i32,
     pub inbox: Option<Inbox>,
     pub folder: String,
-    pub layout: LayoutSpec,
-    pub mbox_locks: Vec<LockSpec>,
+    pub layout: Layout,
+    pub mbox_locks: Vec<Lock>,
+    pub mbox_folder: PathBuf,
     pub log: Option<PathBuf>,
     pub max_size: u64,
     pub trace_headers: bool,
@@ -297,8 +285,9 @@ impl Default for Config {
             threshold: DEFAULT_THRESHOLD,
             inbox: None,
             folder: "Backscatter".to_string(),
-            layout: LayoutSpec::default(),
-            mbox_locks: vec![LockSpec::Fcntl, LockSpec::Dotlock],
+            layout: Layout::default(),
+            mbox_locks: DEFAULT_LOCKS.to_vec(),
+            mbox_folder: expand_home("~/mail/Backscatter"),
             log: None,
             max_size: DEFAULT_MAX_SIZE,
             trace_headers: true,
@@ -380,6 +369,9 @@ impl Config {
         config.layout = file.layout.unwrap_or_default();
         if let Some(locks) = file.mbox_locks {
             config.mbox_locks = locks;
+        }
+        if let Some(f) = file.mbox_folder {
+            config.mbox_folder = expand_home(&f);
         }
         config.log = file.log.map(|l| expand_home(&l));
         config.max_size = file.max_size.unwrap_or(DEFAULT_MAX_SIZE);

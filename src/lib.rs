@@ -1,6 +1,9 @@
 //! backstop: tells bounces of the user's own mail from backscatter, and files each message.
 
 pub mod config;
+pub mod deliver;
+pub mod filter;
+pub mod log;
 pub mod message;
 pub mod original;
 pub mod ownership;

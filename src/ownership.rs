@@ -98,7 +98,7 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
         (None, _) => {
             let forged: Vec<&JudgedHop> = hops
                 .iter()
-                .filter(|h| h.role == HopRole::Untrusted && (h.by_own || h.from.own_by.is_some()))
+                .filter(|h| h.role == HopRole::Untrusted && (h.by_own || (h.from.own_by.is_some() && h.from.strong)))
                 .collect();
             if let Some(f) = forged.first() {
                 let claim = f.hop.by.clone().unwrap_or_default();
@@ -196,7 +196,12 @@ fn weigh_ids(original: &Original, own: &Own, has_hops: bool, ev: &mut Vec<Eviden
                 .and_then(|a| a.trim_end_matches('>').rsplit_once('@'))
                 .map(|(_, d)| d.trim().to_ascii_lowercase());
             if let Some(d) = domain.filter(|d| !own.is_own_domain(d)) {
-                ev.push(Evidence::new(-1, "foreign-from", format!("the original's From is in {d}, not an own domain")));
+                // Without hops it only informs: identifiers alone never decide.
+                ev.push(Evidence::new(
+                    if has_hops { -1 } else { 0 },
+                    "foreign-from",
+                    format!("the original's From is in {d}, not an own domain"),
+                ));
             }
         }
     }

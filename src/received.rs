@@ -37,7 +37,12 @@ impl Hop {
             .map(|(i, raw)| {
                 let mut hop = Hop { raw: shorten(raw, 160), ..Hop::default() };
                 // mail-parser parses each Received in order; pair them by position.
-                if parsed.len() == raws.len() {
+                // Take mail-parser's reading only where the text has the clauses: it reads
+                // `(qmail 1 invoked from network)` as from=network, `(from userid 22)` as from=userid.
+                let bare = strip_comments(&raw.to_ascii_lowercase());
+                let has_from = bare.trim_start().starts_with("from");
+                let has_by = bare.split_whitespace().any(|w| w == "by");
+                if parsed.len() == raws.len() && has_from && has_by {
                     if let Some(r) = parsed.get(i) {
                         hop.from_name = r.from.as_ref().map(host_text);
                         hop.from_rdns = r.from_iprev.as_ref().map(|s| s.to_string());

@@ -21,11 +21,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Payload, Stored, for_each_chunk, host_name, sync_dir, sync_parent};
 
 /// How folder names map to directories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Layout {
     /// Dovecot's default and Courier's: folder `Junk.Backscatter` (or `Junk/Backscatter`) is
     /// `root/.Junk.Backscatter/` with an empty `maildirfolder` file.
     #[default]
+    #[serde(rename = "maildir++", alias = "maildirplusplus")]
     MaildirPlusPlus,
     /// Dovecot `LAYOUT=fs`: folder `Junk/Backscatter` is `root/Junk/Backscatter/` (no dot, no
     /// `maildirfolder`). Only `/` separates levels; a `.` is part of the name.

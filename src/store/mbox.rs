@@ -41,7 +41,8 @@ use rustix::io::Errno;
 use super::{CHUNK, Payload, Stored, for_each_chunk, host_name, sync_parent};
 
 /// A kind of mbox lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Lock {
     /// POSIX `fcntl` write lock on the whole file.
     Fcntl,

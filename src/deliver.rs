@@ -1,0 +1,227 @@
+//! `backstop deliver`: decide and file one message durably; exit only 0 or 75.
+//!
+//! Every path out of here is either "the message is safely stored (or, for
+//! backscatter the config says to discard, consciously dropped)" with exit 0,
+//! or exit 75 (EX_TEMPFAIL) so that the MTA keeps the message and retries.
+//! Any other status would make Postfix or Exim bounce the message, and that
+//! bounce would go to a sender who is, as often as not, forged.
+
+use std::io::{Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cli::{InputArgs, env_vars, load};
+use crate::config::{Action, Config, Inbox, expand_home};
+use crate::log;
+use crate::store::{self, Payload, Stored};
+use crate::verdict::{Evaluation, evaluate};
+
+/// EX_TEMPFAIL: the MTA keeps the message and tries again later.
+pub const EX_TEMPFAIL: u8 = 75;
+
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    /// The inbox Maildir (default: the config's, else ~/Maildir).
+    pub maildir_path: Option<PathBuf>,
+    /// The inbox Maildir.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["mbox", "maildir_path"])]
+    pub maildir: Option<PathBuf>,
+    /// The inbox mbox file, instead of a Maildir.
+    #[arg(long, value_name = "FILE", conflicts_with = "maildir_path")]
+    pub mbox: Option<PathBuf>,
+    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The envelope sender, overriding $SENDER ("" for the null sender).
+    #[arg(long, value_name = "ADDRESS")]
+    pub sender: Option<String>,
+    /// The envelope recipient, overriding $RECIPIENT.
+    #[arg(long, value_name = "ADDRESS")]
+    pub recipient: Option<String>,
+}
+
+impl DeliverArgs {
+    fn input(&self) -> InputArgs {
+        InputArgs {
+            file: None,
+            config: self.config.clone(),
+            sender: self.sender.clone(),
+            recipient: self.recipient.clone(),
+        }
+    }
+
+    /// The inbox: the flags, else the config, else ~/Maildir.
+    fn inbox(&self, config: Option<&Config>) -> Inbox {
+        if let Some(m) = self.maildir.as_ref().or(self.maildir_path.as_ref()) {
+            return Inbox::Maildir(m.clone());
+        }
+        if let Some(m) = &self.mbox {
+            return Inbox::Mbox(m.clone());
+        }
+        config
+            .and_then(|c| c.inbox.clone())
+            .unwrap_or_else(|| Inbox::Maildir(expand_home("~/Maildir")))
+    }
+}
+
+/// Runs `deliver`. Returns 0 or 75, whatever happens (a panic included).
+pub fn run(args: &DeliverArgs) -> ExitCode {
+    // Quiet panics: the message goes to stderr in our words, never starting with a status code.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = writeln!(std::io::stderr(), "backstop: internal error: {info}");
+    }));
+    match catch_unwind(AssertUnwindSafe(|| deliver(args))) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(msg)) => {
+            let _ = writeln!(std::io::stderr(), "backstop: {msg}; the MTA will try again");
+            ExitCode::from(EX_TEMPFAIL)
+        }
+        Err(_) => ExitCode::from(EX_TEMPFAIL),
+    }
+}
+
+/// The input: what fits in memory, and the unread rest for messages over the limit.
+struct Input {
+    bytes: Vec<u8>,
+    oversized: bool,
+}
+
+fn read_input(limit: u64) -> std::io::Result<Input> {
+    let mut bytes = Vec::new();
+    let mut stdin = std::io::stdin().lock();
+    let cap = limit.saturating_add(1);
+    (&mut stdin).take(cap).read_to_end(&mut bytes)?;
+    Ok(Input { oversized: bytes.len() as u64 >= cap, bytes })
+}
+
+fn deliver(args: &DeliverArgs) -> Result<(), String> {
+    let input_args = args.input();
+    let loaded = load(args.config.as_deref());
+    let limit = loaded.as_ref().map_or(crate::config::DEFAULT_MAX_SIZE, |(c, _)| c.max_size);
+    let input = read_input(limit).map_err(|e| format!("cannot read the message: {e}"))?;
+    let (config, rules) = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            // A broken config must not stop mail: inbox, unfiltered, with a header saying why.
+            let _ = writeln!(std::io::stderr(), "backstop: {err}; delivering to the inbox unfiltered");
+            let inbox = args.inbox(None);
+            let head = trace_line(&input.bytes, "X-Backstop-Error", &format!("config error, not filtered: {err}"));
+            let stored = store_inbox(&inbox, &Config::default(), &head, &input)?;
+            if let Some(path) = args.config.clone().or_else(Config::default_path).and_then(|p| log::path_hint(&p)) {
+                log::append_error(&path, &err.to_string(), &stored);
+            }
+            return Ok(());
+        }
+    };
+    let inbox = args.inbox(Some(&config));
+    let eval = if input.oversized {
+        let note = format!("the message is larger than max_size ({} bytes): not parsed, goes to the inbox", config.max_size);
+        Evaluation::unparsed(note, Default::default())
+    } else {
+        fault_point("evaluate");
+        evaluate(&input.bytes, &config, &rules, &env_vars(&input_args))
+    };
+    file_message(&eval, &config, &inbox, &input)
+}
+
+/// Writes the message where its verdict sends it, then logs the decision.
+fn file_message(eval: &Evaluation, config: &Config, inbox: &Inbox, input: &Input) -> Result<(), String> {
+    let head = if config.trace_headers { trace_headers(&input.bytes, eval) } else { Vec::new() };
+    let stored = match eval.action {
+        Action::Discard => None,
+        Action::Inbox => Some(store_inbox(inbox, config, &head, input)?),
+        Action::Folder => match store_folder(inbox, config, &head, input) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // When in doubt, the inbox.
+                let _ = writeln!(std::io::stderr(), "backstop: cannot file into the backscatter folder ({e}); using the inbox");
+                Some(store_inbox(inbox, config, &head, input)?)
+            }
+        },
+    };
+    if let Some(path) = &config.log {
+        log::append(path, eval, stored.as_ref());
+    }
+    Ok(())
+}
+
+fn store_inbox(inbox: &Inbox, config: &Config, head: &[u8], input: &Input) -> Result<Stored, String> {
+    let (sender, body) = split_for_store(&input.bytes);
+    let mut stdin = std::io::stdin().lock();
+    let payload = Payload { head, body, tail: input.oversized.then_some(&mut stdin as &mut dyn Read) };
+    fault_point("store");
+    let result = match inbox {
+        Inbox::Maildir(root) => store::maildir::deliver(root, None, config.layout, payload),
+        Inbox::Mbox(path) => store::mbox::deliver(path, sender.as_deref(), &config.mbox_locks, payload),
+    };
+    result.map_err(|e| format!("cannot deliver to {}: {e}", inbox_path(inbox).display()))
+}
+
+fn store_folder(inbox: &Inbox, config: &Config, head: &[u8], input: &Input) -> std::io::Result<Stored> {
+    let (sender, body) = split_for_store(&input.bytes);
+    let payload = Payload { head, body, tail: None };
+    match inbox {
+        Inbox::Maildir(root) => store::maildir::deliver(root, Some(&config.folder), config.layout, payload),
+        Inbox::Mbox(_) => store::mbox::deliver(&config.mbox_folder, sender.as_deref(), &config.mbox_locks, payload),
+    }
+}
+
+fn inbox_path(inbox: &Inbox) -> &Path {
+    match inbox {
+        Inbox::Maildir(p) | Inbox::Mbox(p) => p,
+    }
+}
+
+/// The bytes to store (less a leading mbox From_ line) and the From_ line's sender.
+fn split_for_store(bytes: &[u8]) -> (Option<String>, &[u8]) {
+    let (line, rest) = crate::message::split_from_line(bytes);
+    (line.and_then(crate::message::from_line_sender), rest)
+}
+
+/// The line end the message uses: CRLF if its first line ends so, else LF.
+pub fn line_end(bytes: &[u8]) -> &'static [u8] {
+    let (_, rest) = crate::message::split_from_line(bytes);
+    match memchr::memchr(b'\n', rest) {
+        Some(i) if i > 0 && rest[i - 1] == b'\r' => b"\r\n",
+        _ => b"\n",
+    }
+}
+
+/// One header line, cleaned of anything that could break the header block.
+pub fn trace_line(bytes: &[u8], name: &str, value: &str) -> Vec<u8> {
+    let clean: String = value
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cut = crate::message::cut_at_char(&clean, 900);
+    let mut line = format!("{name}: {cut}").into_bytes();
+    line.extend_from_slice(line_end(bytes));
+    line
+}
+
+/// `X-Backstop-Verdict` and `X-Backstop-Reason` for a decision.
+pub fn trace_headers(bytes: &[u8], eval: &Evaluation) -> Vec<u8> {
+    let mut verdict = eval.verdict.as_str().to_string();
+    if let Some(k) = eval.kind {
+        verdict.push_str(&format!("; kind={}", k.as_str()));
+    }
+    verdict.push_str(&format!("; action={}", eval.action.as_str()));
+    let mut head = trace_line(bytes, "X-Backstop-Verdict", &verdict);
+    let reason = eval.reasons.last().cloned().unwrap_or_default();
+    head.extend(trace_line(bytes, "X-Backstop-Reason", &reason));
+    head
+}
+
+/// Test-only fault injection, compiled into debug builds alone: with
+/// `BACKSTOP_FAULT=<point>` set, the named point panics.
+fn fault_point(point: &str) {
+    if cfg!(debug_assertions) && std::env::var("BACKSTOP_FAULT").is_ok_and(|v| v == point) {
+        panic!("fault injected at {point}");
+    }
+}

@@ -1,0 +1,128 @@
+//! The decision log: one JSON line per delivered message, appended to the file `log:` names.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::Stored;
+use crate::verdict::Evaluation;
+
+/// One line of the log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// UTC, RFC 3339.
+    pub time: String,
+    pub verdict: String,
+    pub kind: Option<String>,
+    pub action: String,
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    /// The envelope sender ("" for the null sender).
+    pub sender: Option<String>,
+    /// Where the message went; None when discarded.
+    pub stored: Option<String>,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Entry {
+    pub fn new(eval: &Evaluation, stored: Option<&Stored>) -> Entry {
+        Entry {
+            time: rfc3339(SystemTime::now()),
+            verdict: eval.verdict.as_str().to_string(),
+            kind: eval.kind.map(|k| k.as_str().to_string()),
+            action: eval.action.as_str().to_string(),
+            message_id: eval.message_id.clone(),
+            from: eval.from.clone(),
+            subject: eval.subject.clone(),
+            sender: eval.envelope.sender.clone(),
+            stored: stored.map(|s| s.path.display().to_string()),
+            reasons: eval.reasons.clone(),
+            error: None,
+        }
+    }
+}
+
+/// Appends the decision; a log that cannot be written never fails a delivery.
+pub fn append(path: &Path, eval: &Evaluation, stored: Option<&Stored>) {
+    write_line(path, &Entry::new(eval, stored));
+}
+
+/// Logs a config error that sent a message to the inbox unfiltered.
+pub fn append_error(path: &Path, error: &str, stored: &Stored) {
+    let entry = Entry {
+        time: rfc3339(SystemTime::now()),
+        verdict: "clean".into(),
+        kind: None,
+        action: "inbox".into(),
+        message_id: None,
+        from: None,
+        subject: None,
+        sender: None,
+        stored: Some(stored.path.display().to_string()),
+        reasons: vec!["config error: delivered unfiltered".into()],
+        error: Some(error.to_string()),
+    };
+    write_line(path, &entry);
+}
+
+fn write_line(path: &Path, entry: &Entry) {
+    let Ok(mut line) = serde_json::to_string(entry) else { return };
+    line.push('\n');
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path);
+    // One write(2) with O_APPEND: concurrent deliveries never interleave a line.
+    let result = file.and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = result {
+        let _ = writeln!(std::io::stderr(), "backstop: cannot write the log {}: {e}", path.display());
+    }
+}
+
+/// The `log:` path of a config file that failed to load, read leniently.
+pub fn path_hint(config: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(config).ok()?;
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix("log:")?.trim().trim_matches(['"', '\'']);
+        (!v.is_empty()).then(|| crate::config::expand_home(v))
+    })
+}
+
+/// Formats a time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates_are_utc_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)), "2026-11-18T08:26:40Z");
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

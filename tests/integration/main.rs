@@ -1,0 +1,10 @@
+//! The one integration test binary: each module drives the built `backstop` binary.
+
+mod util;
+
+mod cli;
+mod config_errors;
+mod deliver;
+mod hosts;
+mod malformed;
+mod scan;
