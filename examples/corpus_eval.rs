@@ -14,8 +14,8 @@ use backstop::verdict::{Evaluation, Verdict, evaluate};
 
 /// Unrelated own relays for the backscatter scenario; the forged hop claims them.
 const OWN_HOST: &str = "mail.own.example";
-const OWN_NET: &str = "198.51.100.0/24";
-const FORGED_IP: &str = "198.51.100.20";
+const OWN_NET: &str = "100.100.100.0/24";
+const FORGED_IP: &str = "100.100.100.20";
 
 struct Row {
     file: String,

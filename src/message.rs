@@ -209,7 +209,8 @@ pub fn from_text(mail: &Message<'_>) -> Option<String> {
     Some(out.join(", "))
 }
 
-/// The human-readable text of the message itself (not of attached messages), cut to `limit`.
+/// The human-readable text of the message itself (not of attached messages, nor lines
+/// quoted with `>`), cut to `limit`.
 pub fn body_text(mail: &Message<'_>, limit: usize) -> String {
     let mut out = String::new();
     for part in &mail.parts {
@@ -227,9 +228,15 @@ pub fn body_text(mail: &Message<'_>, limit: usize) -> String {
             PartType::Html(h) => h.as_ref(),
             _ => continue,
         };
-        let room = limit - out.len();
-        out.push_str(cut_at_char(text, room));
-        out.push('\n');
+        // Quoted lines are what someone else wrote: people quote bounces and out-of-office notes.
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('>')) {
+            if out.len() + line.len() + 1 > limit {
+                out.push_str(cut_at_char(line, limit.saturating_sub(out.len())));
+                return out;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
     }
     out
 }
