@@ -23,6 +23,15 @@ impl Evidence {
 
 /// Evidence tags that say the message passed through an own host.
 pub const RELAY_POSITIVE: &[&str] = &["entered-from-own-relay", "entered-from-own-name", "returned-by-own-server"];
+/// Evidence tags strong enough to call a message backscatter; guesses and identifiers
+/// alone never are.
+pub const STRONG_NEGATIVE: &[&str] = &[
+    "forged-own-hop",
+    "entered-from-foreign-host",
+    "created-on-foreign-host",
+    "own-name-from-foreign-ip",
+    "foreign-message-id-configured",
+];
 /// The tag of a hop that claims an own server below a foreign entry.
 pub const FORGED_OWN_HOP: &str = "forged-own-hop";
 
@@ -182,9 +191,10 @@ fn weigh_ids(original: &Original, own: &Own, has_hops: bool, ev: &mut Vec<Eviden
             (false, true) => (-2, "guessed from the own domains"),
             (false, false) => (-1, "guessed from the own domains; no Received hops to confirm"),
         };
+        let tag = if own.message_id_domains_configured { "foreign-message-id-configured" } else { "foreign-message-id" };
         ev.push(Evidence::new(
             points,
-            "foreign-message-id",
+            tag,
             format!("the original's Message-ID domain {d} is not an own Message-ID domain ({how})"),
         ));
     }

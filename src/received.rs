@@ -257,6 +257,11 @@ fn continuous(prev: &Hop, next: &Hop) -> bool {
         return false;
     };
     let first_label = |n: &str| n.split('.').next().unwrap_or(n).to_string();
+    if !prev.has_from() {
+        // A hop that names no sender above others: the same host handing the message on
+        // inside itself (a filter, a local re-injection), recorded under its own name.
+        return prev.by.as_deref().is_some_and(|b| first_label(b) == first_label(by));
+    }
     [prev.from_rdns.as_deref(), prev.from_name.as_deref()]
         .into_iter()
         .flatten()

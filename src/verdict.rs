@@ -190,6 +190,8 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     let has = |tag: &str| evidence.iter().any(|e| e.tag == tag);
     let capped = if eval.verdict == Verdict::Backscatter && ownership::RELAY_POSITIVE.iter().any(|t| has(t)) {
         Some("own relay evidence rules out backscatter")
+    } else if eval.verdict == Verdict::Backscatter && !ownership::STRONG_NEGATIVE.iter().any(|t| has(t)) {
+        Some("only weak or guessed evidence speaks against it, and that never decides backscatter")
     } else if eval.verdict == Verdict::LegitBounce && has(ownership::FORGED_OWN_HOP) {
         Some("a forged own hop rules out a legitimate bounce")
     } else {
@@ -225,8 +227,14 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     eval
 }
 
-/// The kind with the highest total score among matched rules that name one.
+/// The kind a message's structure names (a feedback report, then a DSN), else the kind
+/// with the highest total score among matched rules that name one.
 fn choose_kind(hits: &[RuleHit]) -> Kind {
+    for structural in [Kind::FeedbackReport, Kind::Dsn] {
+        if hits.iter().any(|h| h.score > 0 && h.kind == Some(structural)) {
+            return structural;
+        }
+    }
     let mut totals: Vec<(Kind, i32)> = Vec::new();
     for h in hits.iter().filter(|h| h.score > 0) {
         if let Some(k) = h.kind {

@@ -161,6 +161,38 @@ fn ensure_maildir(dir: &Path) -> io::Result<bool> {
     Ok(created)
 }
 
+/// The directory of `folder` under `root` (`root` itself for the INBOX), as [`deliver`] would
+/// use it, without creating anything. `scan` uses it to leave that folder out of a tree scan.
+///
+/// # Errors
+///
+/// `InvalidInput` for a name [`deliver`] would reject.
+pub(crate) fn folder_dir(root: &Path, folder: &str, layout: Layout) -> io::Result<PathBuf> {
+    Ok(match folder_levels(folder, layout)? {
+        None => root.to_path_buf(),
+        Some(levels) => match layout {
+            Layout::MaildirPlusPlus => root.join(format!(".{}", levels.join("."))),
+            Layout::Fs => levels.iter().fold(root.to_path_buf(), |dir, l| dir.join(l)),
+        },
+    })
+}
+
+/// Makes `folder` under `root` exist exactly as a delivery into it would (cur/, new/, tmp/, and
+/// for Maildir++ the `maildirfolder` marker and the subscription), and returns its directory.
+/// `scan --apply` moves messages into it.
+///
+/// # Errors
+///
+/// As [`deliver`]'s, before any message is written.
+pub(crate) fn ensure_folder(root: &Path, folder: &str, layout: Layout) -> io::Result<PathBuf> {
+    let levels = folder_levels(folder, layout)?;
+    ensure_maildir(root)?;
+    match levels {
+        None => Ok(root.to_path_buf()),
+        Some(levels) => create_folder(root, &levels, layout),
+    }
+}
+
 /// Creates the folder's directories when missing and returns the folder's Maildir.
 fn create_folder(root: &Path, levels: &[&str], layout: Layout) -> io::Result<PathBuf> {
     match layout {

@@ -153,6 +153,38 @@ impl Drop for Session {
     }
 }
 
+/// An mbox held under the same locks a delivery takes, for a caller that rewrites it whole
+/// (`scan --apply`: a new file renamed over it) instead of appending. Dropping it releases the
+/// locks in reverse order; it never truncates anything.
+pub(crate) struct Locked(Session);
+
+impl Locked {
+    /// Opens (creating 0600 if needed) and locks `path` within the delivery lock budget (about
+    /// 10 s); a file created here has its directory entry fsynced.
+    ///
+    /// # Errors
+    ///
+    /// As [`deliver`]'s: `TimedOut` when the locks could not be had, `InvalidInput` when `path`
+    /// is not a regular file, otherwise the I/O error met.
+    pub(crate) fn acquire(path: &Path, locks: &[Lock]) -> io::Result<Locked> {
+        let (session, created) = open_locked(path, locks, Instant::now() + LOCK_TIMEOUT)?;
+        if created {
+            sync_parent(path)?;
+        }
+        Ok(Locked(session))
+    }
+
+    /// The locked file (opened for reading and appending).
+    pub(crate) fn file(&self) -> &File {
+        &self.0.file
+    }
+}
+
+/// The dotlock file name of an mbox: `NAME.lock`.
+pub(crate) fn dotlock_path(mbox: &Path) -> PathBuf {
+    with_suffix(mbox, ".lock")
+}
+
 /// Opens (creating 0600 if needed) and locks the mbox; makes sure the locked file is still the
 /// one at `path` (a reader may have replaced it meanwhile, and appending to an unlinked file
 /// would lose the message). Returns whether this call created the file.
