@@ -37,6 +37,10 @@ pub enum Command {
     Deliver(crate::deliver::DeliverArgs),
     /// Print the message with X-Backstop-Verdict and X-Backstop-Reason headers added.
     Filter(InputArgs),
+    /// Classify a Maildir or mbox and move its backscatter away (a dry run without --apply).
+    Scan(crate::scan::ScanArgs),
+    /// Summarise the decision log: verdicts per day, top bounce senders, the current wave.
+    Stats(crate::stats::StatsArgs),
 }
 
 /// Options every message-reading command takes.
@@ -107,6 +111,8 @@ pub fn run() -> ExitCode {
         Command::Lint(args) => lint(&args),
         Command::Deliver(args) => crate::deliver::run(&args),
         Command::Filter(args) => crate::filter::run(&args),
+        Command::Scan(args) => crate::scan::run(&args),
+        Command::Stats(args) => crate::stats::run(&args),
     }
 }
 

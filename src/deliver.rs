@@ -6,7 +6,7 @@
 //! Any other status would make Postfix or Exim bounce the message, and that
 //! bounce would go to a sender who is, as often as not, forged.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -87,21 +87,42 @@ pub fn run(args: &DeliverArgs) -> ExitCode {
 struct Input {
     bytes: Vec<u8>,
     oversized: bool,
+    /// The envelope sender for an mbox `From ` line: --sender or $SENDER, else the input's
+    /// From_ line; None (MAILER-DAEMON) when neither says.
+    sender: Option<String>,
 }
+
+/// How far past the size limit the input is read to see its first lines whole.
+const FIRST_LINES_MAX: u64 = 64 * 1024;
 
 fn read_input(limit: u64) -> std::io::Result<Input> {
     let mut bytes = Vec::new();
     let mut stdin = std::io::stdin().lock();
     let cap = limit.saturating_add(1);
     (&mut stdin).take(cap).read_to_end(&mut bytes)?;
-    Ok(Input { oversized: bytes.len() as u64 >= cap, bytes })
+    let oversized = bytes.len() as u64 >= cap;
+    if oversized {
+        // The limit may cut the From_ line (to strip) or the first header line (whose line end
+        // the trace headers copy): read on to their ends, within a bound. The rest is the tail.
+        let mut more = (&mut stdin).take(FIRST_LINES_MAX);
+        loop {
+            let want = if bytes.starts_with(b"From ") { 2 } else { 1 };
+            if memchr::memchr_iter(b'\n', &bytes).take(want).count() >= want
+                || more.read_until(b'\n', &mut bytes)? == 0
+            {
+                break;
+            }
+        }
+    }
+    Ok(Input { oversized, bytes, sender: None })
 }
 
 fn deliver(args: &DeliverArgs) -> Result<(), String> {
     let input_args = args.input();
     let loaded = load(args.config.as_deref());
     let limit = loaded.as_ref().map_or(crate::config::DEFAULT_MAX_SIZE, |(c, _)| c.max_size);
-    let input = read_input(limit).map_err(|e| format!("cannot read the message: {e}"))?;
+    let mut input = read_input(limit).map_err(|e| format!("cannot read the message: {e}"))?;
+    input.sender = mbox_sender(&input_args, &input);
     let (config, rules) = match loaded {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -149,23 +170,27 @@ fn file_message(eval: &Evaluation, config: &Config, inbox: &Inbox, input: &Input
 }
 
 fn store_inbox(inbox: &Inbox, config: &Config, head: &[u8], input: &Input) -> Result<Stored, String> {
-    let (sender, body) = split_for_store(&input.bytes);
+    let body = split_for_store(input);
+    let sender = input.sender.as_deref();
     let mut stdin = std::io::stdin().lock();
     let payload = Payload { head, body, tail: input.oversized.then_some(&mut stdin as &mut dyn Read) };
     fault_point("store");
     let result = match inbox {
         Inbox::Maildir(root) => store::maildir::deliver(root, None, config.layout, payload),
-        Inbox::Mbox(path) => store::mbox::deliver(path, sender.as_deref(), &config.mbox_locks, payload),
+        Inbox::Mbox(path) => store::mbox::deliver(path, sender, &config.mbox_locks, payload),
     };
     result.map_err(|e| format!("cannot deliver to {}: {e}", inbox_path(inbox).display()))
 }
 
 fn store_folder(inbox: &Inbox, config: &Config, head: &[u8], input: &Input) -> std::io::Result<Stored> {
-    let (sender, body) = split_for_store(&input.bytes);
+    let body = split_for_store(input);
     let payload = Payload { head, body, tail: None };
+    fault_point("store");
     match inbox {
         Inbox::Maildir(root) => store::maildir::deliver(root, Some(&config.folder), config.layout, payload),
-        Inbox::Mbox(_) => store::mbox::deliver(&config.mbox_folder, sender.as_deref(), &config.mbox_locks, payload),
+        Inbox::Mbox(_) => {
+            store::mbox::deliver(&config.mbox_folder, input.sender.as_deref(), &config.mbox_locks, payload)
+        }
     }
 }
 
@@ -175,10 +200,25 @@ fn inbox_path(inbox: &Inbox) -> &Path {
     }
 }
 
-/// The bytes to store (less a leading mbox From_ line) and the From_ line's sender.
-fn split_for_store(bytes: &[u8]) -> (Option<String>, &[u8]) {
-    let (line, rest) = crate::message::split_from_line(bytes);
-    (line.and_then(crate::message::from_line_sender), rest)
+/// The bytes to store: the input in memory less a leading mbox From_ line. A From_ line whose
+/// end was not read (longer than the limit plus [`FIRST_LINES_MAX`]) is kept rather than cut in
+/// two, since its rest is in the tail.
+fn split_for_store(input: &Input) -> &[u8] {
+    match crate::message::split_from_line(&input.bytes) {
+        (Some(line), _) if input.oversized && line.len() == input.bytes.len() => &input.bytes,
+        (_, rest) => rest,
+    }
+}
+
+/// The sender for an mbox `From ` line: the envelope the host gave (--sender, $SENDER), else
+/// the input's own From_ line. `<>` and "" mean the null sender (written MAILER-DAEMON).
+fn mbox_sender(args: &InputArgs, input: &Input) -> Option<String> {
+    let from_line = || {
+        let (line, _) = crate::message::split_from_line(&input.bytes);
+        line.and_then(crate::message::from_line_sender)
+    };
+    let sender = env_vars(args).sender.or_else(from_line)?;
+    Some(sender.trim().trim_start_matches('<').trim_end_matches('>').to_string())
 }
 
 /// The line end the message uses: CRLF if its first line ends so, else LF.

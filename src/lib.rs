@@ -13,6 +13,8 @@ pub mod store;
 pub mod verdict;
 pub mod cli;
 pub mod explain;
+pub mod scan;
+pub mod stats;
 
 /// The version and the git revision it was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BACKSTOP_GIT_REV"), ")");

@@ -31,6 +31,7 @@ pub const STRONG_NEGATIVE: &[&str] = &[
     "created-on-foreign-host",
     "own-name-from-foreign-ip",
     "foreign-message-id-configured",
+    "no-own-hop",
 ];
 /// The tag of a hop that claims an own server below a foreign entry.
 pub const FORGED_OWN_HOP: &str = "forged-own-hop";
@@ -76,6 +77,25 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
     };
     let by = entry.hop.by.clone().unwrap_or_else(|| "an unnamed host".into());
     let source = describe_from(entry);
+    let last_informative = hops.iter().rposition(|h| h.role != HopRole::Ignored);
+    let entry_is_bottom = hops.iter().position(|h| std::ptr::eq(h, entry)) == last_informative;
+    if !entry.hop.has_from() && !entry_is_bottom {
+        ev.push(Evidence::new(
+            0,
+            "entry-names-no-sender",
+            format!("{by} recorded the message without saying where it came from; the hops below cannot be vouched for"),
+        ));
+        push_forged(hops, &by, "an unnamed sender", ev);
+        let touched_own = hops.iter().any(|h| h.by_own || h.from.own_by.is_some());
+        if !touched_own && own.relays_configured {
+            ev.push(Evidence::new(
+                -3,
+                "no-own-hop",
+                "no hop anywhere in the chain names an own host or network".to_string(),
+            ));
+        }
+        return;
+    }
     if !entry.hop.has_from() {
         // A hop with no sender: the message was created (submitted locally) on `by`.
         if own.relays_configured {
@@ -105,21 +125,7 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
             format!("{by} received it from {source}: own by name only ({what}), no address to confirm"),
         )),
         (None, _) => {
-            let forged: Vec<&JudgedHop> = hops
-                .iter()
-                .filter(|h| h.role == HopRole::Untrusted && (h.by_own || (h.from.own_by.is_some() && h.from.strong)))
-                .collect();
-            if let Some(f) = forged.first() {
-                let claim = f.hop.by.clone().unwrap_or_default();
-                ev.push(Evidence::new(
-                    -4,
-                    FORGED_OWN_HOP,
-                    format!(
-                        "a hop below the entry claims own server {claim}, but {by} received the \
-                         message from {source}, which is not own: the own hop is forged"
-                    ),
-                ));
-            }
+            push_forged(hops, &by, &source, ev);
             if own.relays_configured {
                 ev.push(Evidence::new(
                     -3,
@@ -147,6 +153,28 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
     }
     if let Some(origin) = hops.iter().rev().find(|h| matches!(h.role, HopRole::Own | HopRole::Entry)) {
         ev.push(Evidence::new(0, "origin", format!("the bottom hop gives the origin: {}", describe_from(origin))));
+    }
+}
+
+/// Flags the first untrusted hop that claims an own server or an own sending address.
+fn push_forged(hops: &[JudgedHop], by: &str, source: &str, ev: &mut Vec<Evidence>) {
+    let forged = hops
+        .iter()
+        .find(|h| h.role == HopRole::Untrusted && (h.by_own || (h.from.own_by.is_some() && h.from.strong)));
+    if let Some(f) = forged {
+        let claim = match (&f.hop.by, &f.from.own_by) {
+            (Some(b), _) if f.by_own => format!("own server {b}"),
+            (_, Some(what)) => format!("an own sender ({what})"),
+            _ => "an own server".to_string(),
+        };
+        ev.push(Evidence::new(
+            -4,
+            FORGED_OWN_HOP,
+            format!(
+                "a hop below the entry claims {claim}, but {by} received the message from \
+                 {source}, which is not own: the own hop is forged"
+            ),
+        ));
     }
 }
 

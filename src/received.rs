@@ -168,7 +168,10 @@ pub fn judge_from(hop: &Hop, own: &Own) -> FromJudgement {
         .flatten()
         .find(|n| own.is_own_host(n) || n.parse::<IpAddr>().is_ok_and(|ip| own.is_own_ip(ip)));
     if let Some(name) = claimed {
-        if hop.from_ip.is_some() {
+        // An own name from an address of a family with own networks is a forgery sign;
+        // with no own networks of that family, the address proves nothing either way.
+        let family_known = hop.from_ip.is_some_and(|ip| own.networks.iter().any(|n| n.addr().is_ipv4() == ip.is_ipv4()));
+        if family_known {
             j.own_name_from_foreign_ip = true;
         } else {
             j.own_by = Some(format!("name {name}"));

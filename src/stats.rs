@@ -1,0 +1,570 @@
+//! `backstop stats`: summarise the decision log written by `deliver` (verdicts per day, top bounce senders, the current wave).
+//!
+//! The log has one JSON [`Entry`] per delivered message; its `time` is UTC, so days are UTC
+//! days. Lines that are not entries (a torn last line, say) are counted and skipped.
+//!
+//! **Top bounce senders** are the addresses in the `From` of every entry whose verdict is not
+//! `clean` (the address between `<` and `>` when there is one, lower-cased).
+//!
+//! **The current wave.** Backscatter comes in waves: a spammer forges the address for two or
+//! three days, then stops. Days are taken in order from the first to the last day of the log
+//! (days without entries count 0 backscatter). A wave *starts* on a day whose backscatter
+//! count is at least `--wave-min` (default 10) and at least [`WAVE_FACTOR`] times the median
+//! count of the [`BASELINE_DAYS`] days before it (fewer at the start of the log; none counts
+//! as a median of 0). That median is the wave's *baseline*; the wave goes on while each next
+//! day stays at or above the same threshold, and ends before the first day that does not.
+//! The report gives the latest wave: its first and last day, its backscatter and baseline, and
+//! whether it is *ongoing* (it reaches the last day of the log). "The current wave started on"
+//! is the first day of the latest wave when it is ongoing; otherwise there is no current wave.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::log::Entry;
+use crate::scan::{ReportFormat, bar, day_string};
+
+/// How many days before a wave its baseline median is taken over.
+pub const BASELINE_DAYS: usize = 14;
+/// How many times the baseline median a wave day must reach.
+pub const WAVE_FACTOR: f64 = 3.0;
+/// The default `--wave-min`.
+pub const DEFAULT_WAVE_MIN: u32 = 10;
+const BAR_WIDTH: usize = 30;
+/// Exit status for usage errors and an unreadable log.
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The decision log (default: the config's `log:` path).
+    pub logfile: Option<PathBuf>,
+    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// How many bounce senders to list.
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub top: usize,
+    /// The least backscatter in a day that can start a wave.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_WAVE_MIN, value_parser = clap::value_parser!(u32).range(1..))]
+    pub wave_min: u32,
+}
+
+/// Counts of one day.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DayCounts {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    pub clean: usize,
+    #[serde(rename = "legit-bounce")]
+    pub legit_bounce: usize,
+    pub backscatter: usize,
+    #[serde(rename = "unverified-bounce")]
+    pub unverified_bounce: usize,
+    /// Entries with a verdict this version does not know.
+    pub other: usize,
+    pub total: usize,
+}
+
+impl DayCounts {
+    fn add(&mut self, verdict: &str) {
+        match verdict {
+            "clean" => self.clean += 1,
+            "legit-bounce" => self.legit_bounce += 1,
+            "backscatter" => self.backscatter += 1,
+            "unverified-bounce" => self.unverified_bounce += 1,
+            _ => self.other += 1,
+        }
+        self.total += 1;
+    }
+
+    fn merge(&mut self, o: &DayCounts) {
+        self.clean += o.clean;
+        self.legit_bounce += o.legit_bounce;
+        self.backscatter += o.backscatter;
+        self.unverified_bounce += o.unverified_bounce;
+        self.other += o.other;
+        self.total += o.total;
+    }
+}
+
+/// A sender of bounces and how many came from it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Sender {
+    pub sender: String,
+    pub count: usize,
+}
+
+/// A run of days with a backscatter wave.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Wave {
+    /// First day, `YYYY-MM-DD`.
+    pub start: String,
+    /// Last day.
+    pub end: String,
+    pub days: usize,
+    pub backscatter: usize,
+    /// Median backscatter per day over the days before the wave.
+    pub baseline_median: f64,
+    /// The count a day had to reach.
+    pub threshold: f64,
+    /// True when the wave reaches the last day of the log.
+    pub ongoing: bool,
+}
+
+/// The whole summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub log: String,
+    pub entries: usize,
+    /// Lines that were not log entries.
+    pub unreadable_lines: usize,
+    /// Entries that record a config error (delivered unfiltered).
+    pub config_errors: usize,
+    /// Days with entries, in order.
+    pub days: Vec<DayCounts>,
+    pub totals: DayCounts,
+    pub top_senders: Vec<Sender>,
+    /// The latest wave, ongoing or not.
+    pub latest_wave: Option<Wave>,
+    /// The first day of the latest wave when it is ongoing.
+    pub current_wave_started: Option<String>,
+}
+
+/// Runs `backstop stats`.
+pub fn run(args: &StatsArgs) -> ExitCode {
+    let path = match &args.logfile {
+        Some(p) => p.clone(),
+        None => match Config::load(args.config.as_deref()) {
+            Ok(c) => match c.log {
+                Some(p) => p,
+                None => {
+                    eprintln!("backstop: no LOGFILE given and the config sets no log: path");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            },
+            Err(e) => {
+                eprintln!("backstop: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+    };
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("backstop: cannot read {}: {e}", path.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let stats = match summarise(
+        BufReader::new(file),
+        &path.display().to_string(),
+        args.top,
+        args.wave_min as usize,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("backstop: cannot read {}: {e}", path.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let text = match args.format {
+        ReportFormat::Text => render_text(&stats),
+        ReportFormat::Json => match serde_json::to_string_pretty(&stats) {
+            Ok(j) => j + "\n",
+            Err(e) => {
+                eprintln!("backstop: cannot write JSON: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    ExitCode::SUCCESS
+}
+
+/// Reads a log and summarises it.
+///
+/// # Errors
+///
+/// Only when reading fails; lines that are not entries are counted, not errors.
+pub fn summarise(
+    reader: impl BufRead,
+    name: &str,
+    top: usize,
+    wave_min: usize,
+) -> std::io::Result<Stats> {
+    let mut days: BTreeMap<i64, DayCounts> = BTreeMap::new();
+    let mut senders: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut entries, mut unreadable, mut config_errors) = (0, 0, 0);
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let Some((entry, day)) = serde_json::from_slice::<Entry>(&line)
+            .ok()
+            .and_then(|e| day_number(&e.time).map(|d| (e, d)))
+        else {
+            unreadable += 1;
+            continue;
+        };
+        entries += 1;
+        if entry.error.is_some() {
+            config_errors += 1;
+        }
+        days.entry(day)
+            .or_insert_with(|| DayCounts {
+                date: day_string(day),
+                ..DayCounts::default()
+            })
+            .add(&entry.verdict);
+        if entry.verdict != "clean" {
+            *senders
+                .entry(sender_address(entry.from.as_deref()))
+                .or_default() += 1;
+        }
+    }
+    let mut totals = DayCounts {
+        date: "total".into(),
+        ..DayCounts::default()
+    };
+    for d in days.values() {
+        totals.merge(d);
+    }
+    let mut top_senders: Vec<Sender> = senders
+        .into_iter()
+        .map(|(sender, count)| Sender { sender, count })
+        .collect();
+    top_senders.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.sender.cmp(&b.sender)));
+    top_senders.truncate(top);
+    let series = filled_series(&days);
+    let latest_wave = latest_wave(&series, wave_min).map(|w| Wave {
+        start: day_string(w.start),
+        end: day_string(w.end),
+        days: usize::try_from(w.end - w.start + 1).unwrap_or(0),
+        backscatter: w.backscatter,
+        baseline_median: w.baseline,
+        threshold: w.threshold,
+        ongoing: w.ongoing,
+    });
+    let current_wave_started = latest_wave
+        .as_ref()
+        .filter(|w| w.ongoing)
+        .map(|w| w.start.clone());
+    Ok(Stats {
+        log: name.to_string(),
+        entries,
+        unreadable_lines: unreadable,
+        config_errors,
+        days: days.into_values().collect(),
+        totals,
+        top_senders,
+        latest_wave,
+        current_wave_started,
+    })
+}
+
+/// The address of a From header text, lower-cased; "(none)" when there is none.
+fn sender_address(from: Option<&str>) -> String {
+    let Some(from) = from.map(str::trim).filter(|f| !f.is_empty()) else {
+        return "(none)".into();
+    };
+    let addr = match (from.rfind('<'), from.rfind('>')) {
+        (Some(a), Some(b)) if a < b => from.get(a + 1..b).unwrap_or(from),
+        _ => from,
+    };
+    let addr = addr.trim();
+    if addr.is_empty() {
+        "(none)".into()
+    } else {
+        addr.to_lowercase()
+    }
+}
+
+/// The day number (days since 1970-01-01) of an RFC 3339 time's date part.
+fn day_number(time: &str) -> Option<i64> {
+    let date = time.get(..10)?;
+    let mut parts = date.split('-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(days_from_civil(y, m, d))
+}
+
+/// (year, month, day) to days since 1970-01-01, proleptic Gregorian (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Backscatter per day from the first to the last day, days without entries as 0.
+fn filled_series(days: &BTreeMap<i64, DayCounts>) -> Vec<(i64, usize)> {
+    let (Some((&first, _)), Some((&last, _))) = (days.first_key_value(), days.last_key_value())
+    else {
+        return Vec::new();
+    };
+    (first..=last)
+        .map(|d| (d, days.get(&d).map_or(0, |c| c.backscatter)))
+        .collect()
+}
+
+/// A wave found in a series (day numbers).
+#[derive(Debug, Clone, PartialEq)]
+struct FoundWave {
+    start: i64,
+    end: i64,
+    backscatter: usize,
+    baseline: f64,
+    threshold: f64,
+    ongoing: bool,
+}
+
+/// The latest wave of a day series, as defined in the module comment.
+fn latest_wave(series: &[(i64, usize)], wave_min: usize) -> Option<FoundWave> {
+    let mut latest = None;
+    let mut i = 0;
+    while let Some(&(day, count)) = series.get(i) {
+        let before = series
+            .get(i.saturating_sub(BASELINE_DAYS)..i)
+            .unwrap_or_default();
+        let baseline = median(before.iter().map(|&(_, c)| c).collect());
+        let threshold = (wave_min as f64).max(WAVE_FACTOR * baseline);
+        if (count as f64) < threshold {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        let mut total = count;
+        while let Some(&(_, next)) = series.get(j + 1) {
+            if (next as f64) < threshold {
+                break;
+            }
+            total += next;
+            j += 1;
+        }
+        let end = series.get(j).map_or(day, |&(d, _)| d);
+        latest = Some(FoundWave {
+            start: day,
+            end,
+            backscatter: total,
+            baseline,
+            threshold,
+            ongoing: j + 1 == series.len(),
+        });
+        i = j + 1;
+    }
+    latest
+}
+
+fn median(mut v: Vec<usize>) -> f64 {
+    v.sort_unstable();
+    let n = v.len();
+    match (n.checked_sub(1).map(|i| i / 2), n / 2) {
+        (None, _) => 0.0,
+        (Some(lo), hi) if n.is_multiple_of(2) => {
+            (v.get(lo).copied().unwrap_or(0) + v.get(hi).copied().unwrap_or(0)) as f64 / 2.0
+        }
+        (Some(mid), _) => v.get(mid).copied().unwrap_or(0) as f64,
+    }
+}
+
+fn render_text(s: &Stats) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "Decision log {}: {} entries over {} days",
+        s.log,
+        s.entries,
+        s.days.len()
+    );
+    if s.unreadable_lines > 0 {
+        let _ = writeln!(
+            t,
+            "({} lines were not log entries and were skipped)",
+            s.unreadable_lines
+        );
+    }
+    if s.config_errors > 0 {
+        let _ = writeln!(
+            t,
+            "({} messages were delivered unfiltered because of a config error)",
+            s.config_errors
+        );
+    }
+    let max = s.days.iter().map(|d| d.backscatter).max().unwrap_or(0);
+    let _ = writeln!(
+        t,
+        "\n{:<10} {:>8} {:>8} {:>11} {:>10} {:>8}  backscatter",
+        "day", "clean", "legit", "backscatter", "unverified", "total"
+    );
+    let row = |t: &mut String, d: &DayCounts, chart: &str| {
+        let _ = writeln!(
+            t,
+            "{:<10} {:>8} {:>8} {:>11} {:>10} {:>8}  {chart}",
+            d.date, d.clean, d.legit_bounce, d.backscatter, d.unverified_bounce, d.total
+        );
+    };
+    for d in &s.days {
+        row(&mut t, d, &bar(d.backscatter, max, BAR_WIDTH));
+    }
+    row(&mut t, &s.totals, "");
+    if s.totals.other > 0 {
+        let _ = writeln!(
+            t,
+            "({} entries have a verdict this version does not know)",
+            s.totals.other
+        );
+    }
+    if !s.top_senders.is_empty() {
+        let _ = writeln!(t, "\nTop bounce senders (From of non-clean messages):");
+        for snd in &s.top_senders {
+            let _ = writeln!(t, "{:>8}  {}", snd.count, snd.sender);
+        }
+    }
+    t.push('\n');
+    match &s.latest_wave {
+        Some(w) if w.ongoing => {
+            let _ = writeln!(
+                t,
+                "Current backscatter wave: started {} ({} days, {} backscatter; the {} days before had a median of {}/day).",
+                w.start, w.days, w.backscatter, BASELINE_DAYS, w.baseline_median
+            );
+        }
+        Some(w) => {
+            let _ = writeln!(
+                t,
+                "No current backscatter wave; the last one ran from {} to {} ({} backscatter).",
+                w.start, w.end, w.backscatter
+            );
+        }
+        None => t.push_str("No backscatter wave in this log.\n"),
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(counts: &[usize]) -> Vec<(i64, usize)> {
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (i as i64, c))
+            .collect()
+    }
+
+    #[test]
+    fn civil_days_round_trip() {
+        for day in [-1000, 0, 11_016, 20_000, 20_419] {
+            let (y, m, d) = crate::log::civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
+        assert_eq!(day_number("2000-02-29T10:00:00Z"), Some(11_016));
+        assert_eq!(day_number("garbage"), None);
+    }
+
+    #[test]
+    fn waves_start_well_above_the_baseline() {
+        // Quiet, then a three-day wave that is still going.
+        let w = latest_wave(&series(&[1, 0, 2, 1, 1, 40, 300, 120]), 10).unwrap();
+        assert_eq!(
+            (w.start, w.end, w.backscatter, w.ongoing),
+            (5, 7, 460, true)
+        );
+        assert_eq!(w.baseline, 1.0);
+        // The wave ended: the latest one is reported, not ongoing.
+        let w = latest_wave(&series(&[0, 50, 60, 0, 1, 2]), 10).unwrap();
+        assert_eq!((w.start, w.end, w.ongoing), (1, 2, false));
+        // A steady level is no wave, however high; a small bump is none either.
+        assert_eq!(
+            latest_wave(&series(&[30; 20]), 10).map(|w| w.start),
+            Some(0)
+        );
+        assert_eq!(
+            latest_wave(&series(&[30; 20])[1..], 10).map(|w| w.start),
+            Some(1)
+        );
+        assert_eq!(latest_wave(&series(&[0, 1, 0, 5, 2]), 10), None);
+        assert_eq!(latest_wave(&[], 10), None);
+        // Two waves: the latest counts.
+        let w = latest_wave(&series(&[0, 20, 0, 0, 0, 0, 0, 30, 40]), 10).unwrap();
+        assert_eq!((w.start, w.end), (7, 8));
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3, 1, 2]), 2.0);
+        assert_eq!(median(vec![4, 1, 2, 3]), 2.5);
+    }
+
+    #[test]
+    fn sender_addresses() {
+        assert_eq!(
+            sender_address(Some("Mail Delivery <MAILER-DAEMON@X.org>")),
+            "mailer-daemon@x.org"
+        );
+        assert_eq!(sender_address(Some("postmaster@y.org")), "postmaster@y.org");
+        assert_eq!(sender_address(None), "(none)");
+        assert_eq!(sender_address(Some("<>")), "(none)");
+    }
+
+    #[test]
+    fn summary_counts_and_skips_bad_lines() {
+        let line = |time: &str, verdict: &str, from: &str| {
+            format!(
+                r#"{{"time":"{time}","verdict":"{verdict}","kind":null,"action":"inbox","message_id":null,"from":"{from}","subject":null,"sender":null,"stored":null}}"#
+            )
+        };
+        let log = [
+            line("2026-11-25T10:00:00Z", "clean", "a@x"),
+            line("2026-11-26T10:00:00Z", "backscatter", "M <d@y>"),
+            "not json".to_string(),
+            line("2026-11-26T11:00:00Z", "backscatter", "d@y"),
+            line("2026-11-26T12:00:00Z", "legit-bounce", "e@z"),
+        ]
+        .join("\n");
+        let s = summarise(log.as_bytes(), "log", 10, 2).unwrap();
+        assert_eq!((s.entries, s.unreadable_lines), (4, 1));
+        assert_eq!(s.days.len(), 2);
+        assert_eq!(
+            (
+                s.days[1].backscatter,
+                s.days[1].legit_bounce,
+                s.days[1].total
+            ),
+            (2, 1, 3)
+        );
+        assert_eq!(
+            s.top_senders,
+            vec![
+                Sender {
+                    sender: "d@y".into(),
+                    count: 2
+                },
+                Sender {
+                    sender: "e@z".into(),
+                    count: 1
+                }
+            ]
+        );
+        assert_eq!(s.current_wave_started.as_deref(), Some("2026-11-26"));
+    }
+}
