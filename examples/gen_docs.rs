@@ -6,7 +6,8 @@
 //! ```
 //!
 //! OUTDIR receives `man/backstop.1`, `man/backstop.yaml.5`, `completions/backstop.bash`,
-//! `completions/_backstop`, `completions/backstop.fish` and `copyright`.
+//! `completions/_backstop`, `completions/backstop.fish`, `copyright` (Debian's format) and
+//! `dependency-licenses.txt` (one line per crate in the binary: name, version, SPDX license).
 //!
 //! The command parts of backstop(1) come from the clap definition (`backstop::cli::Cli`), so a
 //! new subcommand appears in the page and the completions without any change here. The prose
@@ -53,7 +54,11 @@ fn run() -> Result<(), String> {
                 return Ok(());
             }
             _ if out.is_none() && !a.starts_with('-') => out = Some(PathBuf::from(a)),
-            _ => return Err(format!("unexpected argument {a:?} (usage: gen_docs OUTDIR [--date YYYY-MM-DD])")),
+            _ => {
+                return Err(format!(
+                    "unexpected argument {a:?} (usage: gen_docs OUTDIR [--date YYYY-MM-DD])"
+                ));
+            }
         }
     }
     let out = out.ok_or("usage: gen_docs OUTDIR [--date YYYY-MM-DD]")?;
@@ -74,14 +79,29 @@ fn run() -> Result<(), String> {
     check_config_page(&page)?;
     write(&man_dir.join("backstop.yaml.5"), &page)?;
 
-    for (shell, name) in [(Shell::Bash, "backstop.bash"), (Shell::Zsh, "_backstop"), (Shell::Fish, "backstop.fish")] {
+    for (shell, name) in [
+        (Shell::Bash, "backstop.bash"),
+        (Shell::Zsh, "_backstop"),
+        (Shell::Fish, "backstop.fish"),
+    ] {
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut Cli::command(), "backstop", &mut buf);
-        write(&comp_dir.join(name), &String::from_utf8(buf).map_err(|e| e.to_string())?)?;
+        write(
+            &comp_dir.join(name),
+            &String::from_utf8(buf).map_err(|e| e.to_string())?,
+        )?;
     }
 
-    let copyright = copyright(&packaging.join("licenses"))?;
-    write(&out.join("copyright"), &copyright)?;
+    let (own, crates) = linked_crates()?;
+    write(
+        &out.join("copyright"),
+        &copyright(&own, &crates, &packaging.join("licenses"))?,
+    )?;
+    let list: String = std::iter::once(&own)
+        .chain(&crates)
+        .map(|c| format!("{} {} {}\n", c.name, c.version, c.license))
+        .collect();
+    write(&out.join("dependency-licenses.txt"), &list)?;
     Ok(())
 }
 
@@ -97,7 +117,10 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 fn doc_date() -> Result<String, String> {
     let when = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(s) => {
-            let secs: u64 = s.trim().parse().map_err(|_| format!("SOURCE_DATE_EPOCH {s:?} is not a number"))?;
+            let secs: u64 = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("SOURCE_DATE_EPOCH {s:?} is not a number"))?;
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
         }
         Err(_) => std::time::SystemTime::now(),
@@ -106,7 +129,9 @@ fn doc_date() -> Result<String, String> {
 }
 
 fn fill_title(template: &str, date: &str) -> String {
-    template.replace("@DATE@", date).replace("@VERSION@", env!("CARGO_PKG_VERSION"))
+    template
+        .replace("@DATE@", date)
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"))
 }
 
 /// Renders one clap_mangen section and drops its `.SH` heading line, so that the body can be
@@ -118,7 +143,11 @@ fn body(render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> Result<Stri
     // The `Aq` string that every clap_mangen section defines is defined once in the template.
     Ok(text
         .lines()
-        .filter(|l| !l.starts_with(".SH ") && !l.starts_with(".ie \\n(.g .ds Aq") && !l.starts_with(".el .ds Aq"))
+        .filter(|l| {
+            !l.starts_with(".SH ")
+                && !l.starts_with(".ie \\n(.g .ds Aq")
+                && !l.starts_with(".el .ds Aq")
+        })
         .map(|l| format!("{}\n", l.trim_end()))
         .collect())
 }
@@ -146,10 +175,18 @@ fn backstop_1(template: &str, date: &str) -> Result<String, String> {
         commands.push_str(&body(|w| man.render_options_section(w))?);
     }
     let mut page = fill_title(template, date);
-    for (marker, text) in [("NAME", &name), ("SYNOPSIS", &synopsis), ("OPTIONS", &options), ("COMMANDS", &commands)] {
+    for (marker, text) in [
+        ("NAME", &name),
+        ("SYNOPSIS", &synopsis),
+        ("OPTIONS", &options),
+        ("COMMANDS", &commands),
+    ] {
         let line = format!(".\\\" @{marker}@\n");
         if !page.contains(&line) {
-            return Err(format!("packaging/man/backstop.1.in lacks the line {}", line.trim_end()));
+            return Err(format!(
+                "packaging/man/backstop.1.in lacks the line {}",
+                line.trim_end()
+            ));
         }
         page = page.replace(&line, text);
     }
@@ -176,9 +213,15 @@ fn check_config_page(page: &str) -> Result<(), String> {
         .into_iter()
         .filter(|n| {
             let e = escaped(n);
-            ![format!("\\fB{e}"), format!("\\fB{n}"), format!("\n.B {e}"), format!("\n.BR {e} "), format!("\n.B {n}")]
-                .iter()
-                .any(|form| page.contains(form.as_str()))
+            ![
+                format!("\\fB{e}"),
+                format!("\\fB{n}"),
+                format!("\n.B {e}"),
+                format!("\n.BR {e} "),
+                format!("\n.B {n}"),
+            ]
+            .iter()
+            .any(|form| page.contains(form.as_str()))
         })
         .collect();
     if missing.is_empty() {
@@ -271,8 +314,7 @@ struct Crate {
 }
 
 /// The Debian copyright file (machine-readable format 1.0) for everything in the binary.
-fn copyright(license_dir: &Path) -> Result<String, String> {
-    let (own, crates) = linked_crates()?;
+fn copyright(own: &Crate, crates: &[Crate], license_dir: &Path) -> Result<String, String> {
     let mut used: BTreeSet<String> = BTreeSet::new();
     let mut text = String::new();
     text.push_str("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n");
@@ -295,14 +337,19 @@ fn copyright(license_dir: &Path) -> Result<String, String> {
          Its patterns are short phrases that mail systems write in their reports, collected\n \
          from published bounce samples and from the rule sets the file's header names.\n"
     );
-    for c in &crates {
+    for c in crates {
         let license = dep5_expression(&c.license, &mut used)?;
         let mut holders = if c.authors.is_empty() {
             vec![format!("The {} authors", c.name)]
         } else {
             c.authors.clone()
         };
-        holders.extend(EXTRA_HOLDERS.iter().filter(|(n, _)| *n == c.name).map(|(_, h)| h.to_string()));
+        holders.extend(
+            EXTRA_HOLDERS
+                .iter()
+                .filter(|(n, _)| *n == c.name)
+                .map(|(_, h)| h.to_string()),
+        );
         let _ = write!(
             text,
             "\nFiles: registry/{}-{}/*\nCopyright: {}\nLicense: {license}\n",
@@ -328,7 +375,10 @@ fn copyright(license_dir: &Path) -> Result<String, String> {
         }
         let path = license_dir.join(format!("{}.txt", name.replace(' ', "_")));
         let body = read(&path).map_err(|e| {
-            format!("{e}: a crate in the binary uses license {name:?}; add its text as {}", path.display())
+            format!(
+                "{e}: a crate in the binary uses license {name:?}; add its text as {}",
+                path.display()
+            )
         })?;
         for line in body.lines() {
             let line = line.trim_end();
@@ -346,7 +396,10 @@ fn copyright(license_dir: &Path) -> Result<String, String> {
 /// `A OR B` becomes `A or B`, the old `A/B` becomes `A or B`, and `A WITH X-exception`
 /// becomes the single name `A with X exception`.
 fn dep5_expression(spdx: &str, used: &mut BTreeSet<String>) -> Result<String, String> {
-    let spaced = spdx.replace('/', " OR ").replace('(', " ( ").replace(')', " ) ");
+    let spaced = spdx
+        .replace('/', " OR ")
+        .replace('(', " ( ")
+        .replace(')', " ) ");
     let tokens: Vec<&str> = spaced.split_whitespace().collect();
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
@@ -358,9 +411,17 @@ fn dep5_expression(spdx: &str, used: &mut BTreeSet<String>) -> Result<String, St
             "(" | ")" => out.push(t.into()),
             _ => {
                 let mut name = t.to_string();
-                if tokens.get(i + 1).is_some_and(|w| w.eq_ignore_ascii_case("with")) {
-                    let exception = tokens.get(i + 2).ok_or_else(|| format!("bad license {spdx:?}"))?;
-                    name = format!("{t} with {} exception", exception.trim_end_matches("-exception"));
+                if tokens
+                    .get(i + 1)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("with"))
+                {
+                    let exception = tokens
+                        .get(i + 2)
+                        .ok_or_else(|| format!("bad license {spdx:?}"))?;
+                    name = format!(
+                        "{t} with {} exception",
+                        exception.trim_end_matches("-exception")
+                    );
                     i += 2;
                 }
                 used.insert(name.clone());
@@ -387,12 +448,23 @@ fn linked_crates() -> Result<(Crate, Vec<Crate>), String> {
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .ok_or("rustc -vV names no host")?;
     let out = std::process::Command::new(&cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &host, "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+            &host,
+            "--manifest-path",
+        ])
         .arg(Path::new(MANIFEST_DIR).join("Cargo.toml"))
         .output()
         .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
     if !out.status.success() {
-        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
     let packages: BTreeMap<&str, &serde_json::Value> = meta["packages"]
@@ -407,22 +479,32 @@ fn linked_crates() -> Result<(Crate, Vec<Crate>), String> {
         .iter()
         .filter_map(|n| Some((n["id"].as_str()?, n)))
         .collect();
-    let root = meta["resolve"]["root"].as_str().ok_or("cargo metadata: no root package")?;
+    let root = meta["resolve"]["root"]
+        .as_str()
+        .ok_or("cargo metadata: no root package")?;
     let mut seen: BTreeSet<&str> = BTreeSet::from([root]);
     let mut queue = VecDeque::from([root]);
     while let Some(id) = queue.pop_front() {
-        let node = nodes.get(id).ok_or_else(|| format!("cargo metadata: no node {id}"))?;
+        let node = nodes
+            .get(id)
+            .ok_or_else(|| format!("cargo metadata: no node {id}"))?;
         for dep in node["deps"].as_array().into_iter().flatten() {
-            let normal = dep["dep_kinds"].as_array().into_iter().flatten().any(|k| k["kind"].is_null());
-            if let Some(pkg) = dep["pkg"].as_str().filter(|_| normal) {
-                if seen.insert(pkg) {
-                    queue.push_back(pkg);
-                }
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k["kind"].is_null());
+            if let Some(pkg) = dep["pkg"].as_str().filter(|_| normal)
+                && seen.insert(pkg)
+            {
+                queue.push_back(pkg);
             }
         }
     }
     let to_crate = |id: &str| -> Result<Crate, String> {
-        let p = packages.get(id).ok_or_else(|| format!("cargo metadata: no package {id}"))?;
+        let p = packages
+            .get(id)
+            .ok_or_else(|| format!("cargo metadata: no package {id}"))?;
         let s = |k: &str| p[k].as_str().map(str::to_string);
         Ok(Crate {
             name: s("name").unwrap_or_default(),
@@ -438,7 +520,11 @@ fn linked_crates() -> Result<(Crate, Vec<Crate>), String> {
         })
     };
     let own = to_crate(root)?;
-    let mut crates: Vec<Crate> = seen.iter().filter(|id| **id != root).map(|id| to_crate(id)).collect::<Result<_, _>>()?;
+    let mut crates: Vec<Crate> = seen
+        .iter()
+        .filter(|id| **id != root)
+        .map(|id| to_crate(id))
+        .collect::<Result<_, _>>()?;
     crates.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     Ok((own, crates))
 }

@@ -56,6 +56,11 @@ impl ConfigError {
             Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
             _ => text,
         };
+        // serde-saphyr may also end with " at line L, column C": the prefix says it already.
+        let message = match message.rfind(" at line ") {
+            Some(i) if message[i..].contains(", column ") => message[..i].to_string(),
+            _ => message,
+        };
         ConfigError { file: file.to_string(), line, column, message }
     }
 }
@@ -509,7 +514,7 @@ mod tests {
     fn errors_carry_line_and_column() {
         let err = Config::from_str("own:\n  networks: [192.0.2.0/24, not-a-net]\n", "c.yaml")
             .unwrap_err();
-        assert_eq!((err.line, err.column), (2, 29), "{err}");
+        assert_eq!((err.line, err.column), (2, 28), "{err}");
         let err = Config::from_str("own:\n  domain: [x]\n", "c.yaml").unwrap_err();
         assert_eq!(err.line, 2, "{err}");
         assert!(err.to_string().starts_with("c.yaml:2:"), "{err}");

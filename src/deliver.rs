@@ -260,7 +260,7 @@ pub fn trace_headers(bytes: &[u8], eval: &Evaluation) -> Vec<u8> {
 
 /// Test-only fault injection, compiled into debug builds alone: with
 /// `BACKSTOP_FAULT=<point>` set, the named point panics.
-fn fault_point(point: &str) {
+pub(crate) fn fault_point(point: &str) {
     if cfg!(debug_assertions) && std::env::var("BACKSTOP_FAULT").is_ok_and(|v| v == point) {
         panic!("fault injected at {point}");
     }

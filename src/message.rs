@@ -35,6 +35,10 @@ pub fn split_from_line(raw: &[u8]) -> (Option<&[u8]>, &[u8]) {
 /// The sender named in an mbox `From ` line (`From sender date`); empty for `<>`.
 pub fn from_line_sender(line: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(line.strip_prefix(b"From ")?).into_owned();
+    if text.starts_with(char::is_whitespace) {
+        // `From   Fri Nov 27 ...`: procmail -f '' writes the null sender as nothing.
+        return Some(String::new());
+    }
     let word = text.split_whitespace().next()?;
     let addr = word.trim_matches(['<', '>']);
     Some(if addr.eq_ignore_ascii_case("MAILER-DAEMON") { String::new() } else { addr.to_string() })
@@ -149,19 +153,27 @@ impl Drop for Mail<'_> {
 /// Parses a message; None when it has no header at all.
 pub fn parse(bytes: &[u8]) -> Option<Mail<'_>> {
     let message = MessageParser::new().parse(bytes)?;
-    let leak = nested_message_count(bytes) > NESTING_LEAK_LIMIT;
+    let leak = nesting_exceeds(&message, NESTING_LEAK_LIMIT);
     Some(Mail { message: ManuallyDrop::new(message), leak })
 }
 
-/// Counts `/rfc822` and `/global` content types (any case): an upper bound on nesting.
-fn nested_message_count(bytes: &[u8]) -> usize {
-    memchr::memchr_iter(b'/', bytes)
-        .filter(|&i| {
-            let rest = &bytes[i + 1..];
-            (rest.len() >= 6 && rest[..6].eq_ignore_ascii_case(b"rfc822"))
-                || (rest.len() >= 6 && rest[..6].eq_ignore_ascii_case(b"global"))
-        })
-        .count()
+/// Whether messages nest more than `limit` deep in the parsed tree. Measured on the tree, not
+/// guessed from the bytes: the parser also nests `message/ rfc822`, `message/"rfc822"`,
+/// `message/(comment)rfc822` and the parts of a `multipart/digest`, which name no `/rfc822`.
+/// Iterative, and it stops as soon as the limit is passed.
+fn nesting_exceeds(message: &Message<'_>, limit: usize) -> bool {
+    let mut stack = vec![(message, 0usize)];
+    while let Some((m, depth)) = stack.pop() {
+        if depth > limit {
+            return true;
+        }
+        for part in &m.parts {
+            if let PartType::Message(inner) = &part.body {
+                stack.push((inner, depth + 1));
+            }
+        }
+    }
+    false
 }
 
 /// `type/subtype` of a part, lower case.
@@ -307,6 +319,8 @@ mod tests {
         assert_eq!(line, Some(&b"From MAILER-DAEMON Fri Jan  2 00:00:00 2026"[..]));
         assert_eq!(rest, b"Subject: x\r\n");
         assert_eq!(from_line_sender(line.unwrap()).as_deref(), Some(""));
+        assert_eq!(from_line_sender(b"From   Fri Nov 27 07:55:37 2026").as_deref(), Some(""));
+        assert_eq!(from_line_sender(b"From a@b.example Fri Nov 27 07:55:37 2026").as_deref(), Some("a@b.example"));
         let (line, rest) = split_from_line(b"Subject: From here\n");
         assert!(line.is_none());
         assert_eq!(rest, b"Subject: From here\n");
@@ -320,6 +334,24 @@ mod tests {
 
     #[test]
     fn nesting_is_counted_in_any_case() {
-        assert_eq!(nested_message_count(b"Content-Type: Message/RFC822\nmessage/global"), 2);
+        let nest = |level: &str, n: usize| {
+            let mut m = level.repeat(n).into_bytes();
+            m.extend_from_slice(b"Subject: leaf\n\nbody\n");
+            m
+        };
+        for level in [
+            "Subject: x\nContent-Type: Message/RFC822\n\n",
+            "Subject: x\nContent-Type: message/global\n\n",
+            "Subject: x\nContent-Type: message/ rfc822\n\n",
+            "Subject: x\nContent-Type: message/\"rfc822\"\n\n",
+            "Subject: x\nContent-Type: multipart/digest; boundary=b\n\n--b\n\n",
+        ] {
+            let deep = nest(level, 70);
+            let shallow = nest(level, 3);
+            let parsed = MessageParser::new().parse(deep.as_slice()).unwrap();
+            assert!(nesting_exceeds(&parsed, 64), "{level:?}");
+            assert!(!nesting_exceeds(&MessageParser::new().parse(shallow.as_slice()).unwrap(), 64), "{level:?}");
+            assert!(parse(&deep).unwrap().leak, "{level:?}");
+        }
     }
 }

@@ -191,9 +191,20 @@ fn find_inline(mail: &Message<'_>) -> Option<Original> {
     })
 }
 
-/// Strips quoting (`>`), indentation and a `Header:` prefix check from one line.
-fn unquote(line: &str) -> &str {
-    line.trim_start_matches(|c: char| c == '>' || c == ' ' || c == '\t' || c == '|')
+/// Strips quote markers (`>`, each with one optional space) from the start of a line.
+fn dequote(line: &str) -> &str {
+    let mut s = line;
+    while let Some(rest) = s.strip_prefix('>') {
+        s = rest.strip_prefix(' ').unwrap_or(rest);
+    }
+    s
+}
+
+/// Strips quoting and up to `indent` leading blanks: what is left of the block's text.
+fn unindent(line: &str, indent: usize) -> &str {
+    let d = dequote(line);
+    let blanks = d.len() - d.trim_start_matches([' ', '\t']).len();
+    &d[blanks.min(indent)..]
 }
 
 /// The header name of a `Name: value` line, lower case, if it looks like one.
@@ -212,7 +223,8 @@ fn header_block(text: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
     while i < lines.len() {
-        let first = unquote(lines[i]);
+        let dequoted = dequote(lines[i]);
+        let first = dequoted.trim_start_matches([' ', '\t']);
         let Some(name) = header_name(first) else {
             i += 1;
             continue;
@@ -221,14 +233,13 @@ fn header_block(text: &str) -> Option<String> {
             i += 1;
             continue;
         }
-        // The quoting of this block: what precedes the header name on its first line.
-        let indent_len = lines[i].len() - first.len();
+        // The block's indentation: the blanks before the first header name.
+        let indent = dequoted.len() - first.len();
         let mut block = String::new();
         let (mut known, mut key, mut count) = (0, false, 0);
         let mut j = i;
         while j < lines.len() {
-            let line = lines[j];
-            let body = if line.len() >= indent_len { &line[indent_len..] } else { unquote(line) };
+            let body = unindent(lines[j], indent);
             if body.trim().is_empty() {
                 break;
             }

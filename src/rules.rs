@@ -210,17 +210,16 @@ impl RuleSpec {
     /// Checks what can be checked without the rest of the set.
     pub fn check(&self, file: &str) -> Result<(), ConfigError> {
         self.compile(file)?.map_or(Ok(()), |rule| {
-            rule.compile().map_err(|e| {
-                let at = self.patterns.first().map_or(&self.id, |p| p);
-                ConfigError::at(file, at, format!("invalid regex in rule {}: {e}", self.id.value))
-            })?;
-            // Report the exact pattern at fault.
+            // Report the exact pattern at fault, then what only the whole rule shows.
             for p in &self.patterns {
                 build_regex(&p.value, self.case_sensitive).map_err(|e| {
-                    ConfigError::at(file, p, format!("invalid regex {:?}: {e}", p.value))
+                    ConfigError::at(file, p, format!("invalid regex {:?}: {}", p.value, one_line(&e.to_string())))
                 })?;
             }
-            Ok(())
+            rule.compile().map_err(|e| {
+                let at = self.patterns.first().map_or(&self.id, |p| p);
+                ConfigError::at(file, at, format!("invalid regex in rule {}: {}", self.id.value, one_line(&e)))
+            })
         })
     }
 
@@ -353,6 +352,11 @@ impl RuleSet {
             })
             .collect()
     }
+}
+
+/// The last line of a multi-line error (regex errors draw the pattern and a caret first).
+fn one_line(text: &str) -> String {
+    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(text).trim().to_string()
 }
 
 /// Cuts `text` to at most `max` characters on one line.

@@ -1589,21 +1589,18 @@ impl Journal {
             path: path.to_path_buf(),
             file,
         };
-        journal.record(&format!(
-            "{JOURNAL_MAGIC}\nowner {} {}",
-            std::process::id(),
-            hex(host_name().as_bytes())
-        ))?;
+        journal.record(&format!("{JOURNAL_MAGIC}\n{}", owner_line()))?;
         sync_parent(path)
             .map_err(|e| format!("cannot fsync the directory of {}: {e}", path.display()))?;
         Ok(journal)
     }
 
-    /// Opens an existing journal to go on with it.
-    fn reopen(path: &Path) -> Result<Journal, String> {
+    /// Opens an existing journal to go on with it, cut to its first `len` bytes.
+    fn reopen(path: &Path, len: u64) -> Result<Journal, String> {
         let file = OpenOptions::new()
             .append(true)
             .open(path)
+            .and_then(|f| f.set_len(len).map(|()| f))
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         Ok(Journal {
             path: path.to_path_buf(),
@@ -1629,6 +1626,15 @@ impl Journal {
         sync_parent(&self.path)
             .map_err(|e| format!("cannot fsync the directory of {}: {e}", self.path.display()))
     }
+}
+
+/// `owner PID HOST`: who may hold the locks while the journal exists.
+fn owner_line() -> String {
+    format!(
+        "owner {} {}",
+        std::process::id(),
+        hex(host_name().as_bytes())
+    )
 }
 
 /// What a journal says.
@@ -1727,11 +1733,15 @@ fn recover(path: &Path, config: &Config) -> Result<usize, String> {
             remove_dead_dotlocks(folder, *pid);
         }
     }
+    // A torn last line is cut off, so that the lines appended from now on stay whole.
+    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut journal = Journal::reopen(&jpath, whole as u64)?;
     if !state.moves_end {
         // Nothing had changed yet.
-        return Journal::reopen(&jpath)?.remove().map(|()| 0);
+        return journal.remove().map(|()| 0);
     }
-    let mut journal = Journal::reopen(&jpath)?;
+    // From here on this process may hold the locks: a later run must know whose they are.
+    journal.record(&owner_line())?;
     let inbox = Locked::acquire(path, &config.mbox_locks)
         .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
     let data = read_locked(&inbox).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod config_errors;
 mod deliver;
+mod fuzz;
 mod hosts;
 mod malformed;
 mod scan;

@@ -1,1 +1,846 @@
-//! Integration tests: scan.
+//! Integration tests: `scan` and `stats`, driven through the built binary.
+//!
+//! What they prove (issue 7), on a Maildir and an mbox built from the corpus fixtures with a
+//! config whose own domains, hosts and networks make some of them backscatter: `scan` counts
+//! exactly what `check` says for each message; `--apply` moves exactly the backscatter (names
+//! and flags kept, bytes unchanged) and nothing else; `--apply` killed at any of its steps (by
+//! the debug-build crash points) or at random moments (SIGKILL, SIGINT), then run again, ends
+//! in the same state as an uninterrupted run, with every message present exactly once; and
+//! `stats` counts what real `deliver` runs wrote to the decision log.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{Rng, backstop, fixture, run_with_input, temp_home};
+
+/// With this, about half of the fixtures are backscatter.
+const OWN: &str =
+    "own:\n  domains: [example.jp]\n  hosts: [mail.own.example]\n  networks: [198.51.100.0/24]\n";
+
+/// Every step of an mbox `--apply` at which the debug build can be made to crash.
+const MBOX_POINTS: [&str; 10] = [
+    "journal-created",
+    "locked",
+    "moves-recorded",
+    "folder-staged",
+    "folder-renamed",
+    "folder-done",
+    "mbox-staged",
+    "mbox-renamed",
+    "mbox-done",
+    "unlocked",
+];
+
+/// Every fixture message (bounces and ham), sorted.
+fn corpus() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "eml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    for top in ["corpus/bounces", "corpus/ham"] {
+        walk(&fixture(top), &mut v);
+    }
+    v.sort();
+    assert!(v.len() > 100, "the fixture corpus is missing");
+    v
+}
+
+/// Every `step`-th fixture: a smaller mix for the tests that run many times.
+fn subset(step: usize) -> Vec<PathBuf> {
+    corpus().into_iter().step_by(step).collect()
+}
+
+fn write_config(home: &Path, extra: &str) -> PathBuf {
+    let conf = home.join("conf.yaml");
+    let text = format!(
+        "{OWN}mbox_folder: {}\n{extra}",
+        home.join("mail/Backscatter.mbox").display()
+    );
+    fs::write(&conf, text).unwrap();
+    conf
+}
+
+type VerdictKind = (String, Option<String>);
+
+/// The verdict and kind `check --format json` gives a file.
+fn check(home: &Path, conf: &Path, file: &Path) -> VerdictKind {
+    let out = backstop(home)
+        .args(["check", "--format", "json", "-c"])
+        .arg(conf)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "check {}: {out:?}", file.display());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["verdict"].as_str().unwrap().to_string(),
+        v["kind"].as_str().map(str::to_string),
+    )
+}
+
+/// `check` on every file, two at a time.
+fn check_all(home: &Path, conf: &Path, files: &[PathBuf]) -> Vec<VerdictKind> {
+    let half = files.len().div_ceil(2);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = files
+            .chunks(half.max(1))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|f| check(home, conf, f))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap()).collect()
+    })
+}
+
+/// What `check` says of every fixture under the test config, worked out once.
+fn corpus_verdicts() -> &'static BTreeMap<PathBuf, VerdictKind> {
+    static VERDICTS: std::sync::OnceLock<BTreeMap<PathBuf, VerdictKind>> =
+        std::sync::OnceLock::new();
+    VERDICTS.get_or_init(|| {
+        let home = temp_home();
+        let conf = write_config(home.path(), "");
+        let files = corpus();
+        let verdicts = check_all(home.path(), &conf, &files);
+        files.into_iter().zip(verdicts).collect()
+    })
+}
+
+/// The fixture verdicts of some messages.
+fn verdicts_of(msgs: &[(PathBuf, PathBuf)]) -> Vec<VerdictKind> {
+    msgs.iter()
+        .map(|(_, src)| corpus_verdicts()[src].clone())
+        .collect()
+}
+
+fn tally<'a>(verdicts: impl IntoIterator<Item = &'a VerdictKind>) -> BTreeMap<VerdictKind, u64> {
+    let mut m = BTreeMap::new();
+    for v in verdicts {
+        *m.entry(v.clone()).or_default() += 1;
+    }
+    m
+}
+
+fn scan_cmd(home: &Path, conf: &Path, args: &[&str], target: &Path) -> Command {
+    let mut cmd = backstop(home);
+    cmd.arg("scan").arg("-c").arg(conf).args(args).arg(target);
+    cmd
+}
+
+fn run_ok(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn scan_json(home: &Path, conf: &Path, args: &[&str], target: &Path) -> Value {
+    let mut all = vec!["--format", "json"];
+    all.extend_from_slice(args);
+    let out = run_ok(scan_cmd(home, conf, &all, target));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The (verdict, kind) counts of a scan report.
+fn report_counts(report: &Value) -> BTreeMap<VerdictKind, u64> {
+    report["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                (
+                    c["verdict"].as_str().unwrap().to_string(),
+                    c["kind"].as_str().map(str::to_string),
+                ),
+                c["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(base).unwrap().to_path_buf(),
+                    fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &dest);
+        } else {
+            fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+fn make_maildir(dir: &Path) {
+    for sub in ["cur", "new", "tmp"] {
+        fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+}
+
+/// Files the messages into `dir` in turn as `new/NAME`, `cur/NAME:2,S` and `cur/NAME:2,RS`;
+/// returns each one's path relative to `dir` and its source.
+fn fill_maildir(dir: &Path, files: &[PathBuf], first: usize) -> Vec<(PathBuf, PathBuf)> {
+    make_maildir(dir);
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            let n = first + i;
+            let base = format!(
+                "{}.M{n}P4242Q{n}.scan-test,S={}",
+                1_700_000_000 + n,
+                fs::metadata(src).unwrap().len()
+            );
+            let rel = match n % 3 {
+                0 => PathBuf::from("new").join(base),
+                1 => PathBuf::from("cur").join(format!("{base}:2,S")),
+                _ => PathBuf::from("cur").join(format!("{base}:2,RS")),
+            };
+            fs::copy(src, dir.join(&rel)).unwrap();
+            (rel, src.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn maildir_counts_match_check_and_apply_moves_exactly_the_backscatter() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    let root = home.path().join("Maildir");
+    let all = corpus();
+    let (in_lists, in_inbox) = all.split_at(20);
+    let inbox = fill_maildir(&root, in_inbox, 0);
+    let lists = fill_maildir(&root.join(".Lists"), in_lists, 1000);
+    fs::write(root.join(".Lists/maildirfolder"), b"").unwrap();
+    let (inbox_v, lists_v) = (verdicts_of(&inbox), verdicts_of(&lists));
+    let is_bs = |v: &VerdictKind| v.0 == "backscatter";
+    assert!(
+        inbox_v.iter().filter(|v| is_bs(v)).count() > 10,
+        "the config makes too little backscatter"
+    );
+    assert!(lists_v.iter().any(is_bs) && lists_v.iter().any(|v| !is_bs(v)));
+
+    // One folder, then the whole tree: the counts are check's, message for message.
+    let one = scan_json(home.path(), &conf, &[], &root);
+    assert_eq!(report_counts(&one), tally(&inbox_v));
+    assert_eq!(one["messages"], inbox.len());
+    assert_eq!(one["to_move"], inbox_v.iter().filter(|v| is_bs(v)).count());
+    let whole = scan_json(home.path(), &conf, &["--recursive", "--jobs", "1"], &root);
+    assert_eq!(report_counts(&whole), tally(inbox_v.iter().chain(&lists_v)));
+    let days: u64 = whole["backscatter_per_day"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["backscatter"].as_u64().unwrap())
+        .sum();
+    assert_eq!(days, whole["verdicts"]["backscatter"].as_u64().unwrap());
+
+    // A dry run changes nothing.
+    let before = tree(&root);
+    assert_eq!(tree(&root), before);
+    assert!(!root.join(".Backscatter").exists());
+
+    // --apply moves exactly the backscatter, keeping names (and so flags) and bytes.
+    let applied = scan_json(home.path(), &conf, &["--recursive", "--apply"], &root);
+    let mut want = before.clone();
+    let mut moved = 0;
+    for (folder, msgs, verdicts) in [("", &inbox, &inbox_v), (".Lists", &lists, &lists_v)] {
+        for ((rel, _), v) in msgs.iter().zip(verdicts) {
+            if is_bs(v) {
+                let bytes = want.remove(&Path::new(folder).join(rel)).unwrap();
+                assert!(
+                    want.insert(Path::new(".Backscatter").join(rel), bytes)
+                        .is_none()
+                );
+                moved += 1;
+            }
+        }
+    }
+    want.insert(".Backscatter/maildirfolder".into(), Vec::new());
+    want.insert("subscriptions".into(), b"V\t2\n\nBackscatter\n".to_vec());
+    assert_eq!(applied["moved"], moved);
+    let after = tree(&root);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    assert!(after == want, "moved files must keep their bytes");
+
+    // Again: nothing left to move, nothing changes.
+    let again = scan_json(home.path(), &conf, &["--recursive", "--apply"], &root);
+    assert_eq!(
+        (again["to_move"].as_u64(), again["moved"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(tree(&root) == want);
+
+    // Unverified bounces move only when asked.
+    let unverified = scan_json(
+        home.path(),
+        &conf,
+        &["-r", "--apply", "--include-unverified"],
+        &root,
+    );
+    let n_unv = inbox_v
+        .iter()
+        .chain(&lists_v)
+        .filter(|v| v.0 == "unverified-bounce")
+        .count();
+    assert!(n_unv > 0);
+    assert_eq!(unverified["moved"], n_unv);
+    let rest = scan_json(home.path(), &conf, &["-r"], &root);
+    assert_eq!(rest["verdicts"]["unverified-bounce"], 0);
+    assert_eq!(rest["verdicts"]["backscatter"], 0);
+}
+
+/// One message as an mbox holds it, and as `check` must see it.
+struct MboxMsg {
+    /// `From ` line, the mboxrd-quoted message, a line end if it had none, the empty line.
+    chunk: Vec<u8>,
+    /// `From ` line and the message as it was (what `scan` judges).
+    plain: Vec<u8>,
+}
+
+/// Writes a fixture the way an mboxrd writer (`deliver`) does, written from the format's spec.
+fn mbox_msg(eml: &[u8]) -> MboxMsg {
+    let (from_line, content): (Vec<u8>, &[u8]) = if eml.starts_with(b"From ") {
+        let nl = eml.iter().position(|&b| b == b'\n').unwrap();
+        let line = eml[..nl].strip_suffix(b"\r").unwrap_or(&eml[..nl]);
+        ([line, b"\n"].concat(), &eml[nl + 1..])
+    } else {
+        (
+            b"From MAILER-DAEMON Thu Nov 26 07:38:00 2026\n".to_vec(),
+            eml,
+        )
+    };
+    let mut chunk = from_line.clone();
+    let mut plain = from_line;
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        let gts = line.iter().take_while(|&&b| b == b'>').count();
+        if line[gts..].starts_with(b"From ") {
+            chunk.push(b'>');
+        }
+        chunk.extend_from_slice(line);
+        plain.extend_from_slice(line);
+    }
+    if !content.ends_with(b"\n") {
+        chunk.push(b'\n');
+        plain.push(b'\n');
+    }
+    chunk.push(b'\n');
+    MboxMsg { chunk, plain }
+}
+
+/// A message already in the backscatter mbox before the scan.
+const OLD_FOLDER_MESSAGE: &[u8] =
+    b"From old@example.org Mon Nov 23 10:00:00 2026\nSubject: old\n\nalready here\n\n";
+
+#[test]
+fn mbox_counts_match_check_and_apply_moves_exactly_the_backscatter() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    // Every other fixture: `check` costs a process each, and the Maildir test checks them all.
+    let msgs: Vec<MboxMsg> = subset(2)
+        .iter()
+        .map(|p| mbox_msg(&fs::read(p).unwrap()))
+        .collect();
+    let checks = home.path().join("check");
+    fs::create_dir(&checks).unwrap();
+    let files: Vec<PathBuf> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let f = checks.join(format!("{i}.mbox-msg"));
+            fs::write(&f, &m.plain).unwrap();
+            f
+        })
+        .collect();
+    let verdicts = check_all(home.path(), &conf, &files);
+    let is_bs = |v: &VerdictKind| v.0 == "backscatter";
+    assert!(verdicts.iter().filter(|v| is_bs(v)).count() > 10);
+    let inbox = home.path().join("inbox.mbox");
+    let inbox_bytes: Vec<u8> = msgs.iter().flat_map(|m| m.chunk.clone()).collect();
+    fs::write(&inbox, &inbox_bytes).unwrap();
+    fs::create_dir(home.path().join("mail")).unwrap();
+    let folder = home.path().join("mail/Backscatter.mbox");
+    fs::write(&folder, OLD_FOLDER_MESSAGE).unwrap();
+
+    let dry = scan_json(home.path(), &conf, &[], &inbox);
+    assert_eq!(report_counts(&dry), tally(&verdicts));
+    assert_eq!(dry["messages"], msgs.len());
+    assert_eq!(fs::read(&inbox).unwrap(), inbox_bytes);
+    assert_eq!(fs::read(&folder).unwrap(), OLD_FOLDER_MESSAGE);
+
+    let applied = scan_json(home.path(), &conf, &["--apply"], &inbox);
+    let n_bs = verdicts.iter().filter(|v| is_bs(v)).count();
+    assert_eq!(applied["moved"], n_bs);
+    let (moved, kept): (Vec<_>, Vec<_>) = msgs.iter().zip(&verdicts).partition(|(_, v)| is_bs(v));
+    let want_inbox: Vec<u8> = kept.iter().flat_map(|(m, _)| m.chunk.clone()).collect();
+    let mut want_folder = OLD_FOLDER_MESSAGE.to_vec();
+    want_folder.extend(moved.iter().flat_map(|(m, _)| m.chunk.clone()));
+    assert!(
+        fs::read(&inbox).unwrap() == want_inbox,
+        "the inbox must keep exactly the rest, byte for byte"
+    );
+    assert!(
+        fs::read(&folder).unwrap() == want_folder,
+        "the folder must gain exactly the backscatter"
+    );
+    assert_eq!(
+        dir_names(home.path()),
+        ["check", "conf.yaml", "inbox.mbox", "mail"]
+    );
+    assert_eq!(dir_names(&home.path().join("mail")), ["Backscatter.mbox"]);
+
+    // The messages left are judged as before; a second run moves nothing.
+    let again = scan_json(home.path(), &conf, &["--apply"], &inbox);
+    assert_eq!(again["moved"], 0);
+    assert_eq!(
+        report_counts(&again),
+        tally(verdicts.iter().filter(|v| !is_bs(v)))
+    );
+    assert!(fs::read(&inbox).unwrap() == want_inbox);
+    // And scanning the backscatter mbox itself finds them all, and moves nothing.
+    let itself = scan_json(home.path(), &conf, &["--apply"], &folder);
+    assert_eq!(itself["verdicts"]["backscatter"], n_bs);
+    assert_eq!(itself["to_move"], 0);
+    assert!(fs::read(&folder).unwrap() == want_folder);
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs `cmd` and stops it: with `fault` (a crash point) it must die by SIGKILL there;
+/// otherwise it gets `signal` after `after`.
+fn interrupt(
+    mut cmd: Command,
+    fault: Option<&str>,
+    after: Duration,
+    signal: rustix::process::Signal,
+) {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some(point) = fault {
+        cmd.env("BACKSTOP_FAULT", format!("scan:{point}"));
+        let status = cmd.status().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the crash point {point} was not reached"
+        );
+        return;
+    }
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(after);
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+    let status = child.wait().unwrap();
+    // Killed, finished, or (SIGINT/SIGTERM) stopped cleanly: never any other failure.
+    assert!(
+        status.success() || status.signal().is_some() || status.code() == Some(130),
+        "unexpected status {status:?}"
+    );
+}
+
+#[test]
+fn killed_maildir_apply_resumes_to_the_same_end_state() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    let template = home.path().join("template");
+    let msgs = fill_maildir(&template, &subset(4), 0);
+    let verdicts = verdicts_of(&msgs);
+    let backscatter: Vec<&PathBuf> = msgs
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| v.0 == "backscatter")
+        .map(|((rel, _), _)| rel)
+        .collect();
+    assert!(backscatter.len() >= 8);
+
+    let reference = home.path().join("reference");
+    copy_tree(&template, &reference);
+    let started = Instant::now();
+    run_ok(scan_cmd(home.path(), &conf, &["--apply"], &reference));
+    let took = started.elapsed();
+    let want = tree(&reference);
+    assert_eq!(
+        want.keys()
+            .filter(|k| k.starts_with(".Backscatter/cur") || k.starts_with(".Backscatter/new"))
+            .count(),
+        backscatter.len()
+    );
+
+    let mut rng = Rng::new("killed_maildir_apply_resumes_to_the_same_end_state");
+    let last = format!("moved-{}", backscatter.len());
+    let mut rounds: Vec<(Option<&str>, u64, rustix::process::Signal)> = vec![
+        (Some("moved-1"), 0, rustix::process::Signal::KILL),
+        (Some("moved-5"), 0, rustix::process::Signal::KILL),
+        (Some(last.as_str()), 0, rustix::process::Signal::KILL),
+    ];
+    let span = took.as_millis() as u64 * 3 / 2 + 1;
+    for _ in 0..6 {
+        rounds.push((None, rng.below(span), rustix::process::Signal::KILL));
+    }
+    for _ in 0..2 {
+        rounds.push((None, rng.below(span), rustix::process::Signal::INT));
+    }
+    for (n, (fault, ms, signal)) in rounds.into_iter().enumerate() {
+        let work = home.path().join(format!("work{n}"));
+        copy_tree(&template, &work);
+        interrupt(
+            scan_cmd(home.path(), &conf, &["--apply"], &work),
+            fault,
+            Duration::from_millis(ms),
+            signal,
+        );
+        run_ok(scan_cmd(home.path(), &conf, &["--apply"], &work));
+        let got = tree(&work);
+        assert!(
+            got == want,
+            "round {n} ({fault:?}, {ms} ms, {signal:?}) differs: {:?}",
+            got.keys().collect::<Vec<_>>()
+        );
+    }
+
+    // A run that died between link() and unlink() left the message under both names.
+    let work = home.path().join("linked");
+    copy_tree(&template, &work);
+    make_maildir(&work.join(".Backscatter"));
+    let rel = backscatter[0];
+    fs::hard_link(work.join(rel), work.join(".Backscatter").join(rel)).unwrap();
+    let report = scan_json(home.path(), &conf, &["--apply"], &work);
+    assert_eq!(report["already_moved"], 1);
+    assert!(tree(&work) == want);
+
+    // A different file under the same name is never overwritten, and the source stays.
+    let work = home.path().join("conflict");
+    copy_tree(&template, &work);
+    make_maildir(&work.join(".Backscatter"));
+    fs::write(work.join(".Backscatter").join(rel), b"someone else's\n").unwrap();
+    let out = scan_cmd(home.path(), &conf, &["--apply"], &work)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a conflict is reported");
+    assert_eq!(
+        fs::read(work.join(".Backscatter").join(rel)).unwrap(),
+        b"someone else's\n"
+    );
+    assert_eq!(
+        fs::read(work.join(rel)).unwrap(),
+        want[&Path::new(".Backscatter").join(rel)]
+    );
+}
+
+#[test]
+fn killed_mbox_apply_resumes_to_the_same_end_state() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    let msgs: Vec<MboxMsg> = subset(4)
+        .iter()
+        .map(|p| mbox_msg(&fs::read(p).unwrap()))
+        .collect();
+    let template: Vec<u8> = msgs.iter().flat_map(|m| m.chunk.clone()).collect();
+    // A backscatter message that arrives between the crash and the next run.
+    let probe = home.path().join("probe");
+    let late = corpus()
+        .iter()
+        .skip(1)
+        .step_by(4)
+        .map(|p| mbox_msg(&fs::read(p).unwrap()))
+        .find(|m| {
+            fs::write(&probe, &m.plain).unwrap();
+            check(home.path(), &conf, &probe).0 == "backscatter"
+        })
+        .unwrap();
+    fs::remove_file(&probe).unwrap();
+
+    let inbox = home.path().join("inbox.mbox");
+    let mail = home.path().join("mail");
+    let folder = mail.join("Backscatter.mbox");
+    let setup = || {
+        fs::write(&inbox, &template).unwrap();
+        let _ = fs::remove_dir_all(&mail);
+        fs::create_dir(&mail).unwrap();
+        fs::write(&folder, OLD_FOLDER_MESSAGE).unwrap();
+    };
+    let arrive = || {
+        let mut data = fs::read(&inbox).unwrap();
+        data.extend_from_slice(&late.chunk);
+        fs::write(&inbox, data).unwrap();
+    };
+
+    // The reference: one uninterrupted run over the inbox with the late message.
+    setup();
+    arrive();
+    let started = Instant::now();
+    let report = scan_json(home.path(), &conf, &["--apply"], &inbox);
+    let took = started.elapsed();
+    assert!(report["moved"].as_u64().unwrap() >= 8);
+    let (want_inbox, want_folder) = (fs::read(&inbox).unwrap(), fs::read(&folder).unwrap());
+    assert!(want_folder.ends_with(&late.chunk));
+    // Every message is in exactly one of the two files.
+    let mut all: Vec<u8> = OLD_FOLDER_MESSAGE.to_vec();
+    all.extend_from_slice(&template);
+    all.extend_from_slice(&late.chunk);
+    assert_eq!(want_inbox.len() + want_folder.len(), all.len());
+
+    let mut rng = Rng::new("killed_mbox_apply_resumes_to_the_same_end_state");
+    let kill = rustix::process::Signal::KILL;
+    // (crash point of the first run, crash point of the second run, random delay, signal)
+    let mut rounds: Vec<(Option<&str>, Option<&str>, u64, rustix::process::Signal)> = MBOX_POINTS
+        .iter()
+        .map(|p| (Some(*p), None, 0, kill))
+        .collect();
+    // The run that recovers dies too.
+    for (a, b) in [
+        ("folder-renamed", "mbox-staged"),
+        ("locked", "folder-staged"),
+        ("folder-staged", "folder-done"),
+        ("mbox-staged", "moves-recorded"),
+    ] {
+        rounds.push((Some(a), Some(b), 0, kill));
+    }
+    let span = took.as_millis() as u64 * 3 / 2 + 1;
+    for _ in 0..6 {
+        rounds.push((None, None, rng.below(span), kill));
+    }
+    for _ in 0..2 {
+        rounds.push((None, None, rng.below(span), rustix::process::Signal::INT));
+    }
+    for (n, (first, second, ms, signal)) in rounds.into_iter().enumerate() {
+        setup();
+        interrupt(
+            scan_cmd(home.path(), &conf, &["--apply"], &inbox),
+            first,
+            Duration::from_millis(ms),
+            signal,
+        );
+        arrive();
+        if let Some(point) = second {
+            interrupt(
+                scan_cmd(home.path(), &conf, &["--apply"], &inbox),
+                Some(point),
+                Duration::ZERO,
+                kill,
+            );
+        }
+        run_ok(scan_cmd(home.path(), &conf, &["--apply"], &inbox));
+        let what = format!("round {n} ({first:?} then {second:?}, {ms} ms, {signal:?})");
+        assert!(
+            fs::read(&inbox).unwrap() == want_inbox,
+            "{what}: the inbox differs"
+        );
+        assert!(
+            fs::read(&folder).unwrap() == want_folder,
+            "{what}: the backscatter mbox differs"
+        );
+        // No journal, staged file or lock is left behind.
+        assert_eq!(
+            dir_names(home.path()),
+            ["conf.yaml", "inbox.mbox", "mail"],
+            "{what}"
+        );
+        assert_eq!(dir_names(&mail), ["Backscatter.mbox"], "{what}");
+    }
+}
+
+#[test]
+fn a_dry_run_reports_an_unfinished_apply_and_leaves_it() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    let msgs: Vec<MboxMsg> = subset(8)
+        .iter()
+        .map(|p| mbox_msg(&fs::read(p).unwrap()))
+        .collect();
+    let inbox = home.path().join("inbox.mbox");
+    fs::write(
+        &inbox,
+        msgs.iter()
+            .flat_map(|m| m.chunk.clone())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    interrupt(
+        scan_cmd(home.path(), &conf, &["--apply"], &inbox),
+        Some("folder-done"),
+        Duration::ZERO,
+        rustix::process::Signal::KILL,
+    );
+    let journal = home.path().join(".inbox.mbox.backstop-scan");
+    assert!(journal.exists());
+    let before = (
+        fs::read(&inbox).unwrap(),
+        fs::read(home.path().join("mail/Backscatter.mbox")).unwrap(),
+    );
+    let dry = scan_json(home.path(), &conf, &[], &inbox);
+    let notes = dry["notes"].to_string();
+    assert!(notes.contains("run with --apply to finish it"), "{notes}");
+    assert!(journal.exists());
+    assert_eq!(
+        (
+            fs::read(&inbox).unwrap(),
+            fs::read(home.path().join("mail/Backscatter.mbox")).unwrap()
+        ),
+        before
+    );
+    let done = scan_json(home.path(), &conf, &["--apply"], &inbox);
+    assert!(done["recovered"].as_u64().unwrap() > 0);
+    assert!(!journal.exists());
+}
+
+#[test]
+fn stats_counts_match_a_log_written_by_deliver() {
+    let home = temp_home();
+    let log = home.path().join("decisions.log");
+    let conf = write_config(
+        home.path(),
+        &format!(
+            "maildir: {}\nlog: {}\n",
+            home.path().join("Maildir").display(),
+            log.display()
+        ),
+    );
+    let files = subset(5);
+    let mut checked = Vec::new();
+    for f in &files {
+        let mut cmd = backstop(home.path());
+        cmd.arg("deliver").arg("-c").arg(&conf);
+        let out = run_with_input(&mut cmd, &fs::read(f).unwrap());
+        assert!(out.status.success(), "deliver {}: {out:?}", f.display());
+        checked.push(corpus_verdicts()[f].0.clone());
+    }
+    // A torn line, as a crash while appending would leave.
+    let mut text = fs::read_to_string(&log).unwrap();
+    text.push_str("{\"time\":\"2026-");
+    fs::write(&log, &text).unwrap();
+
+    // What the log says, read independently.
+    let mut verdicts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut senders: BTreeMap<String, u64> = BTreeMap::new();
+    let mut today = String::new();
+    for line in text.lines().filter(|l| l.ends_with('}')) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let verdict = v["verdict"].as_str().unwrap().to_string();
+        today = v["time"].as_str().unwrap()[..10].to_string();
+        if verdict != "clean" {
+            let from = v["from"].as_str().unwrap_or("").to_lowercase();
+            let addr = match (from.rfind('<'), from.rfind('>')) {
+                (Some(a), Some(b)) if a < b => from[a + 1..b].trim().to_string(),
+                _ => from.trim().to_string(),
+            };
+            *senders
+                .entry(if addr.is_empty() {
+                    "(none)".into()
+                } else {
+                    addr
+                })
+                .or_default() += 1;
+        }
+        *verdicts.entry(verdict).or_default() += 1;
+    }
+    assert_eq!(verdicts.values().sum::<u64>(), files.len() as u64);
+    assert_eq!(
+        verdicts,
+        checked.iter().fold(BTreeMap::new(), |mut m, v| {
+            *m.entry(v.clone()).or_default() += 1;
+            m
+        })
+    );
+
+    let out = run_ok({
+        let mut c = backstop(home.path());
+        c.args([
+            "stats",
+            "--format",
+            "json",
+            "--wave-min",
+            "1",
+            "--top",
+            "100",
+        ])
+        .arg(&log);
+        c
+    });
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["entries"], files.len());
+    assert_eq!(stats["unreadable_lines"], 1);
+    for (verdict, n) in &verdicts {
+        assert_eq!(stats["totals"][verdict.as_str()], *n, "{verdict}");
+        assert_eq!(stats["days"][0][verdict.as_str()], *n, "{verdict}");
+    }
+    assert_eq!(stats["days"][0]["date"], today);
+    let top: BTreeMap<String, u64> = stats["top_senders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["sender"].as_str().unwrap().to_string(),
+                s["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(top, senders);
+    assert!(verdicts.get("backscatter").is_some_and(|&n| n > 0));
+    assert_eq!(stats["current_wave_started"], today);
+
+    // The default log is the config's; the text output names the wave.
+    let out = run_ok({
+        let mut c = backstop(home.path());
+        c.args(["stats", "--wave-min", "1", "-c"]).arg(&conf);
+        c
+    });
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("Current backscatter wave: started {today}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{} entries", files.len())), "{text}");
+}

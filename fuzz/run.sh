@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the cargo-fuzz target `evaluate` for $1 seconds (default 60), seeded with the fixture
+# corpus. Installs cargo-fuzz first when it is missing. Works on stable Rust: no sanitizer
+# (-s none), optimized (-O, which also leaves mail-parser's debug assertions off).
+# Exit status: 0 when nothing was found; non-zero, with the crashing input under
+# fuzz/artifacts/evaluate/, when something was.
+set -euo pipefail
+seconds="${1:-60}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --version '^0.13' --locked
+fi
+
+# Seed corpus: the fixture messages (copied, so that the fuzzer's additions stay out of tests/).
+corpus="$here/corpus/evaluate"
+mkdir -p "$corpus"
+fixtures="$here/../tests/fixtures/corpus"
+find "$fixtures" -name '*.eml' | while read -r f; do
+    rel="${f#"$fixtures"/}"
+    cp -f "$f" "$corpus/${rel//\//_}"
+done
+
+cargo fuzz run -O -s none evaluate "$corpus" -- \
+    -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=4096 -print_final_stats=1

@@ -1,0 +1,81 @@
+#!/bin/bash
+# Builds the Debian package target/debian/backstop_VERSION_ARCH.deb from this
+# source tree: a release build, the generated man pages, completions and
+# copyright file (examples/gen_docs.rs), laid out by install-tree.sh and packed
+# with dpkg-deb. See packaging/README.md.
+#
+#   bash packaging/build-deb.sh
+#
+# Needs cargo, git (for the revision in --version), and Debian's dpkg-dev and
+# binutils. CARGO_TARGET_DIR defaults to target/pkg, apart from the
+# development builds in target/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/pkg}
+
+for tool in cargo dpkg-deb dpkg-shlibdeps dpkg-parsechangelog strip gzip md5sum; do
+    command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing (apt-get install dpkg-dev binutils)" >&2; exit 1; }
+done
+
+version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+changelog=packaging/debian/changelog
+debversion=$(dpkg-parsechangelog -l "$changelog" -S Version)
+if [ "${debversion%-*}" != "$version" ]; then
+    echo "build-deb: $changelog is at $debversion but Cargo.toml at $version; add an entry:" >&2
+    echo "  dch -c $changelog -v $version-1" >&2
+    exit 1
+fi
+
+# The revision that `backstop --version` shows: build.rs asks git; outside a
+# checkout, it takes BACKSTOP_GIT_REV.
+rev=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
+rev=${rev:-${BACKSTOP_GIT_REV:-}}
+if [ -z "$rev" ]; then
+    echo "build-deb: not a git checkout and no BACKSTOP_GIT_REV: --version will say 'unknown revision'" >&2
+fi
+# Reproducible dates (man pages, changelog, file times): the last commit's.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+date=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
+
+work=$CARGO_TARGET_DIR/debian-work
+out=$top/target/debian
+rm -rf "$work"
+mkdir -p "$work" "$out"
+
+echo "build-deb: cargo build --release (target dir $CARGO_TARGET_DIR)" >&2
+cargo build --release --locked --bin backstop
+cargo run --release --locked --quiet --example gen_docs -- "$work/gen" --date "$date"
+bin=$CARGO_TARGET_DIR/release/backstop
+if [ -n "$rev" ] && ! "$bin" --version | grep -qF "$rev"; then
+    echo "build-deb: '$("$bin" --version)' does not name revision $rev" >&2
+    exit 1
+fi
+
+# The tree is laid out where debhelper would put it (debian/PACKAGE), so that
+# dpkg-shlibdeps finds the debian/control it wants beside it.
+root=$work/debian/backstop
+packaging/install-tree.sh "$bin" "$work/gen" "$root" deb
+install -m 0644 "$work/gen/copyright" "$root/usr/share/doc/backstop/copyright"
+gzip -9n <"$changelog" >"$root/usr/share/doc/backstop/changelog.Debian.gz"
+chmod 0644 "$root/usr/share/doc/backstop/changelog.Debian.gz"
+install -D -m 0644 packaging/debian/lintian-overrides "$root/usr/share/lintian/overrides/backstop"
+
+printf 'Source: backstop\n\nPackage: backstop\nArchitecture: any\n' >"$work/debian/control"
+depends=$(cd "$work" && dpkg-shlibdeps -O -e"$root/usr/bin/backstop" | sed -n 's/^shlibs:Depends=//p')
+[ -n "$depends" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
+
+arch=$(dpkg --print-architecture)
+maintainer=$(dpkg-parsechangelog -l "$changelog" -S Maintainer)
+find "$root" -type d -exec chmod 0755 {} +
+size=$(du -s -k --apparent-size "$root" | cut -f1)
+mkdir -m 0755 "$root/DEBIAN"
+sed -e "s|@VERSION@|$debversion|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
+    -e "s|@INSTALLED_SIZE@|$size|" -e "s|@DEPENDS@|$depends|" packaging/debian/control >"$root/DEBIAN/control"
+(cd "$root" && find usr -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
+chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
+
+deb=$out/backstop_${debversion}_${arch}.deb
+rm -f "$out"/backstop_*.deb
+dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >&2
+echo "$deb"

@@ -1,0 +1,33 @@
+# backstop-filter.sieve: Dovecot Pigeonhole Sieve, "filter" form.
+# Tested with Dovecot 2.3.19 and Pigeonhole 0.5.19 (Debian 12) through
+# dovecot-lda.
+#
+# Set up as in dovecot.conf (next to this file), with the
+# vnd.dovecot.filter extension and a symlink named "backstop" to
+# /usr/bin/backstop in the filter program directory:
+#   mkdir -p /usr/lib/dovecot/sieve-filter
+#   ln -s /usr/bin/backstop /usr/lib/dovecot/sieve-filter/backstop
+#
+# "backstop filter" returns the whole message with two header lines added at
+# the top, which stay in the stored message, for example
+#   X-Backstop-Verdict: backscatter; kind=dsn; action=folder
+#   X-Backstop-Reason: ownership evidence totals -3: the original was not yours (forged sender)
+# "action=" is what the config (~/.config/backstop/config.yaml, "actions:")
+# asks for: inbox, folder or discard. If backstop fails, the message stays
+# unchanged and the script goes on, so it ends in the inbox.
+
+require ["vnd.dovecot.filter", "fileinto", "mailbox"];
+
+filter "backstop" ["filter"];
+
+if header :contains "X-Backstop-Verdict" "action=discard"
+{
+  discard;
+  stop;
+}
+
+if header :contains "X-Backstop-Verdict" "action=folder"
+{
+  fileinto :create "Backscatter";
+  stop;
+}

@@ -1,0 +1,154 @@
+#!/bin/bash
+# CI test of the RPM spec: installs Debian's rpm, fetches the crates of
+# Cargo.lock into cargo's cache, makes a source tarball of the tree, builds
+# packaging/rpm/backstop.spec with rpmbuild -bb (cargo offline inside), and
+# checks the package: its files, its license line, and the packaged binary,
+# installed into a scratch root. One line per check, then "N passed, M
+# failed"; exits non-zero on any failure.
+#
+#   bash packaging/test-rpm.sh
+#
+# The RPM lands in target/rpm/RPMS/ARCH/. CARGO_TARGET_DIR defaults to
+# target/pkg, shared with build-deb.sh, so that the crates compiled for the
+# .deb are reused.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/pkg}
+passed=0 failed=0
+log=$(mktemp -d /tmp/backstop-test-rpm.XXXXXX)
+trap 'rm -rf "$log"' EXIT
+
+pass() { echo "ok: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+check() {
+    local what=$1
+    shift
+    if "$@" >"$log/out" 2>&1; then
+        pass "$what"
+    else
+        fail "$what"
+        sed 's/^/    /' "$log/out" | tail -n 40
+    fi
+}
+finish() {
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+install_rpm() {
+    if ! command -v rpmbuild >/dev/null; then
+        [ "$(id -u)" -eq 0 ] || { echo "rpmbuild is missing; as root: apt-get install rpm"; return 1; }
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends rpm
+    fi
+    rpmbuild --version
+}
+check "rpmbuild is installed (Debian's rpm package)" install_rpm || true
+command -v rpmbuild >/dev/null || finish
+
+version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+rev=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "${BACKSTOP_GIT_REV:-}")
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+rpmtop=$top/target/rpm
+
+# Network allowed here, before rpmbuild: afterwards everything is offline.
+check "cargo fetch --locked fills the crate cache for the offline build" cargo fetch --locked
+
+make_tarball() {
+    rm -rf "$rpmtop"
+    mkdir -p "$rpmtop/SOURCES"
+    local tarball=$rpmtop/SOURCES/backstop-$version.tar.gz
+    if git rev-parse --git-dir >/dev/null 2>&1; then
+        # The files of the work tree that git knows or would add (uncommitted
+        # changes included), as in a release tarball.
+        git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+            [ -e "$f" ] && printf '%s\0' "$f"
+        done | tar --null -T - --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 \
+            --transform "s,^,backstop-$version/," -czf "$tarball"
+    else
+        tar --exclude=./target --exclude=./.git --sort=name --transform "s,^\.,backstop-$version," \
+            -czf "$tarball" .
+    fi
+    tar -tzf "$tarball" | grep -qx "backstop-$version/Cargo.lock"
+}
+check "source tarball backstop-$version.tar.gz made from the tree" make_tarball
+
+build_rpm() {
+    # CARGO_NET_OFFLINE makes any network access by cargo an error, on top of
+    # the spec's own --offline.
+    CARGO_NET_OFFLINE=true rpmbuild -bb --nodeps \
+        --define "_topdir $rpmtop" \
+        --define "pkg_version $version" \
+        ${rev:+--define "git_rev $rev"} \
+        --define "cargo_target_dir $CARGO_TARGET_DIR" \
+        packaging/rpm/backstop.spec
+}
+if build_rpm >"$log/rpmbuild" 2>&1; then
+    pass "rpmbuild -bb packaging/rpm/backstop.spec (offline)"
+else
+    fail "rpmbuild -bb packaging/rpm/backstop.spec (offline)"
+    grep -v '^warning: \|^ *|\|^ *= \|^ *--> ' "$log/rpmbuild" | tail -n 40 | sed 's/^/    /'
+    finish
+fi
+rpm=$(find "$rpmtop/RPMS" -name "backstop-$version-*.rpm" | head -n 1)
+check "the RPM exists: ${rpm#"$top"/}" test -s "$rpm"
+
+files_ok() {
+    local list missing=0
+    list=$(rpm -qlp "$rpm") || return 1
+    echo "$list"
+    for f in /usr/bin/backstop /usr/share/man/man1/backstop.1.gz /usr/share/man/man5/backstop.yaml.5.gz \
+        /usr/share/bash-completion/completions/backstop /usr/share/zsh/site-functions/_backstop \
+        /usr/share/fish/vendor_completions.d/backstop.fish /usr/share/backstop/default.yaml \
+        /usr/share/licenses/backstop/copyright /usr/share/licenses/backstop/dependency-licenses.txt \
+        /usr/share/licenses/backstop/Apache-2.0.txt /usr/share/licenses/backstop/MIT.txt; do
+        grep -qx "$f" <<<"$list" || { echo "missing: $f"; missing=1; }
+    done
+    for f in packaging/examples/*; do
+        grep -qx "/usr/share/doc/backstop/examples/${f##*/}" <<<"$list" || { echo "missing example: $f"; missing=1; }
+    done
+    return $missing
+}
+check "the RPM holds the binary, man pages, completions, rules, examples and licenses" files_ok
+
+license_ok() {
+    local spec_license missing=0 name ver expr atom
+    spec_license=$(rpm -qp --qf '%{LICENSE}' "$rpm") || return 1
+    echo "License: $spec_license"
+    # Each license named by a crate in the binary (the parts of its SPDX
+    # expression between OR and AND) must be in the tag.
+    while read -r name ver expr; do
+        expr=${expr//\//" OR "}
+        expr=${expr//[()]/}
+        while read -r atom; do
+            [ -z "$atom" ] || grep -qF -- "$atom" <<<"$spec_license" ||
+                { echo "$name $ver: $atom is not in the License tag"; missing=1; }
+        done < <(sed -e 's/ OR /\n/g' -e 's/ AND /\n/g' <<<"$expr")
+    done < <(find "$rpmtop/BUILD" -path '*/gen/dependency-licenses.txt' -exec cat {} +)
+    [ -n "$name" ] || { echo "no gen/dependency-licenses.txt in $rpmtop/BUILD"; return 1; }
+    return $missing
+}
+check "the License tag names the license of every crate in the binary" license_ok
+
+check "rpm derived the binary's library dependencies" bash -c "rpm -qp --requires '$rpm' | tee /dev/stderr | grep -q 'libc.so.6'"
+
+root=$(mktemp -d /tmp/backstop-rpmroot.XXXXXX)
+check "the RPM installs into a scratch root (rpm --root -i)" bash -c "
+    rpm --root '$root' --initdb && rpm --root '$root' -i --nodeps --noscripts '$rpm'"
+version_ok() {
+    local v
+    v=$("$root/usr/bin/backstop" --version) || return 1
+    echo "$v"
+    [[ $v == "backstop $version ("*")" ]] && [[ -z $rev || $v == *"$rev"* ]]
+}
+check "the packaged backstop --version names $version and revision ${rev:-?}" version_ok
+check "the packaged backstop works: check on a bounce" bash -c "
+    printf 'own:\n  domains: [example.jp]\n  hosts: [mail.example.jp]\n' >'$root/config.yaml'
+    out=\$('$root/usr/bin/backstop' check -c '$root/config.yaml' --format word \
+        tests/fixtures/corpus/bounces/sisimai-bsd/lhost-postfix-02.eml); echo \"\$out\"; [ \"\$out\" = backscatter ]"
+check "the packaged rules are the tree's rules/default.yaml" cmp rules/default.yaml "$root/usr/share/backstop/default.yaml"
+rm -rf "$root"
+
+finish

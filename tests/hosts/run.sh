@@ -1,0 +1,781 @@
+#!/bin/bash
+# Real delivery agents, end to end: procmail, maildrop, Dovecot LDA with
+# Pigeonhole Sieve (extprograms) and a private Postfix instance delivering
+# through ~/.forward, each running the example files of packaging/examples
+# with the built backstop binary.
+#
+#   bash tests/hosts/run.sh BACKSTOP_BINARY [EXAMPLES_DIR]
+#
+# Prints "ok NAME" or "FAIL NAME: why" per case (a failing case is followed
+# by its log, indented with "  | "), then "N passed, M failed". Exits 0 only
+# when every case passed. A missing host program is a failure, never a skip:
+# tests/hosts/install.sh installs them (Debian 12, as root).
+#
+# Needs root (it creates the unprivileged user $U and runs Postfix). Works
+# offline: Postfix has no listener and sends nothing out, Dovecot runs no
+# daemon. Scratch files live in $T (default /tmp/backstop-hosts), which is
+# removed when every case passed; it stays for inspection after a failure and
+# is wiped at the start of the next run. Runs are serialised with a lock, so
+# concurrent test runs on one machine do not collide.
+#
+# The examples are copied into $T/examples with three path substitutions,
+# which are the only differences to what a sysadmin installs:
+#   /usr/bin/backstop          -> $T/bin/backstop (a copy of BACKSTOP_BINARY)
+#   /usr/lib/dovecot/sieve-    -> $T/dovecot/lib/sieve-
+#   /etc/dovecot/sieve/        -> $T/dovecot/sieve/
+
+set -u
+export LC_ALL=C
+
+BIN_IN=${1:-}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+EX_IN=${2:-$ROOT/packaging/examples}
+CORPUS=$ROOT/tests/fixtures/corpus
+T=${BACKSTOP_HOSTS_DIR:-/tmp/backstop-hosts}
+U=bstest                 # the mail user; created once and reused
+H=$T/home                # its home directory
+PF=$T/postfix            # the private Postfix instance
+DV=$T/dovecot            # Dovecot config, Sieve scripts, program directories
+DOMAIN=vm.test           # Postfix's own host name
+OTHER=example.jp         # also a local domain: the originals' From domain
+
+passed=0
+failed=0
+started=$(date +%s)
+
+say_ok() { echo "ok $1"; passed=$((passed + 1)); }
+say_fail() {
+  local name=$1 why=$2 log=${3:-}
+  echo "FAIL $name: $why"
+  if [ -n "$log" ] && [ -s "$log" ]; then
+    tail -n 40 "$log" | sed 's/^/  | /'
+  fi
+  failed=$((failed + 1))
+}
+finish() {
+  if [ "$failed" -eq 0 ]; then
+    echo "hosts: $(($(date +%s) - started)) s" >&2
+  else
+    echo "hosts: $(($(date +%s) - started)) s; logs and mail kept in $T" >&2
+  fi
+  echo "$passed passed, $failed failed"
+  if [ "$failed" -eq 0 ]; then exit 0; else exit 1; fi
+}
+
+# ---------------------------------------------------------------- preflight
+
+if [ -z "$BIN_IN" ]; then
+  say_fail preflight "usage: run.sh BACKSTOP_BINARY [EXAMPLES_DIR]"
+  finish
+fi
+if [ "$(id -u)" != 0 ]; then
+  say_fail preflight "must run as root (creates the test user $U, runs a private Postfix)"
+  finish
+fi
+if [ ! -x "$BIN_IN" ]; then
+  say_fail preflight "no executable backstop binary at $BIN_IN"
+  finish
+fi
+for f in procmailrc procmailrc-filter procmailrc-condition mailfilter mailfilter-xfilter \
+  backstop.sieve backstop-filter.sieve dovecot.conf forward exim.md; do
+  if [ ! -f "$EX_IN/$f" ]; then
+    say_fail preflight "example $EX_IN/$f is missing"
+  fi
+done
+
+LDA=/usr/lib/dovecot/dovecot-lda
+missing=()
+for p in /usr/bin/procmail /usr/bin/maildrop /usr/bin/maildirmake "$LDA" /usr/bin/doveadm \
+  /usr/bin/sievec /usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so \
+  /usr/sbin/postfix /usr/sbin/sendmail /usr/sbin/postqueue /usr/sbin/postsuper \
+  /usr/lib/postfix/sbin/local /usr/sbin/runuser /usr/bin/flock /usr/sbin/useradd; do
+  [ -e "$p" ] || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say_fail hosts-installed "missing ${missing[*]} (run tests/hosts/install.sh as root)"
+fi
+[ "$failed" -eq 0 ] || finish
+
+# One run at a time on a machine: the user, $T and the Postfix instance are shared.
+exec 9>"$T.lock"
+if ! flock -w 900 9; then
+  say_fail preflight "another host test run holds $T.lock for more than 900 s"
+  finish
+fi
+
+# Stops the private Postfix (also a master left over from an interrupted run)
+# and waits until its master has gone.
+stop_postfix() {
+  local pid="" i
+  if [ -f "$PF/spool/pid/master.pid" ]; then
+    pid=$(tr -dc '0-9' <"$PF/spool/pid/master.pid")
+  fi
+  if [ -d "$PF/etc" ]; then
+    postfix -c "$PF/etc" stop >/dev/null 2>&1
+  fi
+  if [ -n "$pid" ] && grep -qa master "/proc/$pid/cmdline" 2>/dev/null; then
+    for i in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || return 0
+      [ -r "/proc/$pid/stat" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat")" = Z ] && return 0
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null
+  fi
+  return 0
+}
+cleanup() {
+  stop_postfix
+  rm -f "/var/mail/$U" # the empty mailbox procmail -d creates
+  if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then
+    rm -rf "$T"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+stop_postfix
+rm -rf "$T"
+mkdir -p "$T/bin" "$T/msg" "$T/logs" "$T/examples"
+chmod 755 "$T"
+
+# The test user: no login shell needed beyond /bin/sh for procmail and Postfix.
+if ! id "$U" >/dev/null 2>&1; then
+  if ! useradd -M -d "$H" -s /bin/sh -c "backstop host tests" "$U" >"$T/logs/useradd.log" 2>&1; then
+    say_fail preflight "useradd $U failed" "$T/logs/useradd.log"
+    finish
+  fi
+elif [ "$(getent passwd "$U" | cut -d: -f6)" != "$H" ]; then
+  usermod -d "$H" "$U"
+fi
+mkdir -p "$H"
+chown "$U:" "$H"
+chmod 700 "$H"
+
+install -m 755 "$BIN_IN" "$T/bin/backstop"
+B=$T/bin/backstop
+for f in "$EX_IN"/*; do
+  sed -e "s#/usr/bin/backstop#$B#g" \
+    -e "s#/usr/lib/dovecot/sieve-#$DV/lib/sieve-#g" \
+    -e "s#/etc/dovecot/sieve/#$DV/sieve/#g" "$f" >"$T/examples/$(basename "$f")"
+done
+chmod 644 "$T"/examples/*
+EXA=$T/examples
+
+# Samples (licensed fixtures). bounce: a Postfix DSN whose returned original
+# (From kijitora@example.jp) never passed through the own hosts of own.yaml:
+# backscatter. clean: ordinary list mail (it starts with an mbox From_ line).
+# nullsender: a bounce with Return-Path postmaster@..., which is backscatter
+# only when the envelope sender is empty (null-sender evidence).
+cp "$CORPUS/bounces/sisimai-bsd/lhost-postfix-02.eml" "$T/msg/bounce.eml"
+cp "$CORPUS/ham/spamassassin-easy-ham-2/00018.3b6a8c5da4043f2a6a63a1ae12bd9824.eml" "$T/msg/clean.eml"
+cp "$CORPUS/bounces/sisimai-bsd/lhost-trendmicro-01.eml" "$T/msg/nullsender.eml"
+# The same bounce without its Return-Path header, so that only the envelope
+# the host passes can say who sent it.
+sed '/^Return-Path:/d' "$T/msg/nullsender.eml" >"$T/msg/nullsender-norp.eml"
+tail -n +2 "$T/msg/clean.eml" >"$T/msg/clean-nofrom.eml"
+chmod 644 "$T"/msg/*
+M=$T/msg
+
+# ---------------------------------------------------------------- helpers
+
+# Runs a command as the test user with a minimal environment.
+as_user() {
+  runuser -u "$U" -- env -i PATH=/usr/bin:/bin HOME="$H" USER="$U" LOGNAME="$U" "$@"
+}
+
+# Empties the user's mail and hook-up files; installs the test config NAME
+# (tests/hosts/NAME.yaml) as the default config, or none for "none".
+reset_home() {
+  local config=$1
+  rm -rf "$H/Maildir" "$H/blocker" "$H/.procmailrc" "$H/.mailfilter" "$H"/.forward* \
+    "$H/.config" "$H/sieve" "$H/.dovecot.sieve" "$H/.dovecot.lda-dupes"* "$H/env.json" \
+    "/var/mail/$U"
+  if [ "$config" != none ]; then
+    mkdir -p "$H/.config/backstop"
+    cp "$HERE/$config.yaml" "$H/.config/backstop/config.yaml"
+    chown -R "$U:" "$H/.config"
+  fi
+  # For fail.yaml: a regular file where the Maildir's parent should be.
+  echo "not a directory" >"$H/blocker"
+  chown "$U:" "$H/blocker"
+}
+
+# Installs an example as a file in the user's home (owned by the user).
+install_example() {
+  install -o "$U" -g "$(id -gn "$U")" -m "$3" "$EXA/$1" "$H/$2"
+}
+
+nfiles() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
+onefile() { find "$1" -maxdepth 1 -type f 2>/dev/null | head -n 1; }
+
+why=""
+# fails the current case with a reason
+no() { why=$*; return 1; }
+
+# Checks where a message landed: expects exactly IN files in Maildir/new and
+# BS in Maildir/.Backscatter/new.
+landed() {
+  local in=$1 bs=$2 gotin gotbs
+  gotin=$(nfiles "$H/Maildir/new")
+  gotbs=$(nfiles "$H/Maildir/.Backscatter/new")
+  [ "$gotin" = "$in" ] && [ "$gotbs" = "$bs" ] && return 0
+  why="expected $in in Maildir/new and $bs in .Backscatter/new, found $gotin and $gotbs"
+  local f
+  for f in $(find "$H/Maildir/new" "$H/Maildir/.Backscatter/new" -maxdepth 1 -type f 2>/dev/null); do
+    why="$why; ${f#"$H/"}: $(grep -m2 '^X-Backstop-' "$f" | tr '\n' ' ')"
+  done
+  return 1
+}
+
+# The message body the hosts store: the sample less a leading From_ line,
+# plus, for a procmail pipe, the newline procmail appends when the message
+# does not end in an empty line (procmail's own Maildir writes do not).
+expected_body() {
+  local src=$1 out=$2 procmail=$3
+  if head -c 5 "$src" | grep -q '^From '; then tail -n +2 "$src" >"$out"; else cp "$src" "$out"; fi
+  if [ "$procmail" = procmail ] && [ "$(tail -c 2 "$out" | od -An -tx1 | tr -d ' \n')" != 0a0a ]; then
+    printf '\n' >>"$out"
+  fi
+}
+
+# Checks a stored file: the two X-Backstop lines (verdict VERDICT) at the
+# top, then the input byte for byte.
+stored_exact() {
+  local file=$1 src=$2 verdict=$3 procmail=${4:-}
+  [ -n "$file" ] && [ -f "$file" ] || no "no stored file" || return 1
+  expected_body "$src" "$T/expected" "$procmail"
+  head -n 1 "$file" | grep -q "^X-Backstop-Verdict: $verdict[;]" ||
+    no "first line is not X-Backstop-Verdict: $verdict: $(head -n 1 "$file")" || return 1
+  head -n 2 "$file" | tail -n 1 | grep -q '^X-Backstop-Reason: ' ||
+    no "second line is not X-Backstop-Reason: $(head -n 2 "$file" | tail -n 1)" || return 1
+  tail -n +3 "$file" | cmp -s - "$T/expected" ||
+    no "$(basename "$file") is not the input plus two header lines ($(tail -n +3 "$file" | cmp - "$T/expected" 2>&1 | head -n 1))"
+}
+
+# Checks a stored file that must be the input unchanged.
+stored_unchanged() {
+  local file=$1 src=$2 procmail=${3:-}
+  [ -n "$file" ] && [ -f "$file" ] || no "no stored file" || return 1
+  expected_body "$src" "$T/expected" "$procmail"
+  cmp -s "$file" "$T/expected" || no "$(basename "$file") differs from the input ($(cmp "$file" "$T/expected" 2>&1 | head -n 1))"
+}
+
+has_verdict() {
+  grep -q "^X-Backstop-Verdict: $2[;]" "$1" 2>/dev/null ||
+    no "$(basename "$1") has no X-Backstop-Verdict: $2 ($(grep -m1 '^X-Backstop-Verdict:' "$1" 2>/dev/null))"
+}
+
+# Runs one case: NAME, then the function; its output goes to the case log.
+case_() {
+  local name=$1 fn=$2 log="$T/logs/$1.log"
+  why=""
+  if "$fn" >"$log" 2>&1; then
+    say_ok "$name"
+  else
+    say_fail "$name" "${why:-failed}" "$log"
+  fi
+}
+
+# Expects the exit status $2 from the command that follows.
+expect_rc() {
+  local want=$1 got
+  shift
+  "$@"
+  got=$?
+  [ "$got" = "$want" ] || no "$(basename "$1") exited $got, expected $want"
+}
+
+# ---------------------------------------------------------------- samples
+
+samples() {
+  local v
+  v=$("$B" check --format word -c "$HERE/own.yaml" "$M/bounce.eml")
+  [ "$v" = backscatter ] || no "bounce.eml: $v, expected backscatter" || return 1
+  v=$("$B" check --format word -c "$HERE/own.yaml" "$M/clean.eml")
+  [ "$v" = clean ] || no "clean.eml: $v, expected clean" || return 1
+  v=$("$B" check --format word -c "$HERE/own.yaml" --sender '' "$M/nullsender.eml")
+  [ "$v" = backscatter ] || no "nullsender.eml with sender <>: $v, expected backscatter" || return 1
+  v=$("$B" check --format word -c "$HERE/own.yaml" --sender someone@example.org "$M/nullsender.eml")
+  [ "$v" = clean ] || no "nullsender.eml with a sender: $v, expected clean"
+}
+
+# Checks the JSON report a test-only hook-up wrote to ~/env.json: the own
+# domain (none configured: the recipient's), the envelope sender and where
+# each came from.
+env_report() {
+  local domain=$1 sender=$2 sender_source=$3 rcpt=$4 rcpt_source=$5 j
+  j=$(cat "$H/env.json" 2>/dev/null)
+  [ -n "$j" ] || no "backstop wrote no report" || return 1
+  case $j in *"\"own\":{\"domains\":[\"$domain\"]"*) ;; *) no "own.domains is not [$domain]: ${j:0:400}" || return 1 ;; esac
+  case $j in *"\"sender\":\"$sender\",\"sender_source\":\"$sender_source\""*) ;;
+    *) no "envelope sender is not \"$sender\" from $sender_source: ${j:0:400}" || return 1 ;; esac
+  case $j in *"\"recipient\":\"$rcpt\",\"recipient_source\":\"$rcpt_source\""*) ;;
+    *) no "envelope recipient is not $rcpt from $rcpt_source: ${j:0:400}" ;; esac
+}
+
+# ---------------------------------------------------------------- procmail
+# procmail -d USER as root: the local delivery agent mode, reading ~/.procmailrc.
+
+pm() { procmail "$@" -d "$U"; }
+
+# As the filter and condition examples say: procmail needs ~/Maildir to exist.
+mkmaildir() { as_user mkdir -p "$H/Maildir/cur" "$H/Maildir/new" "$H/Maildir/tmp"; }
+
+procmail_deliver() {
+  reset_home own
+  install_example procmailrc .procmailrc 644
+  expect_rc 0 pm -f '' <"$M/bounce.eml" || return 1
+  landed 0 1 || return 1
+  stored_exact "$(onefile "$H/Maildir/.Backscatter/new")" "$M/bounce.eml" backscatter procmail || return 1
+  [ -f "$H/Maildir/.Backscatter/maildirfolder" ] || no "no maildirfolder file in .Backscatter" || return 1
+  expect_rc 0 pm -f someone@example.org <"$M/clean.eml" || return 1
+  landed 1 1 || return 1
+  stored_exact "$(onefile "$H/Maildir/new")" "$M/clean.eml" clean procmail || return 1
+  [ ! -s "/var/mail/$U" ] || no "procmail also delivered to /var/mail/$U"
+}
+
+procmail_filter() {
+  reset_home own
+  install_example procmailrc-filter .procmailrc 644
+  mkmaildir
+  expect_rc 0 pm -f '' <"$M/bounce.eml" || return 1
+  landed 0 1 || return 1
+  stored_exact "$(onefile "$H/Maildir/.Backscatter/new")" "$M/bounce.eml" backscatter procmail || return 1
+  expect_rc 0 pm -f someone@example.org <"$M/clean.eml" || return 1
+  landed 1 1 || return 1
+  stored_exact "$(onefile "$H/Maildir/new")" "$M/clean.eml" clean procmail || return 1
+  # action=discard in the config: the backscatter goes to /dev/null.
+  reset_home discard
+  install_example procmailrc-filter .procmailrc 644
+  mkmaildir
+  expect_rc 0 pm -f '' <"$M/bounce.eml" || return 1
+  landed 0 0
+}
+
+procmail_filter_failing() {
+  # backstop filter cannot run: procmail rescues the unfiltered message.
+  reset_home own
+  sed "s#$B#$T/bin/no-such-backstop#" "$EXA/procmailrc-filter" >"$H/.procmailrc"
+  chown "$U:" "$H/.procmailrc"
+  mkmaildir
+  expect_rc 0 pm -f '' <"$M/bounce.eml" || return 1
+  landed 1 0 || return 1
+  stored_unchanged "$(onefile "$H/Maildir/new")" "$M/bounce.eml"
+}
+
+procmail_condition() {
+  reset_home own
+  install_example procmailrc-condition .procmailrc 644
+  mkmaildir
+  expect_rc 0 pm -f '' <"$M/bounce.eml" || return 1
+  landed 0 1 || return 1
+  stored_unchanged "$(onefile "$H/Maildir/.Backscatter/new")" "$M/bounce.eml" || return 1
+  expect_rc 0 pm -f someone@example.org <"$M/clean.eml" || return 1
+  landed 1 1 || return 1
+  stored_unchanged "$(onefile "$H/Maildir/new")" "$M/clean.eml"
+}
+
+procmail_exit75() {
+  # fail.yaml: the Maildir cannot be created, backstop exits 75, and the
+  # recipe makes procmail exit 75 with nothing delivered anywhere.
+  reset_home fail
+  install_example procmailrc .procmailrc 644
+  expect_rc 75 pm -f '' <"$M/bounce.eml" || return 1
+  landed 0 0 || return 1
+  [ ! -s "/var/mail/$U" ] || no "procmail delivered to /var/mail/$U" || return 1
+  grep -q 'backstop: .*the MTA will try again' "$T/logs/procmail-exit75.log" ||
+    no "backstop's one-line reason is not in procmail's log"
+}
+
+procmail_envelope() {
+  # No SENDER (procmail clears the environment) and no Return-Path: the
+  # From_ line procmail writes for -f '' is the only sign of a null sender.
+  # procmail 3.22 writes it with no sender word at all: "From   Fri Nov 27 ..."
+  reset_home own
+  install_example procmailrc .procmailrc 644
+  expect_rc 0 pm -f '' <"$M/nullsender-norp.eml" || return 1
+  landed 0 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
+  expect_rc 0 pm -f someone@example.org <"$M/nullsender-norp.eml" || return 1
+  landed 1 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/new")" clean
+}
+
+# ---------------------------------------------------------------- maildrop
+# maildrop -d USER as root: delivery mode, reading ~/.mailfilter.
+
+md() { maildrop "$@" -d "$U"; }
+
+maildrop_to() {
+  reset_home own
+  install_example mailfilter .mailfilter 600
+  expect_rc 0 md -f '' <"$M/bounce.eml" || return 1
+  landed 0 1 || return 1
+  stored_exact "$(onefile "$H/Maildir/.Backscatter/new")" "$M/bounce.eml" backscatter || return 1
+  expect_rc 0 md -f someone@example.org <"$M/clean.eml" || return 1
+  landed 1 1 || return 1
+  stored_exact "$(onefile "$H/Maildir/new")" "$M/clean.eml" clean
+}
+
+maildrop_to_exit75() {
+  reset_home fail
+  install_example mailfilter .mailfilter 600
+  expect_rc 75 md -f '' <"$M/bounce.eml" || return 1
+  landed 0 0 || return 1
+  [ ! -s "/var/mail/$U" ] || no "maildrop delivered to /var/mail/$U"
+}
+
+maildirs() {
+  as_user maildirmake "$H/Maildir" && as_user maildirmake -f Backscatter "$H/Maildir"
+}
+
+maildrop_xfilter() {
+  reset_home own
+  install_example mailfilter-xfilter .mailfilter 600
+  maildirs || no "maildirmake failed" || return 1
+  expect_rc 0 md -f '' <"$M/bounce.eml" || return 1
+  landed 0 1 || return 1
+  stored_exact "$(onefile "$H/Maildir/.Backscatter/new")" "$M/bounce.eml" backscatter || return 1
+  # maildrop stores a leading From_ line as it is (backstop filter keeps it
+  # first), so this case gets the message the way Postfix's pipe(8) to
+  # maildrop sends it by default: without one.
+  expect_rc 0 md -f someone@example.org <"$M/clean-nofrom.eml" || return 1
+  landed 1 1 || return 1
+  stored_exact "$(onefile "$H/Maildir/new")" "$M/clean-nofrom.eml" clean || return 1
+  reset_home discard
+  install_example mailfilter-xfilter .mailfilter 600
+  maildirs || no "maildirmake failed" || return 1
+  expect_rc 0 md -f '' <"$M/bounce.eml" || return 1
+  landed 0 0
+}
+
+maildrop_xfilter_exception() {
+  # backstop filter cannot run: the exception block catches it and the
+  # original message lands in the inbox; maildrop exits 0.
+  reset_home own
+  sed "s#$B#$T/bin/no-such-backstop#" "$EXA/mailfilter-xfilter" >"$H/.mailfilter"
+  chown "$U:" "$H/.mailfilter"
+  chmod 600 "$H/.mailfilter"
+  maildirs || no "maildirmake failed" || return 1
+  expect_rc 0 md -f '' <"$M/bounce.eml" || return 1
+  landed 1 0 || return 1
+  stored_unchanged "$(onefile "$H/Maildir/new")" "$M/bounce.eml"
+}
+
+# ---------------------------------------------------------------- Dovecot
+# dovecot-lda run as the user with a standalone config: the test's base
+# settings followed by the example fragment dovecot.conf.
+
+dovecot_setup() {
+  rm -rf "$DV"
+  mkdir -p "$DV/run" "$DV/sieve" "$DV/lib/sieve-execute" "$DV/lib/sieve-filter"
+  chown "$U:" "$DV/run"
+  ln -s "$B" "$DV/lib/sieve-execute/backstop"
+  ln -s "$B" "$DV/lib/sieve-filter/backstop"
+  cp "$EXA/backstop.sieve" "$EXA/backstop-filter.sieve" "$DV/sieve/"
+  # Test only: a program that writes backstop's JSON report to ~/env.json.
+  printf '#!/bin/sh\nexec %s check --format json >"$HOME/env.json"\n' "$B" >"$DV/lib/sieve-execute/backstop-env"
+  chmod 755 "$DV/lib/sieve-execute/backstop-env"
+  printf 'require "vnd.dovecot.execute";\nexecute :pipe "backstop-env";\n' >"$DV/sieve/env.sieve"
+  local variant
+  for variant in execute filter env; do
+    {
+      cat <<EOF
+# Test base settings: no daemon, no listener, logs to stderr.
+base_dir = $DV/run
+state_dir = $DV/run
+log_path = /dev/stderr
+info_log_path = /dev/stderr
+ssl = no
+protocols =
+stats_writer_socket_path =
+postmaster_address = postmaster@$DOMAIN
+mail_location = maildir:~/Maildir
+namespace inbox {
+  inbox = yes
+  separator = .
+}
+plugin {
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}
+
+# packaging/examples/dovecot.conf:
+EOF
+      case $variant in
+        execute) cat "$EXA/dovecot.conf" ;;
+        filter) sed "s#$DV/sieve/backstop.sieve#$DV/sieve/backstop-filter.sieve#" "$EXA/dovecot.conf" ;;
+        env) sed "s#$DV/sieve/backstop.sieve#$DV/sieve/env.sieve#" "$EXA/dovecot.conf" ;;
+      esac
+    } >"$DV/$variant.conf"
+  done
+  # As the admin does: compile the global scripts (root-owned, so that the
+  # LDA could not write the .svbin itself).
+  sievec -c "$DV/execute.conf" "$DV/sieve/backstop.sieve" &&
+    sievec -c "$DV/filter.conf" "$DV/sieve/backstop-filter.sieve" &&
+    sievec -c "$DV/env.conf" "$DV/sieve/env.sieve"
+}
+
+lda() {
+  local conf=$1
+  shift
+  as_user "$LDA" -c "$DV/$conf.conf" "$@"
+}
+
+# doveadm as the user: the number of messages in a mailbox.
+dv_count() {
+  local out
+  out=$(as_user doveadm -c "$DV/$1.conf" -f flow mailbox status messages "$2" 2>&1)
+  case $out in
+    *"Mailbox doesn't exist"*) echo 0 ;;
+    *) echo "$out" | sed -n 's/.*messages=\([0-9]*\).*/\1/p' ;;
+  esac
+}
+
+# doveadm as the user: the X-Backstop-Verdict header of the message in a mailbox.
+dv_verdict() {
+  as_user doveadm -c "$DV/$1.conf" fetch hdr.x-backstop-verdict mailbox "$2" 2>&1
+}
+
+dv_landed() {
+  local conf=$1 in=$2 bs=$3 gotin gotbs
+  gotin=$(dv_count "$conf" INBOX)
+  gotbs=$(dv_count "$conf" Backscatter)
+  [ "$gotin" = "$in" ] && [ "$gotbs" = "$bs" ] ||
+    no "doveadm: expected $in in INBOX and $bs in Backscatter, found ${gotin:-none} and ${gotbs:-none}"
+}
+
+dovecot_execute() {
+  reset_home own
+  expect_rc 0 lda execute -f '' -a "$U@$DOMAIN" <"$M/bounce.eml" || return 1
+  dv_landed execute 0 1 || return 1
+  expect_rc 0 lda execute -f someone@example.org -a "$U@$DOMAIN" <"$M/clean.eml" || return 1
+  dv_landed execute 1 1 || return 1
+  # The execute form leaves the message unchanged.
+  stored_unchanged "$(onefile "$H/Maildir/.Backscatter/cur")$(onefile "$H/Maildir/.Backscatter/new")" "$M/bounce.eml"
+}
+
+dovecot_filter() {
+  reset_home own
+  expect_rc 0 lda filter -f '' -a "$U@$DOMAIN" <"$M/bounce.eml" || return 1
+  dv_landed filter 0 1 || return 1
+  dv_verdict filter Backscatter | grep -q 'backscatter; kind=dsn; action=folder' ||
+    no "doveadm fetch: Backscatter message has no X-Backstop-Verdict: backscatter: $(dv_verdict filter Backscatter | head -n 3 | tr '\n' ' ')" || return 1
+  expect_rc 0 lda filter -f someone@example.org -a "$U@$DOMAIN" <"$M/clean.eml" || return 1
+  dv_landed filter 1 1 || return 1
+  dv_verdict filter INBOX | grep -q 'clean; action=inbox' ||
+    no "doveadm fetch: INBOX message has no X-Backstop-Verdict: clean: $(dv_verdict filter INBOX | head -n 3 | tr '\n' ' ')" || return 1
+  reset_home discard
+  expect_rc 0 lda filter -f '' -a "$U@$DOMAIN" <"$M/bounce.eml" || return 1
+  dv_landed filter 0 0
+}
+
+dovecot_recipient() {
+  # No config: the own domain is the recipient's, from Dovecot's RECIPIENT.
+  # A test-only global script runs "backstop check --format json" through
+  # execute :pipe (the same mechanism as backstop.sieve).
+  local rcpt
+  for rcpt in "$U@$OTHER" "$U@$DOMAIN"; do
+    reset_home none
+    expect_rc 0 lda env -f someone@example.org -a "$rcpt" <"$M/bounce.eml" || return 1
+    env_report "${rcpt#*@}" someone@example.org "SENDER variable" "$rcpt" "RECIPIENT variable" || return 1
+  done
+  # Dovecot passes no SENDER for a null sender: the Return-Path <> of the
+  # message says it.
+  reset_home none
+  expect_rc 0 lda env -f '' -a "$U@$DOMAIN" <"$M/bounce.eml" || return 1
+  env_report "$DOMAIN" "" "Return-Path header" "$U@$DOMAIN" "RECIPIENT variable"
+}
+
+# ---------------------------------------------------------------- Postfix
+# A private instance: own config dir, queue and log under $PF; no inet
+# listener; mail for other domains goes to the error: transport.
+
+postfix_setup() {
+  mkdir -p "$PF/etc" "$PF/spool" "$PF/data"
+  chown postfix "$PF/data"
+  cat >"$PF/etc/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $PF/spool
+data_directory = $PF/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = $DOMAIN
+mydomain = $DOMAIN
+myorigin = \$myhostname
+mydestination = \$myhostname, $OTHER, localhost
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+master_service_disable = inet
+default_transport = error:backstop host tests send nothing out
+relay_transport = error:backstop host tests send nothing out
+alias_maps =
+alias_database =
+home_mailbox = Maildir/
+mailbox_command =
+recipient_delimiter = +
+biff = no
+smtputf8_enable = no
+maillog_file = $PF/maillog
+maillog_file_prefixes = $T
+EOF
+  cat >"$PF/etc/master.cf" <<'EOF'
+# service type  private unpriv  chroot  wakeup  maxproc command
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+EOF
+  postfix -c "$PF/etc" set-permissions &&
+    postfix -c "$PF/etc" check &&
+    postfix -c "$PF/etc" start || return 1
+}
+
+# The number of local delivery results in the log.
+pf_results() { cat "$PF/maillog" 2>/dev/null | grep -c 'postfix/local.*status='; }
+
+# Submits a message (SENDER, RECIPIENT, FILE) and waits for its local
+# delivery result; prints that log line.
+pf_send() {
+  local sender=$1 rcpt=$2 file=$3 before i
+  before=$(pf_results)
+  sendmail -C "$PF/etc" -i -f "$sender" -- "$rcpt" <"$file" || {
+    echo "sendmail failed"
+    return 1
+  }
+  for i in $(seq 1 150); do
+    if [ "$(pf_results)" -gt "$before" ]; then
+      grep 'postfix/local.*status=' "$PF/maillog" | tail -n 1
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "no delivery result after 30 s"
+  return 1
+}
+
+pf_expect() {
+  local want=$1 line
+  shift
+  line=$(pf_send "$@") || no "$line" || return 1
+  echo "$line"
+  case $line in
+    *"status=$want"*) ;;
+    *) no "expected status=$want: $line" ;;
+  esac
+}
+
+postfix_forward() {
+  reset_home own
+  install_example forward .forward 644
+  pf_expect sent '' "$U@$DOMAIN" "$M/bounce.eml" || return 1
+  landed 0 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
+  pf_expect sent someone@example.org "$U@$DOMAIN" "$M/clean.eml" || return 1
+  landed 1 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/new")" clean
+}
+
+postfix_null_sender() {
+  # The same message is backscatter from <> and clean from a real sender:
+  # Postfix's SENDER (and the Return-Path it prepends) is used.
+  reset_home own
+  install_example forward .forward 644
+  pf_expect sent '' "$U@$DOMAIN" "$M/nullsender.eml" || return 1
+  landed 0 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
+  pf_expect sent someone@example.org "$U@$DOMAIN" "$M/nullsender.eml" || return 1
+  landed 1 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/new")" clean
+}
+
+postfix_recipient() {
+  # No config: the own domain is the recipient's. The real hook-up files the
+  # bounce; a test-only ~/.forward+env (selected by the address extension)
+  # shows what backstop learnt from Postfix's SENDER and RECIPIENT.
+  local rcpt
+  for rcpt in "$U@$OTHER" "$U@$DOMAIN"; do
+    reset_home none
+    install_example forward .forward 644
+    pf_expect sent '' "$rcpt" "$M/bounce.eml" || return 1
+    landed 0 1 || return 1
+    printf '"|%s check --format json > %s/env.json"\n' "$B" "$H" >"$H/.forward+env"
+    chown "$U:" "$H/.forward+env"
+    pf_expect sent '' "${rcpt%@*}+env@${rcpt#*@}" "$M/bounce.eml" || return 1
+    env_report "${rcpt#*@}" "" "SENDER variable" "${rcpt%@*}+env@${rcpt#*@}" "RECIPIENT variable" || return 1
+  done
+}
+
+postfix_deferred() {
+  # backstop cannot store the message: exit 75, Postfix defers, never bounces.
+  reset_home fail
+  install_example forward .forward 644
+  local line
+  pf_expect deferred '' "$U@$DOMAIN" "$M/bounce.eml" || return 1
+  landed 0 0 || return 1
+  if grep -q 'status=bounced' "$PF/maillog"; then no "a message was bounced: $(grep -m1 'status=bounced' "$PF/maillog")" || return 1; fi
+  postqueue -c "$PF/etc" -p | grep -q "$U@$DOMAIN" || no "the deferred message is not in the queue" || return 1
+  # Queue says why, in backstop's words, with no status code of its own.
+  postqueue -c "$PF/etc" -p | grep -q 'temporary failure' || no "no 'temporary failure' in the queue listing" || return 1
+  postsuper -c "$PF/etc" -d ALL >/dev/null 2>&1
+  return 0
+}
+
+# ---------------------------------------------------------------- run
+
+case_ samples samples
+if [ "$failed" -gt 0 ]; then
+  echo "the samples no longer give the verdicts the cases rely on" >&2
+  finish
+fi
+
+case_ procmail-deliver procmail_deliver
+case_ procmail-filter procmail_filter
+case_ procmail-filter-failing procmail_filter_failing
+case_ procmail-condition procmail_condition
+case_ procmail-exit75 procmail_exit75
+case_ procmail-null-sender procmail_envelope
+
+case_ maildrop-to maildrop_to
+case_ maildrop-to-exit75 maildrop_to_exit75
+case_ maildrop-xfilter maildrop_xfilter
+case_ maildrop-xfilter-exception maildrop_xfilter_exception
+
+if dovecot_setup >"$T/logs/dovecot-setup.log" 2>&1; then
+  case_ dovecot-sieve-execute dovecot_execute
+  case_ dovecot-sieve-filter dovecot_filter
+  case_ dovecot-recipient-own-domain dovecot_recipient
+else
+  say_fail dovecot-setup "sievec could not compile the example scripts" "$T/logs/dovecot-setup.log"
+fi
+
+if postfix_setup >"$T/logs/postfix-setup.log" 2>&1; then
+  case_ postfix-forward postfix_forward
+  case_ postfix-null-sender postfix_null_sender
+  case_ postfix-recipient-own-domain postfix_recipient
+  case_ postfix-deferred postfix_deferred
+else
+  say_fail postfix-setup "the private Postfix instance did not start" "$T/logs/postfix-setup.log"
+fi
+stop_postfix
+
+finish
