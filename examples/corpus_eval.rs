@@ -40,12 +40,24 @@ impl Tally {
             self.good += 1;
         } else {
             let kind = got.kind.map_or("-", |k| k.as_str());
-            self.failures.push(format!("{file}: {} {kind} (score {}, ownership {:+})", got.verdict.as_str(), got.score, got.ownership));
+            self.failures.push(format!(
+                "{file}: {} {kind} (score {}, ownership {:+})",
+                got.verdict.as_str(),
+                got.score,
+                got.ownership
+            ));
         }
     }
     fn line(&self, what: &str) -> String {
-        let rate = if self.total == 0 { 0.0 } else { 100.0 * self.good as f64 / self.total as f64 };
-        format!("{what:<64} {:>5} / {:<5} {:>7.2}%", self.good, self.total, rate)
+        let rate = if self.total == 0 {
+            0.0
+        } else {
+            100.0 * self.good as f64 / self.total as f64
+        };
+        format!(
+            "{what:<64} {:>5} / {:<5} {:>7.2}%",
+            self.good, self.total, rate
+        )
     }
 }
 
@@ -84,19 +96,32 @@ fn main() -> ExitCode {
             continue;
         };
         // Recognition, with an own domain that is not in the message.
-        let plain = config("own: {domains: [not-in-message.invalid], hosts: [mx.not-in-message.invalid]}");
+        let plain =
+            config("own: {domains: [not-in-message.invalid], hosts: [mx.not-in-message.invalid]}");
         let got = evaluate(&raw, &plain, &rules, &env);
-        *verdicts.entry((row.kind.clone(), got.verdict.as_str().to_string())).or_default() += 1;
+        *verdicts
+            .entry((row.kind.clone(), got.verdict.as_str().to_string()))
+            .or_default() += 1;
         if row.kind == "ham" {
-            tallies.entry("ham: clean".into()).or_default().add(got.verdict == Verdict::Clean, &row.file, &got);
+            tallies.entry("ham: clean".into()).or_default().add(
+                got.verdict == Verdict::Clean,
+                &row.file,
+                &got,
+            );
             continue;
         }
         let recognised = got.verdict != Verdict::Clean;
-        tallies.entry(format!("{}: recognised as bounce or auto-reply", row.kind)).or_default().add(recognised, &row.file, &got);
+        tallies
+            .entry(format!("{}: recognised as bounce or auto-reply", row.kind))
+            .or_default()
+            .add(recognised, &row.file, &got);
         if row.kind != "dsn" && row.kind != "inline-bounce" {
             continue;
         }
-        tallies.entry("dsn+inline: recognised".into()).or_default().add(recognised, &row.file, &got);
+        tallies
+            .entry("dsn+inline: recognised".into())
+            .or_default()
+            .add(recognised, &row.file, &got);
 
         // Legit: own hosts and networks are the original's Received from-clauses.
         let (hosts, ips) = from_clauses(row);
@@ -106,7 +131,10 @@ fn main() -> ExitCode {
             json(&ips)
         ));
         let got = evaluate(&raw, &legit, &rules, &env);
-        tallies.entry("legit scenario: not called backscatter".into()).or_default().add(got.verdict != Verdict::Backscatter, &row.file, &got);
+        tallies
+            .entry("legit scenario: not called backscatter".into())
+            .or_default()
+            .add(got.verdict != Verdict::Backscatter, &row.file, &got);
 
         // Backscatter: unrelated own relays, own domain = the original's From domain.
         if !row.orig_headers_found || row.orig_from_domain.is_empty() {
@@ -118,11 +146,17 @@ fn main() -> ExitCode {
         ));
         let got = evaluate(&raw, &scatter, &rules, &env);
         let is_bs = got.verdict == Verdict::Backscatter;
-        tallies.entry("backscatter scenario (original headers came back)".into()).or_default().add(is_bs, &row.file, &got);
+        tallies
+            .entry("backscatter scenario (original headers came back)".into())
+            .or_default()
+            .add(is_bs, &row.file, &got);
         if row.orig_received.is_empty() {
             continue;
         }
-        tallies.entry("backscatter scenario (original with Received came back)".into()).or_default().add(is_bs, &row.file, &got);
+        tallies
+            .entry("backscatter scenario (original with Received came back)".into())
+            .or_default()
+            .add(is_bs, &row.file, &got);
         // Forged relay: a hop claiming own servers just below the genuine ones.
         match insert_forged_hop(&raw) {
             Some(forged) => {
@@ -131,19 +165,39 @@ fn main() -> ExitCode {
                     > got.original.as_ref().map_or(0, |o| o.judged.len());
                 if took {
                     if is_bs {
-                        tallies.entry("forged-relay variant of those backscatter: still backscatter".into()).or_default().add(got2.verdict == Verdict::Backscatter, &row.file, &got2);
+                        tallies
+                            .entry(
+                                "forged-relay variant of those backscatter: still backscatter"
+                                    .into(),
+                            )
+                            .or_default()
+                            .add(got2.verdict == Verdict::Backscatter, &row.file, &got2);
                     }
-                    tallies.entry("forged-relay variant: never legit".into()).or_default().add(got2.verdict != Verdict::LegitBounce, &row.file, &got2);
+                    tallies
+                        .entry("forged-relay variant: never legit".into())
+                        .or_default()
+                        .add(got2.verdict != Verdict::LegitBounce, &row.file, &got2);
                 } else {
-                    tallies.entry("forged-relay variant: hop not seen (encoded original)".into()).or_default().add(true, &row.file, &got2);
+                    tallies
+                        .entry("forged-relay variant: hop not seen (encoded original)".into())
+                        .or_default()
+                        .add(true, &row.file, &got2);
                 }
             }
             None => {
-                tallies.entry("forged-relay variant: no place to insert".into()).or_default().add(true, &row.file, &got);
+                tallies
+                    .entry("forged-relay variant: no place to insert".into())
+                    .or_default()
+                    .add(true, &row.file, &got);
             }
         }
     }
-    println!("backstop corpus evaluation: {} ({} set, {} messages)", dir.display(), set, rows.len());
+    println!(
+        "backstop corpus evaluation: {} ({} set, {} messages)",
+        dir.display(),
+        set,
+        rows.len()
+    );
     for (what, t) in &tallies {
         println!("{}", t.line(what));
     }
@@ -181,18 +235,28 @@ fn from_clauses(row: &Row) -> (Vec<String>, Vec<String>) {
     let mut hosts = Vec::new();
     for r in &row.orig_received {
         // `from <host> (<rDNS name>) [<IP literals>] by <host>`
-        let Some(rest) = r.strip_prefix("from ") else { continue };
+        let Some(rest) = r.strip_prefix("from ") else {
+            continue;
+        };
         let clause = rest.split(" by ").next().unwrap_or(rest);
         for word in clause.split(|c: char| c.is_whitespace() || "()[],".contains(c)) {
             let w = word.trim();
-            if !w.is_empty() && w.parse::<std::net::IpAddr>().is_err() && w.contains(|c: char| c.is_ascii_alphabetic()) {
+            if !w.is_empty()
+                && w.parse::<std::net::IpAddr>().is_err()
+                && w.contains(|c: char| c.is_ascii_alphabetic())
+            {
                 hosts.push(w.to_string());
             }
         }
     }
     hosts.sort();
     hosts.dedup();
-    let mut ips: Vec<String> = row.orig_received_ips.iter().filter(|i| i.parse::<std::net::IpAddr>().is_ok()).cloned().collect();
+    let mut ips: Vec<String> = row
+        .orig_received_ips
+        .iter()
+        .filter(|i| i.parse::<std::net::IpAddr>().is_ok())
+        .cloned()
+        .collect();
     ips.sort();
     ips.dedup();
     (hosts, ips)
@@ -212,7 +276,13 @@ fn insert_forged_hop(raw: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn insert_into(text: &str) -> Option<String> {
-    let eol = if text.contains("\r\n") { "\r\n" } else if text.contains('\n') { "\n" } else { "\r" };
+    let eol = if text.contains("\r\n") {
+        "\r\n"
+    } else if text.contains('\n') {
+        "\n"
+    } else {
+        "\r"
+    };
     let header_end = text.find(&format!("{eol}{eol}"))?;
     let lines: Vec<&str> = text.split(eol).collect();
     // Index of the first body line.
@@ -226,16 +296,21 @@ fn insert_into(text: &str) -> Option<String> {
         pos += l.len() + eol.len();
     }
     let is_received = |l: &str| {
-        let t = l.trim_start_matches(|c: char| c == '>' || c == ' ' || c == '\t');
+        let t = l.trim_start_matches(['>', ' ', '\t']);
         t.len() >= 9 && t[..9].eq_ignore_ascii_case("received:")
     };
-    let last = (first_body..lines.len()).rev().find(|&i| is_received(lines[i]))?;
-    let prefix_len = lines[last].len() - lines[last].trim_start_matches(|c: char| c == '>' || c == ' ' || c == '\t').len();
+    let last = (first_body..lines.len())
+        .rev()
+        .find(|&i| is_received(lines[i]))?;
+    let prefix_len = lines[last].len() - lines[last].trim_start_matches(['>', ' ', '\t']).len();
     let prefix = &lines[last][..prefix_len];
     let mut end = last + 1;
     while end < lines.len() {
         let rest = lines[end].get(prefix_len..).unwrap_or("");
-        if lines[end].starts_with(prefix) && (rest.starts_with(' ') || rest.starts_with('\t')) && !rest.trim().is_empty() {
+        if lines[end].starts_with(prefix)
+            && (rest.starts_with(' ') || rest.starts_with('\t'))
+            && !rest.trim().is_empty()
+        {
             end += 1;
         } else {
             break;
@@ -255,7 +330,15 @@ fn read_manifest(path: &Path, set: &str) -> std::io::Result<Vec<Row>> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(c_set), Some(c_file), Some(c_kind), Some(c_found), Some(c_from), Some(c_rcv), Some(c_ips)) = (
+    let (
+        Some(c_set),
+        Some(c_file),
+        Some(c_kind),
+        Some(c_found),
+        Some(c_from),
+        Some(c_rcv),
+        Some(c_ips),
+    ) = (
         col("set"),
         col("file"),
         col("kind"),
@@ -263,11 +346,16 @@ fn read_manifest(path: &Path, set: &str) -> std::io::Result<Vec<Row>> {
         col("orig_from_domain"),
         col("orig_received"),
         col("orig_received_ips"),
-    ) else {
+    )
+    else {
         return Err(std::io::Error::other("manifest lacks a needed column"));
     };
     let list = |s: &str, sep: &str| -> Vec<String> {
-        s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
+        s.split(sep)
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
     };
     Ok(lines
         .map(|l| l.split('\t').collect::<Vec<_>>())

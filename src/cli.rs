@@ -95,7 +95,10 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             // A mistyped hook-up must defer mail, never bounce it: deliver exits 0 or 75 only.
-            let delivering = std::env::args().skip(1).find(|a| !a.starts_with('-')).is_some_and(|a| a == "deliver");
+            let delivering = std::env::args()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .is_some_and(|a| a == "deliver");
             if delivering && err.use_stderr() {
                 let text = err.to_string();
                 let first = text.lines().next().unwrap_or("usage error");
@@ -119,7 +122,10 @@ pub fn run() -> ExitCode {
 /// Loads the config and builds the rules it asks for.
 pub fn load(config: Option<&Path>) -> Result<(Config, RuleSet), ConfigError> {
     let config = Config::load(config)?;
-    let name = config.path.as_ref().map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
+    let name = config
+        .path
+        .as_ref()
+        .map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
     let rules = RuleSet::build(&config.user_rules, &name)?;
     Ok((config, rules))
 }
@@ -151,7 +157,8 @@ pub fn read_input(file: Option<&Path>) -> std::io::Result<Vec<u8>> {
 /// Reads and evaluates the message the arguments name.
 fn evaluate_input(args: &InputArgs) -> Result<Evaluation, String> {
     let (config, rules) = load(args.config.as_deref()).map_err(|e| e.to_string())?;
-    let raw = read_input(args.file.as_deref()).map_err(|e| format!("cannot read the message: {e}"))?;
+    let raw =
+        read_input(args.file.as_deref()).map_err(|e| format!("cannot read the message: {e}"))?;
     Ok(evaluate_bytes(&raw, &config, &rules, &env_vars(args)))
 }
 
@@ -187,7 +194,12 @@ fn check(args: &CheckArgs) -> ExitCode {
         },
         Format::Text => {
             let kind = eval.kind.map_or("-", |k| k.as_str());
-            let mut t = format!("{} {} {}\n", eval.verdict.as_str(), kind, eval.action.as_str());
+            let mut t = format!(
+                "{} {} {}\n",
+                eval.verdict.as_str(),
+                kind,
+                eval.action.as_str()
+            );
             for r in &eval.reasons {
                 t.push_str(&format!("  {r}\n"));
             }
@@ -227,7 +239,8 @@ fn lint(args: &LintArgs) -> ExitCode {
     let result = Config::from_file(&path).and_then(|config| {
         let rules = RuleSet::build(&config.user_rules, &path.display().to_string())?;
         for rule in &rules.rules {
-            rule.compile().map_err(|e| ConfigError::whole(&rule.origin, e))?;
+            rule.compile()
+                .map_err(|e| ConfigError::whole(&rule.origin, e))?;
         }
         Ok(rules.rules.len())
     });

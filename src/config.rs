@@ -26,7 +26,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -44,7 +48,12 @@ impl ConfigError {
 
     /// An error about the file as a whole (it cannot be read, say): line and column 0.
     pub fn whole(file: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError { file: file.to_string(), line: 0, column: 0, message: message.into() }
+        ConfigError {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        }
     }
 
     /// Turns a YAML error into ours, keeping its line and column.
@@ -61,7 +70,12 @@ impl ConfigError {
             Some(i) if message[i..].contains(", column ") => message[..i].to_string(),
             _ => message,
         };
-        ConfigError { file: file.to_string(), line, column, message }
+        ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+        }
     }
 }
 
@@ -99,13 +113,20 @@ pub struct Actions {
 
 impl Actions {
     fn folder() -> Spanned<Action> {
-        Spanned::new(Action::Folder, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+        Spanned::new(
+            Action::Folder,
+            serde_saphyr::Location::UNKNOWN,
+            serde_saphyr::Location::UNKNOWN,
+        )
     }
 }
 
 impl Default for Actions {
     fn default() -> Actions {
-        Actions { backscatter: Actions::folder(), unverified_bounce: Actions::folder() }
+        Actions {
+            backscatter: Actions::folder(),
+            unverified_bounce: Actions::folder(),
+        }
     }
 }
 
@@ -359,7 +380,10 @@ impl Config {
         }
         config.inbox = match (file.maildir, file.mbox) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::whole(name, "give either maildir or mbox, not both"));
+                return Err(ConfigError::whole(
+                    name,
+                    "give either maildir or mbox, not both",
+                ));
             }
             (Some(m), None) => Some(Inbox::Maildir(expand_home(&m))),
             (None, Some(m)) => Some(Inbox::Mbox(expand_home(&m))),
@@ -367,7 +391,11 @@ impl Config {
         };
         if let Some(folder) = file.folder {
             if !valid_folder(&folder.value) {
-                return Err(ConfigError::at(name, &folder, "folder must be a plain name"));
+                return Err(ConfigError::at(
+                    name,
+                    &folder,
+                    "folder must be a plain name",
+                ));
             }
             config.folder = folder.value;
         }
@@ -390,36 +418,60 @@ impl Config {
     /// recipient and this machine's host name.
     pub fn own(&self, recipient_domain: Option<&str>) -> Own {
         let mut own = Own::default();
-        own.domains = self.own.domains.iter().map(|d| normalize_domain(&d.value)).collect();
+        own.domains = self
+            .own
+            .domains
+            .iter()
+            .map(|d| normalize_domain(&d.value))
+            .collect();
         if own.domains.is_empty() {
             if let Some(d) = recipient_domain {
                 own.domains.push(normalize_domain(d));
-                own.origin.push(format!("own domain {d} from the envelope recipient"));
+                own.origin
+                    .push(format!("own domain {d} from the envelope recipient"));
             }
         } else {
             own.origin.push("own domains from the config".to_string());
         }
-        own.message_id_domains =
-            self.own.message_id_domains.iter().map(|d| normalize_domain(&d.value)).collect();
+        own.message_id_domains = self
+            .own
+            .message_id_domains
+            .iter()
+            .map(|d| normalize_domain(&d.value))
+            .collect();
         own.message_id_domains_configured = !own.message_id_domains.is_empty();
         if own.message_id_domains.is_empty() {
             own.message_id_domains = own.domains.clone();
         }
-        own.hosts = self.own.hosts.iter().map(|h| HostPattern::new(&h.value)).collect();
-        own.networks = self.own.networks.iter().filter_map(|n| parse_network(&n.value)).collect();
+        own.hosts = self
+            .own
+            .hosts
+            .iter()
+            .map(|h| HostPattern::new(&h.value))
+            .collect();
+        own.networks = self
+            .own
+            .networks
+            .iter()
+            .filter_map(|n| parse_network(&n.value))
+            .collect();
         own.relays_configured = !own.hosts.is_empty() || !own.networks.is_empty();
-        if !own.relays_configured {
-            if let Some(host) = this_host_name() {
-                own.origin.push(format!("own host {host}: this machine's name"));
-                own.hosts.push(HostPattern::new(&host));
-            }
+        if !own.relays_configured
+            && let Some(host) = this_host_name()
+        {
+            own.origin
+                .push(format!("own host {host}: this machine's name"));
+            own.hosts.push(HostPattern::new(&host));
         }
         own
     }
 }
 
 fn normalize_domain(d: &str) -> String {
-    d.trim().trim_start_matches('@').trim_end_matches('.').to_ascii_lowercase()
+    d.trim()
+        .trim_start_matches('@')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
 }
 
 /// This machine's host name, if it has a dotted one.
@@ -435,7 +487,9 @@ pub fn parse_network(text: &str) -> Option<IpNet> {
     if let Ok(net) = text.parse::<IpNet>() {
         return Some(net.trunc());
     }
-    text.parse::<IpAddr>().ok().map(|ip| IpNet::from(canonical_ip(ip)))
+    text.parse::<IpAddr>()
+        .ok()
+        .map(|ip| IpNet::from(canonical_ip(ip)))
 }
 
 fn check_own(own: &OwnSpec, name: &str) -> Result<(), ConfigError> {
@@ -444,20 +498,31 @@ fn check_own(own: &OwnSpec, name: &str) -> Result<(), ConfigError> {
             return Err(ConfigError::at(
                 name,
                 n,
-                format!("invalid network {:?}: expected an IP address or a CIDR such as 192.0.2.0/24", n.value),
+                format!(
+                    "invalid network {:?}: expected an IP address or a CIDR such as 192.0.2.0/24",
+                    n.value
+                ),
             ));
         }
     }
     for d in own.domains.iter().chain(&own.message_id_domains) {
         let v = normalize_domain(&d.value);
         if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
-            return Err(ConfigError::at(name, d, format!("invalid domain {:?}", d.value)));
+            return Err(ConfigError::at(
+                name,
+                d,
+                format!("invalid domain {:?}", d.value),
+            ));
         }
     }
     for h in &own.hosts {
         let v = h.value.trim();
         if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
-            return Err(ConfigError::at(name, h, format!("invalid host name {:?}", h.value)));
+            return Err(ConfigError::at(
+                name,
+                h,
+                format!("invalid host name {:?}", h.value),
+            ));
         }
     }
     Ok(())
@@ -506,7 +571,10 @@ mod tests {
         assert!(parse_network("192.0.2.7").is_some());
         assert!(parse_network("2001:db8::/32").is_some());
         assert!(parse_network("192.0.2.0/33").is_none());
-        let own = Own { networks: vec![parse_network("192.0.2.0/24").unwrap()], ..Own::default() };
+        let own = Own {
+            networks: vec![parse_network("192.0.2.0/24").unwrap()],
+            ..Own::default()
+        };
         assert!(own.is_own_ip("::ffff:192.0.2.9".parse().unwrap()));
     }
 

@@ -114,24 +114,42 @@ fn read_input(limit: u64) -> std::io::Result<Input> {
             }
         }
     }
-    Ok(Input { oversized, bytes, sender: None })
+    Ok(Input {
+        oversized,
+        bytes,
+        sender: None,
+    })
 }
 
 fn deliver(args: &DeliverArgs) -> Result<(), String> {
     let input_args = args.input();
     let loaded = load(args.config.as_deref());
-    let limit = loaded.as_ref().map_or(crate::config::DEFAULT_MAX_SIZE, |(c, _)| c.max_size);
+    let limit = loaded
+        .as_ref()
+        .map_or(crate::config::DEFAULT_MAX_SIZE, |(c, _)| c.max_size);
     let mut input = read_input(limit).map_err(|e| format!("cannot read the message: {e}"))?;
     input.sender = mbox_sender(&input_args, &input);
     let (config, rules) = match loaded {
         Ok(loaded) => loaded,
         Err(err) => {
             // A broken config must not stop mail: inbox, unfiltered, with a header saying why.
-            let _ = writeln!(std::io::stderr(), "backstop: {err}; delivering to the inbox unfiltered");
+            let _ = writeln!(
+                std::io::stderr(),
+                "backstop: {err}; delivering to the inbox unfiltered"
+            );
             let inbox = args.inbox(None);
-            let head = trace_line(&input.bytes, "X-Backstop-Error", &format!("config error, not filtered: {err}"));
+            let head = trace_line(
+                &input.bytes,
+                "X-Backstop-Error",
+                &format!("config error, not filtered: {err}"),
+            );
             let stored = store_inbox(&inbox, &Config::default(), &head, &input)?;
-            if let Some(path) = args.config.clone().or_else(Config::default_path).and_then(|p| log::path_hint(&p)) {
+            if let Some(path) = args
+                .config
+                .clone()
+                .or_else(Config::default_path)
+                .and_then(|p| log::path_hint(&p))
+            {
                 log::append_error(&path, &err.to_string(), &stored);
             }
             return Ok(());
@@ -139,7 +157,10 @@ fn deliver(args: &DeliverArgs) -> Result<(), String> {
     };
     let inbox = args.inbox(Some(&config));
     let eval = if input.oversized {
-        let note = format!("the message is larger than max_size ({} bytes): not parsed, goes to the inbox", config.max_size);
+        let note = format!(
+            "the message is larger than max_size ({} bytes): not parsed, goes to the inbox",
+            config.max_size
+        );
         Evaluation::unparsed(note, Default::default())
     } else {
         fault_point("evaluate");
@@ -149,8 +170,17 @@ fn deliver(args: &DeliverArgs) -> Result<(), String> {
 }
 
 /// Writes the message where its verdict sends it, then logs the decision.
-fn file_message(eval: &Evaluation, config: &Config, inbox: &Inbox, input: &Input) -> Result<(), String> {
-    let head = if config.trace_headers { trace_headers(&input.bytes, eval) } else { Vec::new() };
+fn file_message(
+    eval: &Evaluation,
+    config: &Config,
+    inbox: &Inbox,
+    input: &Input,
+) -> Result<(), String> {
+    let head = if config.trace_headers {
+        trace_headers(&input.bytes, eval)
+    } else {
+        Vec::new()
+    };
     let stored = match eval.action {
         Action::Discard => None,
         Action::Inbox => Some(store_inbox(inbox, config, &head, input)?),
@@ -158,7 +188,10 @@ fn file_message(eval: &Evaluation, config: &Config, inbox: &Inbox, input: &Input
             Ok(s) => Some(s),
             Err(e) => {
                 // When in doubt, the inbox.
-                let _ = writeln!(std::io::stderr(), "backstop: cannot file into the backscatter folder ({e}); using the inbox");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "backstop: cannot file into the backscatter folder ({e}); using the inbox"
+                );
                 Some(store_inbox(inbox, config, &head, input)?)
             }
         },
@@ -169,11 +202,20 @@ fn file_message(eval: &Evaluation, config: &Config, inbox: &Inbox, input: &Input
     Ok(())
 }
 
-fn store_inbox(inbox: &Inbox, config: &Config, head: &[u8], input: &Input) -> Result<Stored, String> {
+fn store_inbox(
+    inbox: &Inbox,
+    config: &Config,
+    head: &[u8],
+    input: &Input,
+) -> Result<Stored, String> {
     let body = split_for_store(input);
     let sender = input.sender.as_deref();
     let mut stdin = std::io::stdin().lock();
-    let payload = Payload { head, body, tail: input.oversized.then_some(&mut stdin as &mut dyn Read) };
+    let payload = Payload {
+        head,
+        body,
+        tail: input.oversized.then_some(&mut stdin as &mut dyn Read),
+    };
     fault_point("store");
     let result = match inbox {
         Inbox::Maildir(root) => store::maildir::deliver(root, None, config.layout, payload),
@@ -182,15 +224,29 @@ fn store_inbox(inbox: &Inbox, config: &Config, head: &[u8], input: &Input) -> Re
     result.map_err(|e| format!("cannot deliver to {}: {e}", inbox_path(inbox).display()))
 }
 
-fn store_folder(inbox: &Inbox, config: &Config, head: &[u8], input: &Input) -> std::io::Result<Stored> {
+fn store_folder(
+    inbox: &Inbox,
+    config: &Config,
+    head: &[u8],
+    input: &Input,
+) -> std::io::Result<Stored> {
     let body = split_for_store(input);
-    let payload = Payload { head, body, tail: None };
+    let payload = Payload {
+        head,
+        body,
+        tail: None,
+    };
     fault_point("store");
     match inbox {
-        Inbox::Maildir(root) => store::maildir::deliver(root, Some(&config.folder), config.layout, payload),
-        Inbox::Mbox(_) => {
-            store::mbox::deliver(&config.mbox_folder, input.sender.as_deref(), &config.mbox_locks, payload)
+        Inbox::Maildir(root) => {
+            store::maildir::deliver(root, Some(&config.folder), config.layout, payload)
         }
+        Inbox::Mbox(_) => store::mbox::deliver(
+            &config.mbox_folder,
+            input.sender.as_deref(),
+            &config.mbox_locks,
+            payload,
+        ),
     }
 }
 
@@ -218,7 +274,13 @@ fn mbox_sender(args: &InputArgs, input: &Input) -> Option<String> {
         line.and_then(crate::message::from_line_sender)
     };
     let sender = env_vars(args).sender.or_else(from_line)?;
-    Some(sender.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    Some(
+        sender
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
+    )
 }
 
 /// The line end the message uses: CRLF if its first line ends so, else LF.

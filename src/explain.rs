@@ -15,15 +15,31 @@ pub fn render(eval: &Evaluation) -> String {
 
 fn write_trace(out: &mut String, e: &Evaluation) -> std::fmt::Result {
     writeln!(out, "message")?;
-    writeln!(out, "  subject:    {}", e.subject.as_deref().unwrap_or("(none)"))?;
-    writeln!(out, "  from:       {}", e.from.as_deref().unwrap_or("(none)"))?;
-    writeln!(out, "  message-id: {}", e.message_id.as_deref().unwrap_or("(none)"))?;
+    writeln!(
+        out,
+        "  subject:    {}",
+        e.subject.as_deref().unwrap_or("(none)")
+    )?;
+    writeln!(
+        out,
+        "  from:       {}",
+        e.from.as_deref().unwrap_or("(none)")
+    )?;
+    writeln!(
+        out,
+        "  message-id: {}",
+        e.message_id.as_deref().unwrap_or("(none)")
+    )?;
     let sender = match e.envelope.sender.as_deref() {
         Some("") => "<> (null sender)".to_string(),
         Some(s) => s.to_string(),
         None => "(unknown)".to_string(),
     };
-    writeln!(out, "  envelope sender: {sender}{}", source(e.envelope.sender_source.as_deref()))?;
+    writeln!(
+        out,
+        "  envelope sender: {sender}{}",
+        source(e.envelope.sender_source.as_deref())
+    )?;
     writeln!(
         out,
         "  envelope recipient: {}{}",
@@ -35,10 +51,22 @@ fn write_trace(out: &mut String, e: &Evaluation) -> std::fmt::Result {
     }
 
     writeln!(out, "\n1. is it a bounce or an automatic reply?")?;
-    writeln!(out, "  {} rules tried, {} matched:", e.rules_tried, e.rules.len())?;
+    writeln!(
+        out,
+        "  {} rules tried, {} matched:",
+        e.rules_tried,
+        e.rules.len()
+    )?;
     for hit in &e.rules {
-        let kind = hit.kind.map(|k| format!(" [{}]", k.as_str())).unwrap_or_default();
-        writeln!(out, "  {:+4}  {}{kind}: {} = {:?}", hit.score, hit.id, hit.field, hit.matched)?;
+        let kind = hit
+            .kind
+            .map(|k| format!(" [{}]", k.as_str()))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {:+4}  {}{kind}: {} = {:?}",
+            hit.score, hit.id, hit.field, hit.matched
+        )?;
         if !hit.describe.is_empty() {
             writeln!(out, "        {}", hit.describe)?;
         }
@@ -47,13 +75,21 @@ fn write_trace(out: &mut String, e: &Evaluation) -> std::fmt::Result {
         Some(k) => format!("yes, kind {}", k.as_str()),
         None => "no".to_string(),
     };
-    writeln!(out, "  score {} against threshold {}: {answer}", e.score, e.threshold)?;
+    writeln!(
+        out,
+        "  score {} against threshold {}: {answer}",
+        e.score, e.threshold
+    )?;
 
     if e.kind.is_some() {
         writeln!(out, "\n2. did you send the original?")?;
         if let Some(own) = &e.own {
             writeln!(out, "  own domains:  {}", list(&own.domains))?;
-            writeln!(out, "  message-id domains: {}", list(&own.message_id_domains))?;
+            writeln!(
+                out,
+                "  message-id domains: {}",
+                list(&own.message_id_domains)
+            )?;
             writeln!(out, "  own hosts:    {}", list(&own.hosts))?;
             writeln!(out, "  own networks: {}", list(&own.networks))?;
             for note in &own.notes {
@@ -64,10 +100,27 @@ fn write_trace(out: &mut String, e: &Evaluation) -> std::fmt::Result {
             None => writeln!(out, "  original: not found")?,
             Some(o) => {
                 let orig = &o.original;
-                writeln!(out, "  original: {}, in {}", orig.form.as_str(), orig.found_in)?;
-                writeln!(out, "    message-id: {}", orig.message_id.as_deref().unwrap_or("(none)"))?;
-                writeln!(out, "    from:       {}", orig.from.as_deref().unwrap_or("(none)"))?;
-                writeln!(out, "    subject:    {}", orig.subject.as_deref().unwrap_or("(none)"))?;
+                writeln!(
+                    out,
+                    "  original: {}, in {}",
+                    orig.form.as_str(),
+                    orig.found_in
+                )?;
+                writeln!(
+                    out,
+                    "    message-id: {}",
+                    orig.message_id.as_deref().unwrap_or("(none)")
+                )?;
+                writeln!(
+                    out,
+                    "    from:       {}",
+                    orig.from.as_deref().unwrap_or("(none)")
+                )?;
+                writeln!(
+                    out,
+                    "    subject:    {}",
+                    orig.subject.as_deref().unwrap_or("(none)")
+                )?;
                 if o.judged.is_empty() {
                     writeln!(out, "    received:   (none)")?;
                 }
@@ -118,5 +171,9 @@ fn source(s: Option<&str>) -> String {
 }
 
 fn list(items: &[String]) -> String {
-    if items.is_empty() { "(none)".to_string() } else { items.join(", ") }
+    if items.is_empty() {
+        "(none)".to_string()
+    } else {
+        items.join(", ")
+    }
 }

@@ -25,17 +25,16 @@ pub fn run(args: &InputArgs) -> ExitCode {
         Ok(h) => h,
         Err(_) => trace_line(&raw, "X-Backstop-Error", "internal error, not filtered"),
     };
-    let (from_line, rest) = split_from_line(&raw);
-    let mut out = Vec::with_capacity(raw.len() + head.len());
-    if let Some(line) = from_line {
-        // Keep the From_ line first, with its own line end.
-        out.extend_from_slice(&raw[..raw.len() - rest.len()]);
-        debug_assert!(raw.starts_with(line));
-    }
-    out.extend_from_slice(&head);
-    out.extend_from_slice(rest);
+    // The From_ line (if any) stays first, with its own line end; then the headers; then the
+    // rest. Written piece by piece, so that the message is never held twice.
+    let (_, rest) = split_from_line(&raw);
+    let from_part = &raw[..raw.len() - rest.len()];
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+    let written = [from_part, &head, rest]
+        .iter()
+        .try_for_each(|piece| stdout.write_all(piece))
+        .and_then(|()| stdout.flush());
+    match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "backstop: cannot write the message: {e}");
@@ -55,8 +54,15 @@ fn headers_for(raw: &[u8], args: &InputArgs) -> Vec<u8> {
             trace_headers(raw, &eval)
         }
         Err(err) => {
-            let _ = writeln!(std::io::stderr(), "backstop: {err}; message passed through unfiltered");
-            trace_line(raw, "X-Backstop-Error", &format!("config error, not filtered: {err}"))
+            let _ = writeln!(
+                std::io::stderr(),
+                "backstop: {err}; message passed through unfiltered"
+            );
+            trace_line(
+                raw,
+                "X-Backstop-Error",
+                &format!("config error, not filtered: {err}"),
+            )
         }
     }
 }

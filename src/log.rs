@@ -73,13 +73,23 @@ pub fn append_error(path: &Path, error: &str, stored: &Stored) {
 }
 
 fn write_line(path: &Path, entry: &Entry) {
-    let Ok(mut line) = serde_json::to_string(entry) else { return };
+    let Ok(mut line) = serde_json::to_string(entry) else {
+        return;
+    };
     line.push('\n');
-    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path);
     // One write(2) with O_APPEND: concurrent deliveries never interleave a line.
     let result = file.and_then(|mut f| f.write_all(line.as_bytes()));
     if let Err(e) = result {
-        let _ = writeln!(std::io::stderr(), "backstop: cannot write the log {}: {e}", path.display());
+        let _ = writeln!(
+            std::io::stderr(),
+            "backstop: cannot write the log {}: {e}",
+            path.display()
+        );
     }
 }
 
@@ -97,7 +107,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -122,7 +137,10 @@ mod tests {
     #[test]
     fn dates_are_utc_rfc3339() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)), "2026-11-18T11:06:40Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)),
+            "2026-11-18T11:06:40Z"
+        );
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 }

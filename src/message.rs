@@ -41,7 +41,11 @@ pub fn from_line_sender(line: &[u8]) -> Option<String> {
     }
     let word = text.split_whitespace().next()?;
     let addr = word.trim_matches(['<', '>']);
-    Some(if addr.eq_ignore_ascii_case("MAILER-DAEMON") { String::new() } else { addr.to_string() })
+    Some(if addr.eq_ignore_ascii_case("MAILER-DAEMON") {
+        String::new()
+    } else {
+        addr.to_string()
+    })
 }
 
 /// The bytes the parser should see: CR-only line ends (old Mac mail) become LF.
@@ -51,7 +55,12 @@ pub fn for_analysis(message: &[u8]) -> Cow<'_, [u8]> {
     if has_lf || memchr::memchr(b'\r', message).is_none() {
         return Cow::Borrowed(message);
     }
-    Cow::Owned(message.iter().map(|&b| if b == b'\r' { b'\n' } else { b }).collect())
+    Cow::Owned(
+        message
+            .iter()
+            .map(|&b| if b == b'\r' { b'\n' } else { b })
+            .collect(),
+    )
 }
 
 /// The envelope as the delivery agent gave it (environment variables), before
@@ -69,8 +78,15 @@ impl EnvVars {
         let get = |name: &str| std::env::var(name).ok();
         let recipient = ["RECIPIENT", "ORIGINAL_RECIPIENT", "ORIG_RECIPIENT"]
             .iter()
-            .find_map(|n| get(n).filter(|v| v.contains('@')).map(|v| (n.to_string(), v)));
-        EnvVars { sender: get("SENDER"), recipient }
+            .find_map(|n| {
+                get(n)
+                    .filter(|v| v.contains('@'))
+                    .map(|v| (n.to_string(), v))
+            });
+        EnvVars {
+            sender: get("SENDER"),
+            recipient,
+        }
     }
 }
 
@@ -144,7 +160,7 @@ impl Drop for Mail<'_> {
     fn drop(&mut self) {
         if !self.leak {
             // SAFETY-free: ManuallyDrop::drop is unsafe, so take the value out instead.
-            let message = std::mem::replace(&mut *self.message, Message::default());
+            let message = std::mem::take(&mut *self.message);
             drop(message);
         }
     }
@@ -154,7 +170,10 @@ impl Drop for Mail<'_> {
 pub fn parse(bytes: &[u8]) -> Option<Mail<'_>> {
     let message = MessageParser::new().parse(bytes)?;
     let leak = nesting_exceeds(&message, NESTING_LEAK_LIMIT);
-    Some(Mail { message: ManuallyDrop::new(message), leak })
+    Some(Mail {
+        message: ManuallyDrop::new(message),
+        leak,
+    })
 }
 
 /// Whether messages nest more than `limit` deep in the parsed tree. Measured on the tree, not
@@ -216,7 +235,10 @@ pub fn from_text(mail: &Message<'_>) -> Option<String> {
         }
     }
     if out.is_empty() {
-        return header_values(mail, "From").into_iter().next().map(|v| v.into_owned());
+        return header_values(mail, "From")
+            .into_iter()
+            .next()
+            .map(|v| v.into_owned());
     }
     Some(out.join(", "))
 }
@@ -274,22 +296,30 @@ pub struct Facts<'m, 'x> {
 
 impl<'m, 'x> Facts<'m, 'x> {
     pub fn new(mail: &'m Message<'x>, envelope_sender: Option<&'m str>) -> Facts<'m, 'x> {
-        Facts { mail, envelope_sender, body: OnceCell::new() }
+        Facts {
+            mail,
+            envelope_sender,
+            body: OnceCell::new(),
+        }
     }
 
     pub fn body(&self) -> &str {
-        self.body.get_or_init(|| body_text(self.mail, BODY_TEXT_LIMIT))
+        self.body
+            .get_or_init(|| body_text(self.mail, BODY_TEXT_LIMIT))
     }
 
     /// `report-type` of a top-level multipart/report.
     pub fn report_type(&self) -> Option<String> {
         let ct = self.mail.root_part().content_type()?;
         if !ct.ctype().eq_ignore_ascii_case("multipart")
-            || !ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            || !ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
         {
             return None;
         }
-        ct.attribute("report-type").map(|r| r.trim().to_ascii_lowercase())
+        ct.attribute("report-type")
+            .map(|r| r.trim().to_ascii_lowercase())
     }
 }
 
@@ -302,7 +332,12 @@ impl FieldSource for Facts<'_, '_> {
             Field::Header(name) => header_values(self.mail, name),
             Field::ContentType => vec![Cow::Owned(part_type(self.mail.root_part()))],
             Field::ReportType => vec![Cow::Owned(self.report_type()?)],
-            Field::PartType => self.mail.parts.iter().map(|p| Cow::Owned(part_type(p))).collect(),
+            Field::PartType => self
+                .mail
+                .parts
+                .iter()
+                .map(|p| Cow::Owned(part_type(p)))
+                .collect(),
             Field::Body => vec![Cow::Borrowed(self.body())],
         };
         (!list.is_empty()).then_some(list)
@@ -315,12 +350,22 @@ mod tests {
 
     #[test]
     fn from_line_is_split_for_lf_and_crlf() {
-        let (line, rest) = split_from_line(b"From MAILER-DAEMON Fri Jan  2 00:00:00 2026\r\nSubject: x\r\n");
-        assert_eq!(line, Some(&b"From MAILER-DAEMON Fri Jan  2 00:00:00 2026"[..]));
+        let (line, rest) =
+            split_from_line(b"From MAILER-DAEMON Fri Jan  2 00:00:00 2026\r\nSubject: x\r\n");
+        assert_eq!(
+            line,
+            Some(&b"From MAILER-DAEMON Fri Jan  2 00:00:00 2026"[..])
+        );
         assert_eq!(rest, b"Subject: x\r\n");
         assert_eq!(from_line_sender(line.unwrap()).as_deref(), Some(""));
-        assert_eq!(from_line_sender(b"From   Fri Nov 27 07:55:37 2026").as_deref(), Some(""));
-        assert_eq!(from_line_sender(b"From a@b.example Fri Nov 27 07:55:37 2026").as_deref(), Some("a@b.example"));
+        assert_eq!(
+            from_line_sender(b"From   Fri Nov 27 07:55:37 2026").as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            from_line_sender(b"From a@b.example Fri Nov 27 07:55:37 2026").as_deref(),
+            Some("a@b.example")
+        );
         let (line, rest) = split_from_line(b"Subject: From here\n");
         assert!(line.is_none());
         assert_eq!(rest, b"Subject: From here\n");
@@ -350,7 +395,10 @@ mod tests {
             let shallow = nest(level, 3);
             let parsed = MessageParser::new().parse(deep.as_slice()).unwrap();
             assert!(nesting_exceeds(&parsed, 64), "{level:?}");
-            assert!(!nesting_exceeds(&MessageParser::new().parse(shallow.as_slice()).unwrap(), 64), "{level:?}");
+            assert!(
+                !nesting_exceeds(&MessageParser::new().parse(shallow.as_slice()).unwrap(), 64),
+                "{level:?}"
+            );
             assert!(parse(&deep).unwrap().leak, "{level:?}");
         }
     }

@@ -89,7 +89,9 @@ pub fn find(mail: &Message<'_>) -> Option<Original> {
         match &part.body {
             PartType::Message(inner) => {
                 let found_in = format!("part {} ({})", i + 1, part_type(part));
-                if let Some(o) = parse_headers(attached_bytes(mail, part, inner), Form::Attached, found_in) {
+                if let Some(o) =
+                    parse_headers(attached_bytes(mail, part, inner), Form::Attached, found_in)
+                {
                     return Some(o);
                 }
             }
@@ -121,13 +123,19 @@ pub fn find(mail: &Message<'_>) -> Option<Original> {
 /// The bytes of an attached message. mail-parser 0.11 gives a nested message either its
 /// own bytes or the whole outer message, and header offsets into the outer one; so the
 /// headers are read again from the right bytes.
-fn attached_bytes<'a>(outer: &'a Message<'_>, part: &MessagePart<'_>, inner: &'a Message<'_>) -> &'a [u8] {
+fn attached_bytes<'a>(
+    outer: &'a Message<'_>,
+    part: &MessagePart<'_>,
+    inner: &'a Message<'_>,
+) -> &'a [u8] {
     let outer_raw = outer.raw_message();
     let inner_raw = inner.raw_message();
     if inner_raw.len() < outer_raw.len() {
         return inner_raw;
     }
-    outer_raw.get(part.offset_body as usize..part.offset_end as usize).unwrap_or(inner_raw)
+    outer_raw
+        .get(part.offset_body as usize..part.offset_end as usize)
+        .unwrap_or(inner_raw)
 }
 
 fn parse_headers(bytes: &[u8], form: Form, found_in: String) -> Option<Original> {
@@ -165,11 +173,33 @@ pub fn references(mail: &Message<'_>) -> Option<Original> {
 /// Header names that start or belong to a pasted header block.
 const KEY_HEADERS: &[&str] = &["received", "message-id", "from", "return-path"];
 const KNOWN_HEADERS: &[&str] = &[
-    "received", "message-id", "from", "return-path", "to", "cc", "subject", "date",
-    "mime-version", "content-type", "content-transfer-encoding", "reply-to", "sender",
-    "x-mailer", "user-agent", "delivered-to", "dkim-signature", "authentication-results",
-    "x-originating-ip", "references", "in-reply-to", "list-id", "x-priority", "importance",
-    "thread-index", "thread-topic", "x-ms-exchange-organization-authas",
+    "received",
+    "message-id",
+    "from",
+    "return-path",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "reply-to",
+    "sender",
+    "x-mailer",
+    "user-agent",
+    "delivered-to",
+    "dkim-signature",
+    "authentication-results",
+    "x-originating-ip",
+    "references",
+    "in-reply-to",
+    "list-id",
+    "x-priority",
+    "importance",
+    "thread-index",
+    "thread-topic",
+    "x-ms-exchange-organization-authas",
 ];
 
 /// Searches the text of the report (or its raw body when the MIME structure is
@@ -288,7 +318,10 @@ mod tests {
 
     #[test]
     fn message_id_domains() {
-        assert_eq!(id_domain("<a.b@Mail.Example.ORG>").as_deref(), Some("mail.example.org"));
+        assert_eq!(
+            id_domain("<a.b@Mail.Example.ORG>").as_deref(),
+            Some("mail.example.org")
+        );
         assert_eq!(id_domain("<nodomain>"), None);
     }
 }

@@ -22,7 +22,11 @@ impl Evidence {
 }
 
 /// Evidence tags that say the message passed through an own host.
-pub const RELAY_POSITIVE: &[&str] = &["entered-from-own-relay", "entered-from-own-name", "returned-by-own-server"];
+pub const RELAY_POSITIVE: &[&str] = &[
+    "entered-from-own-relay",
+    "entered-from-own-name",
+    "returned-by-own-server",
+];
 /// Evidence tags strong enough to call a message backscatter; guesses and identifiers
 /// alone never are.
 pub const STRONG_NEGATIVE: &[&str] = &[
@@ -42,7 +46,12 @@ pub const DECISION_MARGIN: i32 = 2;
 /// Weighs the original's Received chain and identifiers against the user's own
 /// hosts, networks and domains. `bounce_made_here` says the report itself was
 /// written by an own server (then hops our servers recorded are believable).
-pub fn weigh(original: &Original, hops: &[JudgedHop], own: &Own, bounce_made_here: bool) -> Vec<Evidence> {
+pub fn weigh(
+    original: &Original,
+    hops: &[JudgedHop],
+    own: &Own,
+    bounce_made_here: bool,
+) -> Vec<Evidence> {
     let mut ev = Vec::new();
     weigh_relays(hops, own, bounce_made_here, &mut ev);
     let has_hops = hops.iter().any(|h| h.role != HopRole::Ignored);
@@ -75,7 +84,11 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
         }
         return;
     };
-    let by = entry.hop.by.clone().unwrap_or_else(|| "an unnamed host".into());
+    let by = entry
+        .hop
+        .by
+        .clone()
+        .unwrap_or_else(|| "an unnamed host".into());
     let source = describe_from(entry);
     let last_informative = hops.iter().rposition(|h| h.role != HopRole::Ignored);
     let entry_is_bottom = hops.iter().position(|h| std::ptr::eq(h, entry)) == last_informative;
@@ -122,7 +135,9 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
         (Some(what), false) => ev.push(Evidence::new(
             1,
             "entered-from-own-name",
-            format!("{by} received it from {source}: own by name only ({what}), no address to confirm"),
+            format!(
+                "{by} received it from {source}: own by name only ({what}), no address to confirm"
+            ),
         )),
         (None, _) => {
             push_forged(hops, &by, &source, ev);
@@ -130,7 +145,9 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
                 ev.push(Evidence::new(
                     -3,
                     "entered-from-foreign-host",
-                    format!("{by} received it from {source}, which is none of the own hosts or networks"),
+                    format!(
+                        "{by} received it from {source}, which is none of the own hosts or networks"
+                    ),
                 ));
             } else {
                 ev.push(Evidence::new(
@@ -151,16 +168,24 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
             format!("{source} greeted with an own name but its address is not own"),
         ));
     }
-    if let Some(origin) = hops.iter().rev().find(|h| matches!(h.role, HopRole::Own | HopRole::Entry)) {
-        ev.push(Evidence::new(0, "origin", format!("the bottom hop gives the origin: {}", describe_from(origin))));
+    if let Some(origin) = hops
+        .iter()
+        .rev()
+        .find(|h| matches!(h.role, HopRole::Own | HopRole::Entry))
+    {
+        ev.push(Evidence::new(
+            0,
+            "origin",
+            format!("the bottom hop gives the origin: {}", describe_from(origin)),
+        ));
     }
 }
 
 /// Flags the first untrusted hop that claims an own server or an own sending address.
 fn push_forged(hops: &[JudgedHop], by: &str, source: &str, ev: &mut Vec<Evidence>) {
-    let forged = hops
-        .iter()
-        .find(|h| h.role == HopRole::Untrusted && (h.by_own || (h.from.own_by.is_some() && h.from.strong)));
+    let forged = hops.iter().find(|h| {
+        h.role == HopRole::Untrusted && (h.by_own || (h.from.own_by.is_some() && h.from.strong))
+    });
     if let Some(f) = forged {
         let claim = match (&f.hop.by, &f.from.own_by) {
             (Some(b), _) if f.by_own => format!("own server {b}"),
@@ -179,7 +204,12 @@ fn push_forged(hops: &[JudgedHop], by: &str, source: &str, ev: &mut Vec<Evidence
 }
 
 fn describe_from(h: &JudgedHop) -> String {
-    let name = h.hop.from_rdns.as_deref().or(h.hop.from_name.as_deref()).unwrap_or("an unnamed host");
+    let name = h
+        .hop
+        .from_rdns
+        .as_deref()
+        .or(h.hop.from_name.as_deref())
+        .unwrap_or("an unnamed host");
     match h.hop.from_ip {
         Some(ip) => format!("{name} [{ip}]"),
         None => name.to_string(),
@@ -192,7 +222,11 @@ fn weigh_ids(original: &Original, own: &Own, has_hops: bool, ev: &mut Vec<Eviden
     }
     let reference = original.form == Form::Reference;
     let domains: Vec<String> = if reference {
-        original.references.iter().filter_map(|r| id_domain(r)).collect()
+        original
+            .references
+            .iter()
+            .filter_map(|r| id_domain(r))
+            .collect()
     } else {
         original.message_id_domain().into_iter().collect()
     };
@@ -207,7 +241,9 @@ fn weigh_ids(original: &Original, own: &Own, has_hops: bool, ev: &mut Vec<Eviden
             ev.push(Evidence::new(
                 1,
                 "own-message-id",
-                format!("the original's Message-ID is in own domain {d} (weak: spamware forges it too)"),
+                format!(
+                    "the original's Message-ID is in own domain {d} (weak: spamware forges it too)"
+                ),
             ));
         }
     } else if let Some(d) = domains.first() {
@@ -217,30 +253,38 @@ fn weigh_ids(original: &Original, own: &Own, has_hops: bool, ev: &mut Vec<Eviden
         let (points, how) = match (own.message_id_domains_configured, has_hops) {
             (true, _) => (-3, "named in message_id_domains"),
             (false, true) => (-2, "guessed from the own domains"),
-            (false, false) => (-1, "guessed from the own domains; no Received hops to confirm"),
+            (false, false) => (
+                -1,
+                "guessed from the own domains; no Received hops to confirm",
+            ),
         };
-        let tag = if own.message_id_domains_configured { "foreign-message-id-configured" } else { "foreign-message-id" };
+        let tag = if own.message_id_domains_configured {
+            "foreign-message-id-configured"
+        } else {
+            "foreign-message-id"
+        };
         ev.push(Evidence::new(
             points,
             tag,
             format!("the original's Message-ID domain {d} is not an own Message-ID domain ({how})"),
         ));
     }
-    if !reference && !own.domains.is_empty() {
-        if let Some(from) = &original.from {
-            let domain = from
-                .rsplit('<')
-                .next()
-                .and_then(|a| a.trim_end_matches('>').rsplit_once('@'))
-                .map(|(_, d)| d.trim().to_ascii_lowercase());
-            if let Some(d) = domain.filter(|d| !own.is_own_domain(d)) {
-                // Without hops it only informs: identifiers alone never decide.
-                ev.push(Evidence::new(
-                    if has_hops { -1 } else { 0 },
-                    "foreign-from",
-                    format!("the original's From is in {d}, not an own domain"),
-                ));
-            }
+    if !reference
+        && !own.domains.is_empty()
+        && let Some(from) = &original.from
+    {
+        let domain = from
+            .rsplit('<')
+            .next()
+            .and_then(|a| a.trim_end_matches('>').rsplit_once('@'))
+            .map(|(_, d)| d.trim().to_ascii_lowercase());
+        if let Some(d) = domain.filter(|d| !own.is_own_domain(d)) {
+            // Without hops it only informs: identifiers alone never decide.
+            ev.push(Evidence::new(
+                if has_hops { -1 } else { 0 },
+                "foreign-from",
+                format!("the original's From is in {d}, not an own domain"),
+            ));
         }
     }
 }

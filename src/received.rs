@@ -35,26 +35,31 @@ impl Hop {
             .take(MAX_HOPS)
             .enumerate()
             .map(|(i, raw)| {
-                let mut hop = Hop { raw: shorten(raw, 160), ..Hop::default() };
+                let mut hop = Hop {
+                    raw: shorten(raw, 160),
+                    ..Hop::default()
+                };
                 // mail-parser parses each Received in order; pair them by position.
                 // Take mail-parser's reading only where the text has the clauses: it reads
                 // `(qmail 1 invoked from network)` as from=network, `(from userid 22)` as from=userid.
                 let bare = strip_comments(&raw.to_ascii_lowercase());
                 let has_from = bare.trim_start().starts_with("from");
                 let has_by = bare.split_whitespace().any(|w| w == "by");
-                if parsed.len() == raws.len() && has_from && has_by {
-                    if let Some(r) = parsed.get(i) {
-                        hop.from_name = r.from.as_ref().map(host_text);
-                        hop.from_rdns = r.from_iprev.as_ref().map(|s| s.to_string());
-                        hop.from_ip = r.from_ip.map(canonical_ip);
-                        hop.helo = r.helo.as_ref().map(host_text);
-                        hop.by = r.by.as_ref().map(host_text);
-                        if hop.from_ip.is_none() {
-                            hop.from_ip = match &r.from {
-                                Some(Host::IpAddr(ip)) => Some(canonical_ip(*ip)),
-                                _ => None,
-                            };
-                        }
+                if parsed.len() == raws.len()
+                    && has_from
+                    && has_by
+                    && let Some(r) = parsed.get(i)
+                {
+                    hop.from_name = r.from.as_ref().map(host_text);
+                    hop.from_rdns = r.from_iprev.as_ref().map(|s| s.to_string());
+                    hop.from_ip = r.from_ip.map(canonical_ip);
+                    hop.helo = r.helo.as_ref().map(host_text);
+                    hop.by = r.by.as_ref().map(host_text);
+                    if hop.from_ip.is_none() {
+                        hop.from_ip = match &r.from {
+                            Some(Host::IpAddr(ip)) => Some(canonical_ip(*ip)),
+                            _ => None,
+                        };
                     }
                 }
                 hop.fill_from_text(raw);
@@ -69,13 +74,19 @@ impl Hop {
         let lower = raw.to_ascii_lowercase();
         let bare = strip_comments(&lower);
         let words: Vec<&str> = bare.split_whitespace().collect();
-        if self.by.is_none() {
-            if let Some(i) = words.iter().position(|w| *w == "by") {
-                self.by = words.get(i + 1).map(|w| clean_name(w)).filter(|w| !w.is_empty());
-            }
+        if self.by.is_none()
+            && let Some(i) = words.iter().position(|w| *w == "by")
+        {
+            self.by = words
+                .get(i + 1)
+                .map(|w| clean_name(w))
+                .filter(|w| !w.is_empty());
         }
         if self.from_name.is_none() && words.first() == Some(&"from") {
-            self.from_name = words.get(1).map(|w| clean_name(w)).filter(|w| !w.is_empty());
+            self.from_name = words
+                .get(1)
+                .map(|w| clean_name(w))
+                .filter(|w| !w.is_empty());
         }
         if self.from_ip.is_none() && words.first() == Some(&"from") {
             // The first address in the from clause, comments included.
@@ -152,7 +163,11 @@ pub struct FromJudgement {
 
 /// Judges the `from` side of a hop against the user's own hosts and networks.
 pub fn judge_from(hop: &Hop, own: &Own) -> FromJudgement {
-    let mut j = FromJudgement { own_by: None, strong: false, own_name_from_foreign_ip: false };
+    let mut j = FromJudgement {
+        own_by: None,
+        strong: false,
+        own_name_from_foreign_ip: false,
+    };
     if let Some(ip) = hop.from_ip.filter(|ip| own.is_own_ip(*ip)) {
         j.own_by = Some(format!("IP {ip}"));
         j.strong = true;
@@ -170,7 +185,11 @@ pub fn judge_from(hop: &Hop, own: &Own) -> FromJudgement {
     if let Some(name) = claimed {
         // An own name from an address of a family with own networks is a forgery sign;
         // with no own networks of that family, the address proves nothing either way.
-        let family_known = hop.from_ip.is_some_and(|ip| own.networks.iter().any(|n| n.addr().is_ipv4() == ip.is_ipv4()));
+        let family_known = hop.from_ip.is_some_and(|ip| {
+            own.networks
+                .iter()
+                .any(|n| n.addr().is_ipv4() == ip.is_ipv4())
+        });
         if family_known {
             j.own_name_from_foreign_ip = true;
         } else {
@@ -214,8 +233,9 @@ pub fn judge_chain(hops: &[Hop], own: &Own) -> Vec<JudgedHop> {
             from: judge_from(h, own),
         })
         .collect();
-    let informative: Vec<usize> =
-        (0..judged.len()).filter(|&i| judged[i].hop.by.is_some() || judged[i].hop.has_from()).collect();
+    let informative: Vec<usize> = (0..judged.len())
+        .filter(|&i| judged[i].hop.by.is_some() || judged[i].hop.has_from())
+        .collect();
     for h in judged.iter_mut() {
         h.role = HopRole::Ignored;
     }
@@ -225,19 +245,27 @@ pub fn judge_chain(hops: &[Hop], own: &Own) -> Vec<JudgedHop> {
     if judged[top].by_own {
         // The top hop claims to be ours: nobody foreign vouches for any of it.
         for &i in &informative {
-            judged[i].role = if judged[i].by_own { HopRole::Own } else { HopRole::Untrusted };
+            judged[i].role = if judged[i].by_own {
+                HopRole::Own
+            } else {
+                HopRole::Untrusted
+            };
         }
         return judged;
     }
     let mut entry = 0;
     for k in 1..informative.len() {
         let (prev, next) = (&judged[informative[k - 1]], &judged[informative[k]]);
-        if prev.from.own_by.is_some() && prev.from.strong || next.by_own || !continuous(&prev.hop, &next.hop) {
+        if prev.from.own_by.is_some() && prev.from.strong
+            || next.by_own
+            || !continuous(&prev.hop, &next.hop)
+        {
             break;
         }
         entry = k;
     }
-    let entry_from_own = judged[informative[entry]].from.own_by.is_some() && judged[informative[entry]].from.strong;
+    let entry_from_own =
+        judged[informative[entry]].from.own_by.is_some() && judged[informative[entry]].from.strong;
     for (k, &i) in informative.iter().enumerate() {
         judged[i].role = match k {
             _ if k < entry => HopRole::Foreign,
@@ -263,14 +291,21 @@ fn continuous(prev: &Hop, next: &Hop) -> bool {
     if !prev.has_from() {
         // A hop that names no sender above others: the same host handing the message on
         // inside itself (a filter, a local re-injection), recorded under its own name.
-        return prev.by.as_deref().is_some_and(|b| first_label(b) == first_label(by));
+        return prev
+            .by
+            .as_deref()
+            .is_some_and(|b| first_label(b) == first_label(by));
     }
     [prev.from_rdns.as_deref(), prev.from_name.as_deref()]
         .into_iter()
         .flatten()
         .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
-        .any(|n| n == by || (n.contains('.') != by.contains('.') && first_label(&n) == first_label(by)))
-        || prev.from_ip.is_some_and(|ip| by.parse::<IpAddr>().is_ok_and(|b| canonical_ip(b) == ip))
+        .any(|n| {
+            n == by || (n.contains('.') != by.contains('.') && first_label(&n) == first_label(by))
+        })
+        || prev
+            .from_ip
+            .is_some_and(|ip| by.parse::<IpAddr>().is_ok_and(|b| canonical_ip(b) == ip))
 }
 
 /// Loopback, private and link-local addresses: hand-offs inside one site.
@@ -278,7 +313,9 @@ pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
         IpAddr::V6(v6) => {
-            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     }
 }
@@ -292,7 +329,10 @@ mod tests {
         Own {
             domains: vec!["own.example".into()],
             message_id_domains: vec!["own.example".into()],
-            hosts: vec![HostPattern::new("mail.own.example"), HostPattern::new("*.out.own.example")],
+            hosts: vec![
+                HostPattern::new("mail.own.example"),
+                HostPattern::new("*.out.own.example"),
+            ],
             networks: vec![parse_network("198.51.100.0/24").unwrap()],
             relays_configured: true,
             message_id_domains_configured: false,
@@ -301,7 +341,9 @@ mod tests {
     }
 
     fn hops(text: &str) -> Vec<Hop> {
-        let mail = mail_parser::MessageParser::new().parse(text.as_bytes()).unwrap();
+        let mail = mail_parser::MessageParser::new()
+            .parse(text.as_bytes())
+            .unwrap();
         Hop::all(&mail)
     }
 
@@ -346,7 +388,9 @@ mod tests {
 
     #[test]
     fn comments_are_not_senders() {
-        let h = hops("Received: by e1.example.ne.jp (Postfix, from userid 255)\n\tid 97DAA44A0204; Thu,  1 Jul 2014 23:45:59 +0900 (JST)\nSubject: x\n\n");
+        let h = hops(
+            "Received: by e1.example.ne.jp (Postfix, from userid 255)\n\tid 97DAA44A0204; Thu,  1 Jul 2014 23:45:59 +0900 (JST)\nSubject: x\n\n",
+        );
         assert_eq!(h[0].from_name, None);
         assert_eq!(h[0].by.as_deref(), Some("e1.example.ne.jp"));
         assert!(!h[0].has_from());
@@ -354,7 +398,9 @@ mod tests {
 
     #[test]
     fn own_helo_from_a_foreign_ip_is_a_forgery_sign() {
-        let h = hops("Received: from mail.own.example (unknown [203.0.113.9]) by mx.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n");
+        let h = hops(
+            "Received: from mail.own.example (unknown [203.0.113.9]) by mx.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n",
+        );
         let j = judge_from(&h[0], &own());
         assert!(j.own_by.is_none());
         assert!(j.own_name_from_foreign_ip);

@@ -126,7 +126,11 @@ impl Field {
 #[derive(Debug)]
 enum Matcher {
     /// One alternation of the rule's patterns, compiled on first use.
-    Regex { source: String, case_sensitive: bool, compiled: OnceCell<Option<Regex>> },
+    Regex {
+        source: String,
+        case_sensitive: bool,
+        compiled: OnceCell<Option<Regex>>,
+    },
     Exists(bool),
     Empty,
 }
@@ -177,9 +181,17 @@ impl Rule {
                 .iter()
                 .any(|v| v.trim().trim_matches(['<', '>']).trim().is_empty())
                 .then(|| "<>".to_string()),
-            Matcher::Regex { source, case_sensitive, compiled } => {
-                let re = compiled.get_or_init(|| build_regex(source, *case_sensitive).ok()).as_ref()?;
-                values?.iter().find_map(|v| re.find(v).map(|m| m.as_str().to_string()))
+            Matcher::Regex {
+                source,
+                case_sensitive,
+                compiled,
+            } => {
+                let re = compiled
+                    .get_or_init(|| build_regex(source, *case_sensitive).ok())
+                    .as_ref()?;
+                values?
+                    .iter()
+                    .find_map(|v| re.find(v).map(|m| m.as_str().to_string()))
             }
         }
     }
@@ -187,9 +199,13 @@ impl Rule {
     /// Compiles the rule's regex now, to report errors early (lint).
     pub fn compile(&self) -> Result<(), String> {
         match &self.matcher {
-            Matcher::Regex { source, case_sensitive, .. } => {
-                build_regex(source, *case_sensitive).map(|_| ()).map_err(|e| e.to_string())
-            }
+            Matcher::Regex {
+                source,
+                case_sensitive,
+                ..
+            } => build_regex(source, *case_sensitive)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             _ => Ok(()),
         }
     }
@@ -213,12 +229,20 @@ impl RuleSpec {
             // Report the exact pattern at fault, then what only the whole rule shows.
             for p in &self.patterns {
                 build_regex(&p.value, self.case_sensitive).map_err(|e| {
-                    ConfigError::at(file, p, format!("invalid regex {:?}: {}", p.value, one_line(&e.to_string())))
+                    ConfigError::at(
+                        file,
+                        p,
+                        format!("invalid regex {:?}: {}", p.value, one_line(&e.to_string())),
+                    )
                 })?;
             }
             rule.compile().map_err(|e| {
                 let at = self.patterns.first().map_or(&self.id, |p| p);
-                ConfigError::at(file, at, format!("invalid regex in rule {}: {}", self.id.value, one_line(&e)))
+                ConfigError::at(
+                    file,
+                    at,
+                    format!("invalid regex in rule {}: {}", self.id.value, one_line(&e)),
+                )
             })
         })
     }
@@ -226,8 +250,16 @@ impl RuleSpec {
     /// Turns the spec into a rule; None for a `disabled: true` entry.
     fn compile(&self, file: &str) -> Result<Option<Rule>, ConfigError> {
         let id = self.id.value.trim();
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(ConfigError::at(file, &self.id, "a rule id is letters, digits, '-', '_' or '.'"));
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(ConfigError::at(
+                file,
+                &self.id,
+                "a rule id is letters, digits, '-', '_' or '.'",
+            ));
         }
         if self.disabled {
             return Ok(None);
@@ -272,7 +304,11 @@ impl RuleSpec {
                 .map(|p| format!("(?:{})", p.value))
                 .collect::<Vec<_>>()
                 .join("|");
-            Matcher::Regex { source, case_sensitive: self.case_sensitive, compiled: OnceCell::new() }
+            Matcher::Regex {
+                source,
+                case_sensitive: self.case_sensitive,
+                compiled: OnceCell::new(),
+            }
         };
         Ok(Some(Rule {
             id: id.to_string(),
@@ -280,7 +316,11 @@ impl RuleSpec {
             field,
             score: score.value,
             kind: self.kind,
-            origin: format!("{file}:{}:{}", self.id.referenced.line(), self.id.referenced.column()),
+            origin: format!(
+                "{file}:{}:{}",
+                self.id.referenced.line(),
+                self.id.referenced.column()
+            ),
             matcher,
         }))
     }
@@ -356,13 +396,20 @@ impl RuleSet {
 
 /// The last line of a multi-line error (regex errors draw the pattern and a caret first).
 fn one_line(text: &str) -> String {
-    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(text).trim().to_string()
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
+        .to_string()
 }
 
 /// Cuts `text` to at most `max` characters on one line.
 pub fn shorten(text: &str, max: usize) -> String {
-    let one_line: String =
-        text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let trimmed = one_line.trim();
     if trimmed.chars().count() <= max {
         trimmed.to_string()
@@ -381,7 +428,8 @@ mod tests {
         let set = RuleSet::build(&[], "user.yaml").expect("default rules load");
         assert!(set.rules.len() > 10);
         for rule in &set.rules {
-            rule.compile().unwrap_or_else(|e| panic!("{}: {e}", rule.origin));
+            rule.compile()
+                .unwrap_or_else(|e| panic!("{}: {e}", rule.origin));
         }
     }
 

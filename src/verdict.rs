@@ -120,7 +120,10 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     let analysed = message::for_analysis(message_bytes);
     let Some(mail) = message::parse(&analysed) else {
         let envelope = Envelope::learn(env, None, from_line);
-        return Evaluation::unparsed("the input has no header: delivered as it is".into(), envelope);
+        return Evaluation::unparsed(
+            "the input has no header: delivered as it is".into(),
+            envelope,
+        );
     };
     let envelope = Envelope::learn(env, Some(&mail), from_line);
     let facts = Facts::new(&mail, envelope.sender.as_deref());
@@ -170,7 +173,8 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     let Some(original) = found else {
         eval.own = Some(OwnView::from(&own));
         eval.verdict = Verdict::UnverifiedBounce;
-        eval.reasons.push("no part of the original came back, so there is nothing to judge it by".into());
+        eval.reasons
+            .push("no part of the original came back, so there is nothing to judge it by".into());
         eval.action = config.actions.unverified_bounce.value;
         return eval;
     };
@@ -188,9 +192,13 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     // Relay evidence outranks identifiers: a chain that entered the foreign side from
     // an own host is never called backscatter, and a forged own hop is never legit.
     let has = |tag: &str| evidence.iter().any(|e| e.tag == tag);
-    let capped = if eval.verdict == Verdict::Backscatter && ownership::RELAY_POSITIVE.iter().any(|t| has(t)) {
+    let capped = if eval.verdict == Verdict::Backscatter
+        && ownership::RELAY_POSITIVE.iter().any(|t| has(t))
+    {
         Some("own relay evidence rules out backscatter")
-    } else if eval.verdict == Verdict::Backscatter && !ownership::STRONG_NEGATIVE.iter().any(|t| has(t)) {
+    } else if eval.verdict == Verdict::Backscatter
+        && !ownership::STRONG_NEGATIVE.iter().any(|t| has(t))
+    {
         Some("only weak or guessed evidence speaks against it, and that never decides backscatter")
     } else if eval.verdict == Verdict::LegitBounce && has(ownership::FORGED_OWN_HOP) {
         Some("a forged own hop rules out a legitimate bounce")
@@ -203,10 +211,15 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     }
     let mut sorted: Vec<&Evidence> = evidence.iter().filter(|e| e.points != 0).collect();
     sorted.sort_by_key(|e| -e.points.abs());
-    eval.reasons.extend(sorted.iter().map(|e| format!("{:+} {}", e.points, e.text)));
+    eval.reasons
+        .extend(sorted.iter().map(|e| format!("{:+} {}", e.points, e.text)));
     eval.reasons.push(match eval.verdict {
-        Verdict::LegitBounce => format!("ownership evidence totals {total:+}: a bounce of mail you sent"),
-        Verdict::Backscatter => format!("ownership evidence totals {total:+}: the original was not yours (forged sender)"),
+        Verdict::LegitBounce => {
+            format!("ownership evidence totals {total:+}: a bounce of mail you sent")
+        }
+        Verdict::Backscatter => format!(
+            "ownership evidence totals {total:+}: the original was not yours (forged sender)"
+        ),
         _ => match capped {
             Some(why) => format!("ownership evidence totals {total:+}, but {why}"),
             None => format!(
@@ -231,7 +244,10 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
 /// with the highest total score among matched rules that name one.
 fn choose_kind(hits: &[RuleHit]) -> Kind {
     for structural in [Kind::FeedbackReport, Kind::Dsn] {
-        if hits.iter().any(|h| h.score > 0 && h.kind == Some(structural)) {
+        if hits
+            .iter()
+            .any(|h| h.score > 0 && h.kind == Some(structural))
+        {
             return structural;
         }
     }
@@ -249,7 +265,9 @@ fn choose_kind(hits: &[RuleHit]) -> Kind {
 }
 
 fn strongest(hits: &[RuleHit]) -> String {
-    hits.iter().max_by_key(|h| h.score).map_or_else(String::new, |h| h.id.clone())
+    hits.iter()
+        .max_by_key(|h| h.score)
+        .map_or_else(String::new, |h| h.id.clone())
 }
 
 fn kind_sentence(kind: Kind) -> &'static str {
@@ -269,6 +287,8 @@ fn bounce_made_here(mail: &mail_parser::Message<'_>, own: &Own) -> bool {
     let hops = Hop::all(mail);
     !hops.is_empty()
         && hops.iter().all(|h| {
-            crate::received::by_own(h, own) && h.from_ip.is_none_or(|ip| own.is_own_ip(ip) || ip.is_loopback())
+            crate::received::by_own(h, own)
+                && h.from_ip
+                    .is_none_or(|ip| own.is_own_ip(ip) || ip.is_loopback())
         })
 }

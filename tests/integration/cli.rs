@@ -18,7 +18,12 @@ fn manifest() -> Vec<Row> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header").split('\t').collect();
     let col = |n: &str| header.iter().position(|h| *h == n).expect(n);
-    let (file, kind, from, count) = (col("file"), col("kind"), col("orig_from_domain"), col("orig_received_count"));
+    let (file, kind, from, count) = (
+        col("file"),
+        col("kind"),
+        col("orig_from_domain"),
+        col("orig_received_count"),
+    );
     lines
         .map(|l| l.split('\t').collect::<Vec<_>>())
         .map(|f| Row {
@@ -31,9 +36,23 @@ fn manifest() -> Vec<Row> {
 }
 
 fn check_json(home: &Path, config: &Path, file: &Path) -> serde_json::Value {
-    let out = backstop(home).arg("check").arg("--format").arg("json").arg("-c").arg(config).arg(file).output().expect("run");
-    assert!(out.status.success(), "check {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("json of {}: {e}", file.display()))
+    let out = backstop(home)
+        .arg("check")
+        .arg("--format")
+        .arg("json")
+        .arg("-c")
+        .arg(config)
+        .arg(file)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "check {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("json of {}: {e}", file.display()))
 }
 
 fn write_config(dir: &Path, name: &str, yaml: &str) -> std::path::PathBuf {
@@ -48,7 +67,11 @@ fn write_config(dir: &Path, name: &str, yaml: &str) -> std::path::PathBuf {
 #[test]
 fn every_fixture_gets_its_verdicts() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let plain = write_config(tmp.path(), "plain.yaml", "own: {domains: [not-in-message.invalid], hosts: [mx.not-in-message.invalid]}\n");
+    let plain = write_config(
+        tmp.path(),
+        "plain.yaml",
+        "own: {domains: [not-in-message.invalid], hosts: [mx.not-in-message.invalid]}\n",
+    );
     let mut table = String::from("file\tplain\tbackscatter-scenario\n");
     for row in manifest() {
         let path = fixture(&format!("corpus/{}", row.file));
@@ -65,14 +88,25 @@ fn every_fixture_gets_its_verdicts() {
             let conf = write_config(
                 tmp.path(),
                 "scatter.yaml",
-                &format!("own: {{domains: [{}], hosts: [mail.own.example], networks: [100.100.100.0/24]}}\n", row.orig_from_domain),
+                &format!(
+                    "own: {{domains: [{}], hosts: [mail.own.example], networks: [100.100.100.0/24]}}\n",
+                    row.orig_from_domain
+                ),
             );
             let s = check_json(tmp.path(), &conf, &path);
             scatter = s["verdict"].as_str().unwrap_or("?").to_string();
-            assert_ne!(scatter, "legit-bounce", "{}: unrelated relays can never make it legit", row.file);
+            assert_ne!(
+                scatter, "legit-bounce",
+                "{}: unrelated relays can never make it legit",
+                row.file
+            );
             if row.orig_received > 0 && (row.kind == "dsn" || row.kind == "inline-bounce") {
                 // Every such fixture is backscatter today but for qmail `invoked by uid` chains.
-                assert!(scatter == "backscatter" || row.file.contains("qmail"), "{}: {scatter}", row.file);
+                assert!(
+                    scatter == "backscatter" || row.file.contains("qmail"),
+                    "{}: {scatter}",
+                    row.file
+                );
             }
         }
         table.push_str(&format!("{}\t{verdict} {kind}\t{scatter}\n", row.file));
@@ -87,7 +121,12 @@ fn compare_or_bless(path: &Path, got: &str) {
         std::fs::write(path, got).expect("bless");
         return;
     }
-    let want = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e} (run with BACKSTOP_BLESS=1 to create it)", path.display()));
+    let want = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with BACKSTOP_BLESS=1 to create it)",
+            path.display()
+        )
+    });
     if want != got {
         let diff: Vec<String> = want
             .lines()
@@ -96,7 +135,13 @@ fn compare_or_bless(path: &Path, got: &str) {
             .take(20)
             .map(|(a, b)| format!("- {a}\n+ {b}"))
             .collect();
-        panic!("{} differs (BACKSTOP_BLESS=1 rewrites it):\n{}\n(lines: want {}, got {})", path.display(), diff.join("\n"), want.lines().count(), got.lines().count());
+        panic!(
+            "{} differs (BACKSTOP_BLESS=1 rewrites it):\n{}\n(lines: want {}, got {})",
+            path.display(),
+            diff.join("\n"),
+            want.lines().count(),
+            got.lines().count()
+        );
     }
 }
 
@@ -113,18 +158,38 @@ const EXPLAINED: &[&str] = &[
 #[test]
 fn explain_output_matches_the_expected_files() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let conf = write_config(tmp.path(), "own.yaml", "own:\n  domains: [example.jp]\n  hosts: [mail.own.example]\n  networks: [100.100.100.0/24, 192.0.2.0/24]\n");
+    let conf = write_config(
+        tmp.path(),
+        "own.yaml",
+        "own:\n  domains: [example.jp]\n  hosts: [mail.own.example]\n  networks: [100.100.100.0/24, 192.0.2.0/24]\n",
+    );
     for rel in EXPLAINED {
         let path = first_fixture(rel);
-        let out = backstop(tmp.path()).arg("explain").arg("-c").arg(&conf).arg(&path).output().expect("run");
+        let out = backstop(tmp.path())
+            .arg("explain")
+            .arg("-c")
+            .arg(&conf)
+            .arg(&path)
+            .output()
+            .expect("run");
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).expect("utf-8");
-        let relpath = path.strip_prefix(fixture("corpus")).expect("under corpus").to_string_lossy().replace('/', "__");
-        compare_or_bless(&root().join(format!("tests/fixtures/expected/explain/{relpath}.txt")), &text);
+        let relpath = path
+            .strip_prefix(fixture("corpus"))
+            .expect("under corpus")
+            .to_string_lossy()
+            .replace('/', "__");
+        compare_or_bless(
+            &root().join(format!("tests/fixtures/expected/explain/{relpath}.txt")),
+            &text,
+        );
         // The explain trace and check's JSON come from the one evaluation.
         let v = check_json(tmp.path(), &conf, &path);
         let verdict = v["verdict"].as_str().expect("verdict");
-        assert!(text.contains(&format!("\nverdict: {verdict}\n")), "{rel}: explain and check disagree");
+        assert!(
+            text.contains(&format!("\nverdict: {verdict}\n")),
+            "{rel}: explain and check disagree"
+        );
     }
 }
 
@@ -132,7 +197,11 @@ fn explain_output_matches_the_expected_files() {
 fn first_fixture(rel: &str) -> std::path::PathBuf {
     let p = fixture(&format!("corpus/{rel}"));
     if p.is_dir() {
-        let mut files: Vec<_> = std::fs::read_dir(&p).expect("dir").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&p)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
         files.sort();
         return files.into_iter().next().expect("a file");
     }
@@ -141,30 +210,59 @@ fn first_fixture(rel: &str) -> std::path::PathBuf {
     }
     // The named file is not in the fixture subset: take the first of its MTA.
     let dir = p.parent().expect("parent");
-    let stem = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.rsplit_once('-')).map(|(s, _)| s.to_string()).expect("stem");
+    let stem = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('-'))
+        .map(|(s, _)| s.to_string())
+        .expect("stem");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("dir")
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&stem)))
+        .filter(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&stem))
+        })
         .collect();
     files.sort();
-    files.into_iter().next().unwrap_or_else(|| panic!("no fixture like {rel}"))
+    files
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no fixture like {rel}"))
 }
 
 #[test]
 fn check_json_carries_the_contract_fields() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let conf = write_config(tmp.path(), "c.yaml", "own: {domains: [example.jp], hosts: [mail.own.example], networks: [100.100.100.0/24]}\n");
-    let v = check_json(tmp.path(), &conf, &first_fixture("bounces/sisimai-bsd/lhost-postfix-01.eml"));
+    let conf = write_config(
+        tmp.path(),
+        "c.yaml",
+        "own: {domains: [example.jp], hosts: [mail.own.example], networks: [100.100.100.0/24]}\n",
+    );
+    let v = check_json(
+        tmp.path(),
+        &conf,
+        &first_fixture("bounces/sisimai-bsd/lhost-postfix-01.eml"),
+    );
     for key in ["verdict", "kind", "action", "reasons", "original"] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
     assert!(v["reasons"].as_array().is_some_and(|r| !r.is_empty()));
     let original = &v["original"];
     assert!(original.get("message_id").is_some() && original.get("from").is_some());
-    assert!(original["received"].as_array().is_some_and(|r| !r.is_empty()), "{original}");
-    let ham = check_json(tmp.path(), &conf, &first_fixture("ham/spamassassin-easy-ham-1"));
+    assert!(
+        original["received"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{original}"
+    );
+    let ham = check_json(
+        tmp.path(),
+        &conf,
+        &first_fixture("ham/spamassassin-easy-ham-1"),
+    );
     assert_eq!(ham["verdict"], "clean");
     assert!(ham["kind"].is_null() && ham["original"].is_null());
 }
@@ -190,7 +288,13 @@ fn the_environment_gives_the_envelope() {
     let with = check_with_env(&[("SENDER", ""), ("RECIPIENT", "me@own.example")], msg);
     assert_eq!(without["verdict"], "clean", "{without}");
     assert_ne!(with["verdict"], "clean", "{with}");
-    assert!(with["rules"].as_array().expect("rules").iter().any(|r| r["id"] == "null-sender"));
+    assert!(
+        with["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .any(|r| r["id"] == "null-sender")
+    );
     assert_eq!(with["envelope"]["sender_source"], "SENDER variable");
     assert_eq!(with["own"]["domains"][0], "own.example");
 }
@@ -199,8 +303,16 @@ fn the_environment_gives_the_envelope() {
 fn word_and_exit_status_formats() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ham = first_fixture("ham/spamassassin-easy-ham-1");
-    let out = backstop(tmp.path()).args(["check", "--format", "word"]).arg(&ham).output().expect("run");
+    let out = backstop(tmp.path())
+        .args(["check", "--format", "word"])
+        .arg(&ham)
+        .output()
+        .expect("run");
     assert_eq!(out.stdout, b"clean");
-    let out = backstop(tmp.path()).args(["check", "--exit-status"]).arg(&ham).output().expect("run");
+    let out = backstop(tmp.path())
+        .args(["check", "--exit-status"])
+        .arg(&ham)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
 }

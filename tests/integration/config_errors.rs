@@ -4,12 +4,37 @@ use crate::util::backstop;
 
 /// (config text, expected line, expected column, a word the message must contain)
 const CASES: &[(&str, u64, u64, &str)] = &[
-    ("own:\n  domains: [example.org]\n  networks: [192.0.2.0/24, 300.1.2.3/8]\n", 3, 28, "invalid network"),
+    (
+        "own:\n  domains: [example.org]\n  networks: [192.0.2.0/24, 300.1.2.3/8]\n",
+        3,
+        28,
+        "invalid network",
+    ),
     ("own:\n  domians: [example.org]\n", 2, 3, "unknown field"),
-    ("rules:\n  - id: mine\n    field: subject\n    match: ['(unclosed']\n    score: 5\n", 4, 13, "regex"),
-    ("rules:\n  - id: mine\n    field: subjet\n    match: [x]\n    score: 5\n", 3, 12, "unknown field"),
-    ("rules:\n  - id: mine\n    field: subject\n    match: [x]\n", 2, 9, "needs a score"),
-    ("actions:\n  unverified-bounce: discard\n", 2, 22, "only backscatter"),
+    (
+        "rules:\n  - id: mine\n    field: subject\n    match: ['(unclosed']\n    score: 5\n",
+        4,
+        13,
+        "regex",
+    ),
+    (
+        "rules:\n  - id: mine\n    field: subjet\n    match: [x]\n    score: 5\n",
+        3,
+        12,
+        "unknown field",
+    ),
+    (
+        "rules:\n  - id: mine\n    field: subject\n    match: [x]\n",
+        2,
+        9,
+        "needs a score",
+    ),
+    (
+        "actions:\n  unverified-bounce: discard\n",
+        2,
+        22,
+        "only backscatter",
+    ),
     ("threshold: maybe\n", 1, 12, "invalid"),
     ("own:\n\tdomains: [x]\n", 2, 2, "tabs"),
 ];
@@ -21,7 +46,14 @@ fn errors_name_file_line_and_column() {
         let path = tmp.path().join(format!("bad{i}.yaml"));
         std::fs::write(&path, text).expect("write");
         let want = format!("{}:{line}:{col}: ", path.display());
-        for args in [vec!["lint".to_string()], vec!["check".to_string(), "-c".to_string(), "/dev/null".to_string()]] {
+        for args in [
+            vec!["lint".to_string()],
+            vec![
+                "check".to_string(),
+                "-c".to_string(),
+                "/dev/null".to_string(),
+            ],
+        ] {
             let mut cmd = backstop(tmp.path());
             if args[0] == "lint" {
                 cmd.arg("lint").arg(&path);
@@ -32,7 +64,11 @@ fn errors_name_file_line_and_column() {
             let err = String::from_utf8_lossy(&out.stderr);
             let err = err.strip_prefix("backstop: ").unwrap_or(&err);
             assert_eq!(out.status.code(), Some(2), "case {i} ({}): {err}", args[0]);
-            assert!(err.starts_with(&want), "case {i} ({}): want prefix {want:?}, got {err:?}", args[0]);
+            assert!(
+                err.starts_with(&want),
+                "case {i} ({}): want prefix {want:?}, got {err:?}",
+                args[0]
+            );
             assert!(err.contains(word), "case {i}: {err:?} lacks {word:?}");
         }
     }
@@ -43,7 +79,15 @@ fn a_good_file_lints_clean() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("good.yaml");
     std::fs::write(&path, "own:\n  domains: [example.org]\n  hosts: [mail.example.org, \"*.out.example.org\"]\n  networks: [192.0.2.0/24, 2001:db8::/32, 198.51.100.7]\nrules:\n  - id: my-alert\n    field: subject\n    match: ['^ALERT:']\n    score: 6\n    kind: ndr\n").expect("write");
-    let out = backstop(tmp.path()).arg("lint").arg(&path).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = backstop(tmp.path())
+        .arg("lint")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }

@@ -37,12 +37,28 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
 fn malformed_input_gets_a_verdict() {
     let tmp = tempfile::tempdir().expect("tempdir");
     for (name, input) in cases() {
-        let out = run_with_input(backstop(tmp.path()).args(["check", "--format", "word"]), &input);
-        assert!(out.status.success(), "{name}: exit {:?}, {}", out.status, String::from_utf8_lossy(&out.stderr));
+        let out = run_with_input(
+            backstop(tmp.path()).args(["check", "--format", "word"]),
+            &input,
+        );
+        assert!(
+            out.status.success(),
+            "{name}: exit {:?}, {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let word = String::from_utf8_lossy(&out.stdout);
-        assert!(["clean", "legit-bounce", "backscatter", "unverified-bounce"].contains(&word.as_ref()), "{name}: {word}");
+        assert!(
+            ["clean", "legit-bounce", "backscatter", "unverified-bounce"].contains(&word.as_ref()),
+            "{name}: {word}"
+        );
         let maildir = tmp.path().join("Maildir");
         let out = run_with_input(backstop(tmp.path()).arg("deliver").arg(&maildir), &input);
-        assert_eq!(out.status.code(), Some(0), "{name}: deliver {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: deliver {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -29,7 +29,9 @@ pub fn fixture_bytes(rel: &str) -> Vec<u8> {
 /// A command for the binary with a clean environment: no SENDER/RECIPIENT, HOME set to `home`.
 pub fn backstop(home: &Path) -> Command {
     let mut cmd = Command::new(bin());
-    cmd.env_clear().env("HOME", home).env("PATH", "/usr/bin:/bin");
+    cmd.env_clear()
+        .env("HOME", home)
+        .env("PATH", "/usr/bin:/bin");
     cmd
 }
 
@@ -54,7 +56,12 @@ pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
 /// Files directly inside `dir` (empty when it does not exist), sorted.
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
