@@ -46,6 +46,86 @@ pub const DECISION_MARGIN: i32 = 2;
 /// Weighs the original's Received chain and identifiers against the user's own
 /// hosts, networks and domains. `bounce_made_here` says the report itself was
 /// written by an own server (then hops our servers recorded are believable).
+/// Looks for own names used where they should not be: an own mail domain as a bare HELO
+/// from an address that is not own, and names one or two letters off an own host or
+/// domain (`exarnple.org`), both forgery signs (Postfix's BACKSCATTER_README).
+fn weigh_name_abuse(hops: &[JudgedHop], own: &Own, ev: &mut Vec<Evidence>) {
+    for h in hops.iter().filter(|h| h.role != HopRole::Ignored) {
+        let ip_own = h.hop.from_ip.is_some_and(|ip| own.is_own_ip(ip));
+        for name in [h.hop.from_name.as_deref(), h.hop.helo.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if !ip_own && h.hop.from_ip.is_some() && own.domains.iter().any(|d| d == name) {
+                ev.push(Evidence::new(
+                    -2,
+                    "own-domain-as-helo",
+                    format!(
+                        "a host at {} greeted with the bare own domain {name}",
+                        h.hop.from_ip.map(|i| i.to_string()).unwrap_or_default()
+                    ),
+                ));
+                return;
+            }
+        }
+        for name in [
+            h.hop.from_name.as_deref(),
+            h.hop.helo.as_deref(),
+            h.hop.by.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(near) = misspelt_own_name(name, own) {
+                ev.push(Evidence::new(
+                    -2,
+                    "misspelt-own-name",
+                    format!("{name} is a misspelling of own name {near}"),
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// The own host or domain that `name` is one or two edits away from, if any (names inside
+/// an own domain are never misspellings: they are just hosts not listed).
+fn misspelt_own_name(name: &str, own: &Own) -> Option<String> {
+    if name.len() < 6 || !name.contains('.') || own.is_own_domain(name) || own.is_own_host(name) {
+        return None;
+    }
+    let plain_hosts = own
+        .hosts
+        .iter()
+        .map(|h| h.as_str())
+        .filter(|h| !h.contains('*'));
+    own.domains
+        .iter()
+        .map(String::as_str)
+        .chain(plain_hosts)
+        .find(|o| o.len() >= 6 && (1..=2).contains(&edit_distance(name, o)))
+        .map(str::to_string)
+}
+
+/// Levenshtein distance, stopping early above 2 (names are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 2 {
+        return 3;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 pub fn weigh(
     original: &Original,
     hops: &[JudgedHop],
@@ -54,6 +134,7 @@ pub fn weigh(
 ) -> Vec<Evidence> {
     let mut ev = Vec::new();
     weigh_relays(hops, own, bounce_made_here, &mut ev);
+    weigh_name_abuse(hops, own, &mut ev);
     let has_hops = hops.iter().any(|h| h.role != HopRole::Ignored);
     weigh_ids(original, own, has_hops, &mut ev);
     ev
@@ -286,5 +367,35 @@ fn weigh_ids(original: &Original, own: &Own, has_hops: bool, ev: &mut Vec<Eviden
                 format!("the original's From is in {d}, not an own domain"),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostPattern;
+
+    #[test]
+    fn misspellings_of_own_names_are_found() {
+        let own = Own {
+            domains: vec!["example.org".into()],
+            hosts: vec![HostPattern::new("mail.example.org")],
+            ..Own::default()
+        };
+        assert_eq!(
+            misspelt_own_name("exarnple.org", &own).as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(
+            misspelt_own_name("mai1.example.org", &own),
+            None,
+            "inside an own domain"
+        );
+        assert_eq!(
+            misspelt_own_name("mail.exampel.org", &own).as_deref(),
+            Some("mail.example.org")
+        );
+        assert_eq!(misspelt_own_name("mx.remote.example", &own), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }
