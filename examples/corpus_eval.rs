@@ -4,7 +4,7 @@
 //! Run: `cargo run --release --example corpus_eval -- [CORPUS_DIR] [--set dev|holdout|all] [--verbose]`
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use backstop::config::Config;
@@ -12,19 +12,12 @@ use backstop::message::EnvVars;
 use backstop::rules::RuleSet;
 use backstop::verdict::{Evaluation, Verdict, evaluate};
 
-/// Unrelated own relays for the backscatter scenario; the forged hop claims them.
-const OWN_HOST: &str = "mail.own.example";
-const OWN_NET: &str = "100.100.100.0/24";
-const FORGED_IP: &str = "100.100.100.20";
+#[path = "../tests/integration/scenarios.rs"]
+mod scenarios;
 
-struct Row {
-    file: String,
-    kind: String,
-    orig_headers_found: bool,
-    orig_from_domain: String,
-    orig_received: Vec<String>,
-    orig_received_ips: Vec<String>,
-}
+use scenarios::{
+    OWN_HOST, OWN_NET, from_clauses, insert_forged_hop, json, json_str, read_manifest,
+};
 
 #[derive(Default)]
 struct Tally {
@@ -220,153 +213,4 @@ fn config(yaml: &str) -> Config {
         Ok(c) => c,
         Err(e) => panic!("scenario config {yaml}: {e}"),
     }
-}
-
-fn json(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
-
-/// The hosts (HELO and rDNS names) and IPs of the from-clauses of the original's Received headers.
-fn from_clauses(row: &Row) -> (Vec<String>, Vec<String>) {
-    let mut hosts = Vec::new();
-    for r in &row.orig_received {
-        // `from <host> (<rDNS name>) [<IP literals>] by <host>`
-        let Some(rest) = r.strip_prefix("from ") else {
-            continue;
-        };
-        let clause = rest.split(" by ").next().unwrap_or(rest);
-        for word in clause.split(|c: char| c.is_whitespace() || "()[],".contains(c)) {
-            let w = word.trim();
-            if !w.is_empty()
-                && w.parse::<std::net::IpAddr>().is_err()
-                && w.contains(|c: char| c.is_ascii_alphabetic())
-            {
-                hosts.push(w.to_string());
-            }
-        }
-    }
-    hosts.sort();
-    hosts.dedup();
-    let mut ips: Vec<String> = row
-        .orig_received_ips
-        .iter()
-        .filter(|i| i.parse::<std::net::IpAddr>().is_ok())
-        .cloned()
-        .collect();
-    ips.sort();
-    ips.dedup();
-    (hosts, ips)
-}
-
-/// Inserts a forged `Received` line claiming own servers just below the last Received header in
-/// the body (the bottom of the returned original's chain), keeping its quoting and line ends.
-fn insert_forged_hop(raw: &[u8]) -> Option<Vec<u8>> {
-    let text = String::from_utf8_lossy(raw);
-    if text.len() != raw.len() {
-        // Not UTF-8: work on bytes by the same rules, via Latin-1 mapping.
-        let latin: String = raw.iter().map(|&b| b as char).collect();
-        let out = insert_into(&latin)?;
-        return Some(out.chars().map(|c| c as u32 as u8).collect());
-    }
-    insert_into(&text).map(String::into_bytes)
-}
-
-fn insert_into(text: &str) -> Option<String> {
-    let eol = if text.contains("\r\n") {
-        "\r\n"
-    } else if text.contains('\n') {
-        "\n"
-    } else {
-        "\r"
-    };
-    let header_end = text.find(&format!("{eol}{eol}"))?;
-    let lines: Vec<&str> = text.split(eol).collect();
-    // Index of the first body line.
-    let mut pos = 0;
-    let mut first_body = lines.len();
-    for (i, l) in lines.iter().enumerate() {
-        if pos > header_end {
-            first_body = i;
-            break;
-        }
-        pos += l.len() + eol.len();
-    }
-    let is_received = |l: &str| {
-        let t = l.trim_start_matches(['>', ' ', '\t']);
-        t.len() >= 9 && t[..9].eq_ignore_ascii_case("received:")
-    };
-    let last = (first_body..lines.len())
-        .rev()
-        .find(|&i| is_received(lines[i]))?;
-    let prefix_len = lines[last].len() - lines[last].trim_start_matches(['>', ' ', '\t']).len();
-    let prefix = &lines[last][..prefix_len];
-    let mut end = last + 1;
-    while end < lines.len() {
-        let rest = lines[end].get(prefix_len..).unwrap_or("");
-        if lines[end].starts_with(prefix)
-            && (rest.starts_with(' ') || rest.starts_with('\t'))
-            && !rest.trim().is_empty()
-        {
-            end += 1;
-        } else {
-            break;
-        }
-    }
-    let forged = format!(
-        "{prefix}Received: from laptop.own.example ([{FORGED_IP}]) by {OWN_HOST} (Postfix) with ESMTPSA id X; Fri, 2 Jan 2026 00:00:01 +0000"
-    );
-    let mut out: Vec<&str> = lines[..end].to_vec();
-    out.push(&forged);
-    out.extend_from_slice(&lines[end..]);
-    Some(out.join(eol))
-}
-
-fn read_manifest(path: &Path, set: &str) -> std::io::Result<Vec<Row>> {
-    let text = std::fs::read_to_string(path)?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name);
-    let (
-        Some(c_set),
-        Some(c_file),
-        Some(c_kind),
-        Some(c_found),
-        Some(c_from),
-        Some(c_rcv),
-        Some(c_ips),
-    ) = (
-        col("set"),
-        col("file"),
-        col("kind"),
-        col("orig_headers_found"),
-        col("orig_from_domain"),
-        col("orig_received"),
-        col("orig_received_ips"),
-    )
-    else {
-        return Err(std::io::Error::other("manifest lacks a needed column"));
-    };
-    let list = |s: &str, sep: &str| -> Vec<String> {
-        s.split(sep)
-            .map(str::trim)
-            .filter(|x| !x.is_empty())
-            .map(str::to_string)
-            .collect()
-    };
-    Ok(lines
-        .map(|l| l.split('\t').collect::<Vec<_>>())
-        .filter(|f| f.len() == header.len() && (set == "all" || f[c_set] == set))
-        .map(|f| Row {
-            file: f[c_file].to_string(),
-            kind: f[c_kind].to_string(),
-            orig_headers_found: f[c_found] == "yes",
-            orig_from_domain: f[c_from].to_string(),
-            orig_received: list(f[c_rcv], " | "),
-            orig_received_ips: list(f[c_ips], ","),
-        })
-        .collect())
 }

@@ -3,36 +3,13 @@
 use std::path::Path;
 use std::process::Output;
 
+use crate::scenarios::{
+    OWN_HOST, OWN_NET, Row, from_clauses, insert_forged_hop, json, json_str, read_manifest,
+};
 use crate::util::{backstop, fixture, root, run_with_input};
 
-/// One row of the fixtures' manifest.
-struct Row {
-    file: String,
-    kind: String,
-    orig_from_domain: String,
-    orig_received: usize,
-}
-
 fn manifest() -> Vec<Row> {
-    let text = std::fs::read_to_string(fixture("corpus/manifest.tsv")).expect("manifest");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("header").split('\t').collect();
-    let col = |n: &str| header.iter().position(|h| *h == n).expect(n);
-    let (file, kind, from, count) = (
-        col("file"),
-        col("kind"),
-        col("orig_from_domain"),
-        col("orig_received_count"),
-    );
-    lines
-        .map(|l| l.split('\t').collect::<Vec<_>>())
-        .map(|f| Row {
-            file: f[file].to_string(),
-            kind: f[kind].to_string(),
-            orig_from_domain: f[from].to_string(),
-            orig_received: f[count].parse().unwrap_or(0),
-        })
-        .collect()
+    read_manifest(&fixture("corpus/manifest.tsv"), "all").expect("fixtures manifest")
 }
 
 fn check_json(home: &Path, config: &Path, file: &Path) -> serde_json::Value {
@@ -61,9 +38,10 @@ fn write_config(dir: &Path, name: &str, yaml: &str) -> std::path::PathBuf {
     p
 }
 
-/// The verdict table of every fixture under three configs, compared with the blessed
-/// table (set BACKSTOP_BLESS=1 to rewrite it after a deliberate change), plus the
-/// properties that must hold whatever the table says.
+/// The verdict table of every fixture under the corpus scenarios (plain, legit,
+/// backscatter, forged relay), compared with the blessed table (BACKSTOP_BLESS=1
+/// rewrites it after a deliberate change), plus the properties that must hold
+/// whatever the table says.
 #[test]
 fn every_fixture_gets_its_verdicts() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -72,7 +50,7 @@ fn every_fixture_gets_its_verdicts() {
         "plain.yaml",
         "own: {domains: [not-in-message.invalid], hosts: [mx.not-in-message.invalid]}\n",
     );
-    let mut table = String::from("file\tplain\tbackscatter-scenario\n");
+    let mut table = String::from("file\tplain\tlegit\tbackscatter\tforged\n");
     for row in manifest() {
         let path = fixture(&format!("corpus/{}", row.file));
         let v = check_json(tmp.path(), &plain, &path);
@@ -83,35 +61,66 @@ fn every_fixture_gets_its_verdicts() {
             "other" => {}
             _ => assert_ne!(verdict, "clean", "bounce {} must be recognised", row.file),
         }
-        let mut scatter = "-".to_string();
+        let (mut legit, mut scatter, mut forged) =
+            ("-".to_string(), "-".to_string(), "-".to_string());
+        if row.kind == "dsn" || row.kind == "inline-bounce" {
+            let (hosts, ips) = from_clauses(&row);
+            let conf = write_config(
+                tmp.path(),
+                "legit.yaml",
+                &format!(
+                    "own: {{hosts: {}, networks: {}}}\n",
+                    json(&hosts),
+                    json(&ips)
+                ),
+            );
+            legit = verdict_of(&check_json(tmp.path(), &conf, &path));
+            assert_ne!(legit, "backscatter", "{}: mail that left through own relays", row.file);
+        }
         if row.kind != "ham" && !row.orig_from_domain.is_empty() {
             let conf = write_config(
                 tmp.path(),
                 "scatter.yaml",
                 &format!(
-                    "own: {{domains: [{}], hosts: [mail.own.example], networks: [100.100.100.0/24]}}\n",
-                    row.orig_from_domain
+                    "own: {{domains: [{}], hosts: [{OWN_HOST}], networks: [{OWN_NET}]}}\n",
+                    json_str(&row.orig_from_domain)
                 ),
             );
-            let s = check_json(tmp.path(), &conf, &path);
-            scatter = s["verdict"].as_str().unwrap_or("?").to_string();
+            scatter = verdict_of(&check_json(tmp.path(), &conf, &path));
             assert_ne!(
                 scatter, "legit-bounce",
                 "{}: unrelated relays can never make it legit",
                 row.file
             );
-            if row.orig_received > 0 && (row.kind == "dsn" || row.kind == "inline-bounce") {
-                // Every such fixture is backscatter today but for qmail `invoked by uid` chains.
-                assert!(
-                    scatter == "backscatter" || row.file.contains("qmail"),
-                    "{}: {scatter}",
+            let raw = std::fs::read(&path).expect("read");
+            if let Some(bytes) = insert_forged_hop(&raw).filter(|_| !row.orig_received.is_empty()) {
+                let forged_path = tmp.path().join("forged.eml");
+                std::fs::write(&forged_path, bytes).expect("write");
+                forged = verdict_of(&check_json(tmp.path(), &conf, &forged_path));
+                assert_ne!(
+                    forged, "legit-bounce",
+                    "{}: a forged own hop must never make it legit",
                     row.file
                 );
+                if scatter == "backscatter" {
+                    assert_eq!(
+                        forged, "backscatter",
+                        "{}: the forged hop rescued backscatter",
+                        row.file
+                    );
+                }
             }
         }
-        table.push_str(&format!("{}\t{verdict} {kind}\t{scatter}\n", row.file));
+        table.push_str(&format!(
+            "{}\t{verdict} {kind}\t{legit}\t{scatter}\t{forged}\n",
+            row.file
+        ));
     }
     compare_or_bless(&root().join("tests/fixtures/expected/verdicts.tsv"), &table);
+}
+
+fn verdict_of(v: &serde_json::Value) -> String {
+    v["verdict"].as_str().unwrap_or("?").to_string()
 }
 
 /// Compares `got` with the file, or writes it when BACKSTOP_BLESS is set.

@@ -1,5 +1,6 @@
 //! The one integration test binary: each module drives the built `backstop` binary.
 
+mod scenarios;
 mod util;
 
 mod cli;
