@@ -536,10 +536,11 @@ pub fn valid_folder(name: &str) -> bool {
         && name.split(['/', '.']).all(|p| !p.is_empty() && p != "..")
 }
 
-/// Expands a leading `~/` to `$HOME`.
+/// Expands a leading `~/` to the home directory ($HOME, else the password database:
+/// procmail and some hosts clear the environment).
 pub fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+    match (path.strip_prefix("~/"), directories::BaseDirs::new()) {
+        (Some(rest), Some(dirs)) => dirs.home_dir().join(rest),
         _ => PathBuf::from(path),
     }
 }
