@@ -147,6 +147,8 @@ fn strip_brackets(text: &str) -> String {
 pub struct Mail<'x> {
     message: ManuallyDrop<Message<'x>>,
     leak: bool,
+    /// Only the top-level headers were parsed (see `MAX_PARTS`).
+    pub headers_only: bool,
 }
 
 impl<'x> Deref for Mail<'x> {
@@ -166,14 +168,39 @@ impl Drop for Mail<'_> {
     }
 }
 
-/// Parses a message; None when it has no header at all.
+/// Parses a message; None when it has no header at all. A message with more MIME parts
+/// than any report has (a memory bomb: each part costs the parser hundreds of bytes) is
+/// read for its headers only.
 pub fn parse(bytes: &[u8]) -> Option<Mail<'_>> {
-    let message = MessageParser::new().parse(bytes)?;
+    let headers_only = part_headers_exceed(bytes, MAX_PARTS);
+    let parser = MessageParser::new();
+    let message = if headers_only {
+        parser.parse_headers(bytes)?
+    } else {
+        parser.parse(bytes)?
+    };
     let leak = nesting_exceeds(&message, NESTING_LEAK_LIMIT);
     Some(Mail {
         message: ManuallyDrop::new(message),
         leak,
+        headers_only,
     })
+}
+
+/// More `Content-Type:` lines than this and only the top headers are parsed.
+pub const MAX_PARTS: usize = 10_000;
+
+/// Whether more than `limit` lines start with `Content-Type:` (any case).
+fn part_headers_exceed(bytes: &[u8], limit: usize) -> bool {
+    const NAME: &[u8] = b"content-type:";
+    memchr::memchr_iter(b'\n', bytes)
+        .filter(|&i| {
+            bytes
+                .get(i + 1..i + 1 + NAME.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(NAME))
+        })
+        .nth(limit)
+        .is_some()
 }
 
 /// Whether messages nest more than `limit` deep in the parsed tree. Measured on the tree, not

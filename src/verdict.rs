@@ -148,6 +148,12 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
         from: message::from_text(&mail),
         notes: Vec::new(),
     };
+    if mail.headers_only {
+        eval.notes.push(format!(
+            "more than {} MIME parts: only the top-level headers were read",
+            message::MAX_PARTS
+        ));
+    }
     if score < config.threshold {
         eval.reasons.push(format!(
             "not a bounce or automatic reply: score {score} is below the threshold {}",
