@@ -24,6 +24,11 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
         nested.extend(b"Content-Type: multipart/mixed; boundary=q\n\n--q\n");
     }
     v.push(("5000 nested multiparts", nested));
+    let mut siblings = b"Content-Type: multipart/mixed; boundary=b\nReturn-Path: <>\n\n".to_vec();
+    for _ in 0..50_000 {
+        siblings.extend(b"--b\nContent-Type: text/plain\n\nx\n");
+    }
+    v.push(("50000 sibling parts", siblings));
     let mut deep = Vec::new();
     for _ in 0..20_000 {
         deep.extend(b"Content-Type: message/rfc822\n\n");
