@@ -8,8 +8,7 @@
 #
 #   bash packaging/test-deb.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
-top=$PWD
+cd "$(dirname "$0")/.." || exit 2
 passed=0 failed=0
 log=$(mktemp -d /tmp/backstop-test-deb.XXXXXX)
 trap 'rm -rf "$log"' EXIT
@@ -51,6 +50,10 @@ if dpkg -s backstop >/dev/null 2>&1; then
     dpkg -r backstop >/dev/null 2>&1
 fi
 
+# The revision the build will see (taken now: a commit during the build would
+# otherwise make the check below compare against a newer one).
+rev=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "")
+version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 deb=""
 build() {
     bash packaging/build-deb.sh >"$log/build.out" 2>"$log/build.err" || { tail -n 40 "$log/build.err"; return 1; }
@@ -80,8 +83,6 @@ sed 's/^/    lintian: /' "$log/lintian"
 
 check "dpkg -i installs the package" dpkg -i "$deb"
 
-rev=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "")
-version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 version_ok() {
     local v
     v=$(/usr/bin/backstop --version) || return 1

@@ -8,11 +8,11 @@
 #
 #   bash packaging/test-rpm.sh
 #
-# The RPM lands in target/rpm/RPMS/ARCH/. CARGO_TARGET_DIR defaults to
+# The RPM lands in target/rpm/ (with rpmbuild.log). CARGO_TARGET_DIR defaults to
 # target/pkg, shared with build-deb.sh, so that the crates compiled for the
 # .deb are reused.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 top=$PWD
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/pkg}
 passed=0 failed=0
@@ -38,26 +38,30 @@ finish() {
 }
 
 install_rpm() {
-    if ! command -v rpmbuild >/dev/null; then
-        [ "$(id -u)" -eq 0 ] || { echo "rpmbuild is missing; as root: apt-get install rpm"; return 1; }
+    if ! command -v rpmbuild >/dev/null || ! command -v rpmlint >/dev/null; then
+        [ "$(id -u)" -eq 0 ] || { echo "rpmbuild or rpmlint is missing; as root: apt-get install rpm rpmlint"; return 1; }
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq && apt-get install -y -qq --no-install-recommends rpm
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends rpm rpmlint
     fi
-    rpmbuild --version
+    rpmbuild --version && rpmlint --version
 }
-check "rpmbuild is installed (Debian's rpm package)" install_rpm || true
+check "rpmbuild and rpmlint are installed (Debian's rpm and rpmlint)" install_rpm
 command -v rpmbuild >/dev/null || finish
 
 version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 rev=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "${BACKSTOP_GIT_REV:-}")
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
-rpmtop=$top/target/rpm
+# rpmbuild's tree lies outside the source tree: cargo, building in
+# BUILD/backstop-VERSION/, would otherwise read the tree's own Cargo.toml as a
+# possible workspace root. The RPM and the build log are copied to target/rpm/.
+rpmtop=$log/rpmbuild
+out=$top/target/rpm
+mkdir -p "$out"
 
 # Network allowed here, before rpmbuild: afterwards everything is offline.
 check "cargo fetch --locked fills the crate cache for the offline build" cargo fetch --locked
 
 make_tarball() {
-    rm -rf "$rpmtop"
     mkdir -p "$rpmtop/SOURCES"
     local tarball=$rpmtop/SOURCES/backstop-$version.tar.gz
     if git rev-parse --git-dir >/dev/null 2>&1; then
@@ -71,7 +75,7 @@ make_tarball() {
         tar --exclude=./target --exclude=./.git --sort=name --transform "s,^\.,backstop-$version," \
             -czf "$tarball" .
     fi
-    tar -tzf "$tarball" | grep -qx "backstop-$version/Cargo.lock"
+    tar -tzf "$tarball" >"$log/tarball-list" && grep -qx "backstop-$version/Cargo.lock" "$log/tarball-list"
 }
 check "source tarball backstop-$version.tar.gz made from the tree" make_tarball
 
@@ -85,15 +89,24 @@ build_rpm() {
         --define "cargo_target_dir $CARGO_TARGET_DIR" \
         packaging/rpm/backstop.spec
 }
-if build_rpm >"$log/rpmbuild" 2>&1; then
+if build_rpm >"$out/rpmbuild.log" 2>&1; then
     pass "rpmbuild -bb packaging/rpm/backstop.spec (offline)"
 else
     fail "rpmbuild -bb packaging/rpm/backstop.spec (offline)"
-    grep -v '^warning: \|^ *|\|^ *= \|^ *--> ' "$log/rpmbuild" | tail -n 40 | sed 's/^/    /'
+    grep -v '^warning: \|^ *|\|^ *= \|^ *--> ' "$out/rpmbuild.log" | tail -n 40 | sed 's/^/    /'
     finish
 fi
-rpm=$(find "$rpmtop/RPMS" -name "backstop-$version-*.rpm" | head -n 1)
-check "the RPM exists: ${rpm#"$top"/}" test -s "$rpm"
+copy_rpm() {
+    local built
+    built=$(find "$rpmtop/RPMS" -name "backstop-$version-*.rpm" | head -n 1)
+    [ -s "$built" ] || return 1
+    rm -f "$out"/backstop-*.rpm
+    cp "$built" "$out/"
+    rpm=$out/${built##*/}
+}
+rpm=""
+check "the RPM is built" copy_rpm
+[ -n "$rpm" ] && echo "    ${rpm#"$top"/}"
 
 files_ok() {
     local list missing=0
@@ -113,25 +126,17 @@ files_ok() {
 }
 check "the RPM holds the binary, man pages, completions, rules, examples and licenses" files_ok
 
-license_ok() {
-    local spec_license missing=0 name ver expr atom
-    spec_license=$(rpm -qp --qf '%{LICENSE}' "$rpm") || return 1
-    echo "License: $spec_license"
-    # Each license named by a crate in the binary (the parts of its SPDX
-    # expression between OR and AND) must be in the tag.
-    while read -r name ver expr; do
-        expr=${expr//\//" OR "}
-        expr=${expr//[()]/}
-        while read -r atom; do
-            [ -z "$atom" ] || grep -qF -- "$atom" <<<"$spec_license" ||
-                { echo "$name $ver: $atom is not in the License tag"; missing=1; }
-        done < <(sed -e 's/ OR /\n/g' -e 's/ AND /\n/g' <<<"$expr")
-    done < <(find "$rpmtop/BUILD" -path '*/gen/dependency-licenses.txt' -exec cat {} +)
-    [ -n "$name" ] || { echo "no gen/dependency-licenses.txt in $rpmtop/BUILD"; return 1; }
-    return $missing
-}
-check "the License tag names the license of every crate in the binary" license_ok
 
+run_rpmlint() {
+    rpmlint -c packaging/rpm/rpmlint.toml "$rpm" 2>&1 | grep -v '^ *$' | tee "$log/rpmlint" >&2
+    grep -q ' 0 errors, 0 warnings' "$log/rpmlint"
+}
+if run_rpmlint 2>"$log/out"; then
+    pass "rpmlint: no errors and no warnings but those packaging/rpm/rpmlint.toml accepts"
+else
+    fail "rpmlint: no errors and no warnings but those packaging/rpm/rpmlint.toml accepts"
+fi
+grep -E '^[^ ]+: [EW]: |errors, ' "$log/out" | sed 's/^/    rpmlint: /'
 check "rpm derived the binary's library dependencies" bash -c "rpm -qp --requires '$rpm' | tee /dev/stderr | grep -q 'libc.so.6'"
 
 root=$(mktemp -d /tmp/backstop-rpmroot.XXXXXX)
@@ -149,6 +154,25 @@ check "the packaged backstop works: check on a bounce" bash -c "
     out=\$('$root/usr/bin/backstop' check -c '$root/config.yaml' --format word \
         tests/fixtures/corpus/bounces/sisimai-bsd/lhost-postfix-02.eml); echo \"\$out\"; [ \"\$out\" = backscatter ]"
 check "the packaged rules are the tree's rules/default.yaml" cmp rules/default.yaml "$root/usr/share/backstop/default.yaml"
+license_ok() {
+    local spec_license missing=0 crates=0 name ver expr atom
+    spec_license=$(rpm -qp --qf '%{LICENSE}' "$rpm") || return 1
+    echo "License: $spec_license"
+    # Each license named by a crate in the binary (the parts of its SPDX
+    # expression between OR and AND) must be in the tag.
+    while read -r name ver expr; do
+        crates=$((crates + 1))
+        expr=${expr//\//" OR "}
+        expr=${expr//[()]/}
+        while read -r atom; do
+            [ -z "$atom" ] || grep -qF -- "$atom" <<<"$spec_license" ||
+                { echo "$name $ver: $atom is not in the License tag"; missing=1; }
+        done < <(sed -e 's/ OR /\n/g' -e 's/ AND /\n/g' <<<"$expr")
+    done <"$root/usr/share/licenses/backstop/dependency-licenses.txt"
+    echo "$crates crates"
+    [ "$crates" -gt 1 ] && [ "$missing" -eq 0 ]
+}
+check "the License tag names the license of every crate in the binary" license_ok
 rm -rf "$root"
 
 finish
