@@ -1,6 +1,6 @@
 //! The command line: arguments, and the glue from each command to the modules that do the work.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -94,12 +94,12 @@ pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            // A mistyped hook-up must defer mail, never bounce it: deliver exits 0 or 75 only.
-            let delivering = std::env::args()
-                .skip(1)
-                .find(|a| !a.starts_with('-'))
-                .is_some_and(|a| a == "deliver");
-            if delivering && err.use_stderr() {
+            // A mistyped hook-up must defer mail, never bounce or drop it: deliver exits 0
+            // or 75 only, and when a host (not a terminal) feeds it a message, even help
+            // and version output must not pass for a delivery.
+            let delivering = std::env::args().skip(1).any(|a| a == "deliver");
+            let from_a_host = !std::io::stdin().is_terminal();
+            if delivering && (err.use_stderr() || from_a_host) {
                 let text = err.to_string();
                 let first = text.lines().next().unwrap_or("usage error");
                 eprintln!("backstop: {first}; the MTA will try again");

@@ -230,6 +230,13 @@ fn store_folder(
     head: &[u8],
     input: &Input,
 ) -> std::io::Result<Stored> {
+    if input.oversized {
+        // Never reached (oversized messages are not parsed, so they go to the inbox), but a
+        // folder delivery has no tail: it must not store a message cut at the size limit.
+        return Err(std::io::Error::other(
+            "an oversized message goes to the inbox",
+        ));
+    }
     let body = split_for_store(input);
     let payload = Payload {
         head,

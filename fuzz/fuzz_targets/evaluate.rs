@@ -11,7 +11,8 @@ use backstop::verdict::evaluate;
 use libfuzzer_sys::fuzz_target;
 
 /// The own infrastructure, so that ownership judging runs too.
-const OWN: &str = "own:\n  domains: [example.com]\n  hosts: [mail.example.com]\n  networks: [192.0.2.0/24]\n";
+const OWN: &str =
+    "own:\n  domains: [example.com]\n  hosts: [mail.example.com]\n  networks: [192.0.2.0/24]\n";
 
 thread_local! {
     static SETUP: (Config, RuleSet) = {

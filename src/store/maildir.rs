@@ -198,20 +198,22 @@ fn create_folder(root: &Path, levels: &[&str], layout: Layout) -> io::Result<Pat
     match layout {
         Layout::MaildirPlusPlus => {
             let dir = root.join(format!(".{}", levels.join(".")));
-            let mut created = ensure_maildir(&dir)?;
-            // The marker only matters to quota tools: failing to create it must not fail delivery.
-            if OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(dir.join("maildirfolder"))
-                .is_ok()
-            {
-                created = true;
-            }
-            if created {
+            let created = ensure_maildir(&dir)?;
+            let marker = dir.join("maildirfolder");
+            // Subscribe first, then write the marker: a delivery killed in between leaves the
+            // marker missing, so the next one subscribes (a no-op when listed) instead of
+            // never. A folder with its marker is never subscribed again (the user may have
+            // unsubscribed it on purpose).
+            if created || !marker.exists() {
                 // Best effort by contract: an unsubscribed folder is still delivered to.
                 let _ = subscribe(root, levels);
+                // The marker only matters to quota tools: failing to create it must not fail
+                // delivery.
+                let _ = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(FILE_MODE)
+                    .open(&marker);
             }
             Ok(dir)
         }

@@ -75,7 +75,11 @@ fn every_fixture_gets_its_verdicts() {
                 ),
             );
             legit = verdict_of(&check_json(tmp.path(), &conf, &path));
-            assert_ne!(legit, "backscatter", "{}: mail that left through own relays", row.file);
+            assert_ne!(
+                legit, "backscatter",
+                "{}: mail that left through own relays",
+                row.file
+            );
         }
         if row.kind != "ham" && !row.orig_from_domain.is_empty() {
             let conf = write_config(

@@ -482,13 +482,19 @@ fn two_hundred_concurrent_deliveries_lose_and_clash_nothing() {
     assert!(!maildir.join("subscriptions.lock").exists());
 }
 
-/// A large message (about 1.5 MB) whose write takes a while: ham headers, then a long body.
+/// A large message (about 1.4 MB) whose write takes a while: headers, then a long body.
 fn large_message(tag: &str) -> Vec<u8> {
+    message_of_lines(tag, 20_000)
+}
+
+/// A message with a From_ line, headers, and `lines` body lines (about 70 bytes each), a fifth
+/// of them `From ` lines and a fifth `>From ` lines.
+fn message_of_lines(tag: &str, lines: usize) -> Vec<u8> {
     let mut m = format!(
         "From sender@example.org Tue Mar  3 10:00:00 2026\nFrom: Sender <sender@example.org>\nTo: {RECIPIENT}\nSubject: large {tag}\nMessage-ID: <{tag}@example.org>\n\n"
     )
     .into_bytes();
-    for i in 0..20_000 {
+    for i in 0..lines {
         let line = match i % 5 {
             0 => format!("From line {i} that an mbox would quote\n"),
             1 => format!(">From line {i}, already quoted once\n"),
@@ -499,17 +505,69 @@ fn large_message(tag: &str) -> Vec<u8> {
     m
 }
 
-/// A child process killed with SIGKILL after a random delay.
-fn spawn_and_kill(cmd: &mut Command, input: &Path, delay: Duration) -> std::process::ExitStatus {
+/// When a kill lands: a delay counted from the spawn, or from the moment the delivery's file
+/// appears in tmp/ (so that the kill lands while the message is written, synced or linked).
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    AfterSpawn(Duration),
+    AfterTmpFile(Duration),
+}
+
+/// Runs a delivery with stdin from `input` and kills it with SIGKILL at `at` (unless it is done).
+fn spawn_and_kill(
+    cmd: &mut Command,
+    input: &Path,
+    maildir: &Path,
+    at: KillAt,
+) -> std::process::ExitStatus {
+    let tmp_before = all_files(maildir, "tmp");
     let mut child = cmd
         .stdin(fs::File::open(input).unwrap())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn backstop");
+    let delay = match at {
+        KillAt::AfterSpawn(d) => d,
+        KillAt::AfterTmpFile(d) => {
+            loop {
+                if child.try_wait().unwrap().is_some() || all_files(maildir, "tmp") != tmp_before {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            d
+        }
+    };
     std::thread::sleep(delay);
     child.kill().expect("SIGKILL");
     child.wait().unwrap()
+}
+
+/// Runs a delivery to the end: its stored bytes, its duration, and how long its file was in
+/// tmp/ before it exited (the write, the fsync and the link).
+fn timed_delivery(
+    cmd: &mut Command,
+    input: &Path,
+    maildir: &Path,
+) -> (Vec<u8>, Duration, Duration) {
+    let tmp_before = all_files(maildir, "tmp");
+    let start = Instant::now();
+    let mut child = cmd.stdin(fs::File::open(input).unwrap()).spawn().unwrap();
+    let mut seen = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if seen.is_none() && all_files(maildir, "tmp") != tmp_before {
+            seen = Some(Instant::now());
+        }
+        std::thread::yield_now();
+    };
+    let end = Instant::now();
+    assert_eq!(status.code(), Some(0));
+    let (_, stored) = take_only_message(maildir, "calibration");
+    (stored, end - start, end - seen.unwrap_or(end))
 }
 
 #[test]
@@ -517,9 +575,11 @@ fn sigkill_at_random_moments_leaves_a_whole_message_or_nothing() {
     use std::os::unix::process::ExitStatusExt;
     let home = temp_home();
     let maildir = home.path().join("Maildir");
-    let input = home.path().join("large.eml");
-    fs::write(&input, large_message("killed")).unwrap();
-    // The parsed path, and the streamed path of a message over max_size.
+    // The parsed path with a 1.4 MB message, and the streamed path of a 4 MB message over
+    // max_size, whose tail is copied from stdin in 64 KiB chunks.
+    let inputs = [home.path().join("large.eml"), home.path().join("huge.eml")];
+    fs::write(&inputs[0], large_message("killed")).unwrap();
+    fs::write(&inputs[1], message_of_lines("streamed", 60_000)).unwrap();
     let configs = [
         write_config(home.path(), "own.yaml", OWN),
         write_config(
@@ -528,46 +588,47 @@ fn sigkill_at_random_moments_leaves_a_whole_message_or_nothing() {
             &format!("{OWN}max_size: 65536\n"),
         ),
     ];
-    // One undisturbed delivery per config gives the expected file and a feel for the duration.
+    // One undisturbed delivery of each gives the expected file and its timings.
     let mut expected = Vec::new();
-    let mut longest = Duration::from_millis(5);
-    for config in &configs {
-        let start = Instant::now();
-        let out = deliver_cmd(home.path(), &maildir, Some(config))
-            .stdin(fs::File::open(&input).unwrap())
-            .output()
-            .unwrap();
-        longest = longest.max(start.elapsed());
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+    let mut timings = Vec::new();
+    for (config, input) in configs.iter().zip(&inputs) {
+        let (stored, total, in_tmp) = timed_delivery(
+            &mut deliver_cmd(home.path(), &maildir, Some(config)),
+            input,
+            &maildir,
         );
-        let (_, stored) = take_only_message(&maildir, "calibration");
         expected.push(stored);
+        timings.push((total, in_tmp));
     }
     let mut rng = Rng::new("sigkill");
     let (mut whole, mut nothing) = (0, 0);
-    let span = longest.as_micros() as u64 * 5 / 4;
-    for round in 0..50 {
+    let micros = |d: Duration| d.as_micros() as u64;
+    for round in 0..60 {
+        let which = round % 2;
+        let (total, in_tmp) = timings[which];
+        // Kills spread over the whole run, and kills aimed at the write.
+        let at = if round % 3 == 2 {
+            KillAt::AfterTmpFile(Duration::from_micros(
+                rng.below(micros(in_tmp) * 3 / 2 + 2000),
+            ))
+        } else {
+            KillAt::AfterSpawn(Duration::from_micros(
+                rng.below(micros(total) * 5 / 4 + 5000),
+            ))
+        };
         let before = all_files(&maildir, "new").len();
-        let delay = Duration::from_micros(rng.below(span + 1));
-        let status = spawn_and_kill(
-            &mut deliver_cmd(home.path(), &maildir, Some(&configs[round % 2])),
-            &input,
-            delay,
-        );
+        let cmd = &mut deliver_cmd(home.path(), &maildir, Some(&configs[which]));
+        let status = spawn_and_kill(cmd, &inputs[which], &maildir, at);
         let files = all_files(&maildir, "new");
         match status.signal() {
             Some(9) => assert!(
                 files.len() == before || files.len() == before + 1,
-                "round {round}: {files:?}"
+                "round {round} ({at:?}): {files:?}"
             ),
             _ => assert_eq!(
                 (status.code(), files.len()),
                 (Some(0), before + 1),
-                "round {round}: finished before the kill"
+                "round {round} ({at:?}): finished before the kill"
             ),
         }
         if files.len() == before {
@@ -579,7 +640,7 @@ fn sigkill_at_random_moments_leaves_a_whole_message_or_nothing() {
             let data = fs::read(f).unwrap();
             assert!(
                 expected.contains(&data),
-                "round {round}: {} is not a whole message ({} bytes)",
+                "round {round} ({at:?}): {} is not a whole message ({} bytes)",
                 f.display(),
                 data.len()
             );
@@ -589,7 +650,7 @@ fn sigkill_at_random_moments_leaves_a_whole_message_or_nothing() {
     // tmp/ may keep leftovers of killed deliveries (Maildir readers ignore tmp/); new/ never does.
     let leftovers = all_files(&maildir, "tmp").len();
     eprintln!(
-        "sigkill: {whole} whole, {nothing} nothing, {leftovers} tmp leftovers; delays up to {span} us"
+        "sigkill: {whole} whole, {nothing} nothing, {leftovers} partial files left in tmp/; timings {timings:?}"
     );
     // The Maildir still takes mail.
     deliver_ok(
@@ -763,7 +824,8 @@ fn enospc_defers_with_75_and_leaves_nothing_half_written() {
     let backscatter = BACKSCATTER.as_bytes().to_vec();
     // A full disk fails the first write; with 8 KiB left, the write of a larger message starts,
     // then fails part way (ham is about 16 KB, the large ham about 64 KB).
-    let rounds: [(u64, &str, Vec<(&Vec<u8>, &str)>); 2] = [
+    type Inputs<'a> = Vec<(&'a Vec<u8>, &'a str)>;
+    let rounds: [(u64, &str, Inputs); 2] = [
         (
             0,
             "full disk",
@@ -1378,12 +1440,16 @@ fn messages_over_max_size_go_to_the_inbox_unparsed_and_byte_exact() {
 #[test]
 fn a_usage_error_in_deliver_defers_with_75() {
     let home = temp_home();
-    let cases: [&[&str]; 5] = [
+    // Help and version from a host (stdin not a terminal) must not pass for a delivery either.
+    let cases: [&[&str]; 8] = [
         &["deliver", "--bogus"],
         &["deliver", "--maildir"],
         &["deliver", "one", "two"],
         &["deliver", "--maildir", "a", "--mbox", "b"],
         &["--bogus", "deliver"],
+        &["-c", "x.yaml", "deliver"],
+        &["deliver", "-h"],
+        &["deliver", "--version"],
     ];
     for args in cases {
         let out = run_with_input(backstop(home.path()).args(args), BACKSCATTER.as_bytes());

@@ -15,10 +15,10 @@ use backstop::message::EnvVars;
 use backstop::rules::RuleSet;
 use backstop::verdict::evaluate;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, TestRunner};
 
 use crate::util::{
-    assert_quiet_for_mta, backstop, fixture, run_with_input, split_lines, temp_home,
+    assert_quiet_for_mta, backstop, files_in, fixture, run_with_input, split_lines, temp_home,
     without_from_line,
 };
 
@@ -298,6 +298,16 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
+/// [`config`] for a test run by hand with a [`TestRunner`] (which needs the source file and
+/// test name that the `proptest!` macro would give it).
+fn config_for(cases: u32, test: &'static str) -> ProptestConfig {
+    ProptestConfig {
+        source_file: Some(file!()),
+        test_name: Some(test),
+        ..config(cases)
+    }
+}
+
 /// Evaluates with and without an envelope, as deliver, check and filter may.
 fn evaluate_all_ways(bytes: &[u8]) {
     SETUP.with(|(config, rules)| evaluate_with(bytes, config, rules));
@@ -319,7 +329,7 @@ fn evaluate_with(bytes: &[u8], config: &Config, rules: &RuleSet) {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(2500))]
 
     #[test]
     fn evaluation_never_panics(bytes in message_bytes()) {
@@ -328,7 +338,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(400))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn evaluation_of_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..8192)) {
@@ -336,40 +346,57 @@ proptest! {
     }
 }
 
-/// One Maildir for all binary cases; each case checks and removes what it stored.
-static MAILDIR: LazyLock<(tempfile::TempDir, PathBuf)> = LazyLock::new(|| {
+/// Through the binary: every input is delivered (exit 0, never anything but 0 or 75), exactly
+/// once, as the two trace lines and the input less its From_ line. One Maildir for all cases;
+/// each case checks and removes what it stored.
+#[test]
+fn deliver_files_every_input_whole() {
     let home = temp_home();
-    std::fs::write(home.path().join("own.yaml"), OWN).unwrap();
+    let config = home.path().join("own.yaml");
+    std::fs::write(&config, OWN).unwrap();
     let maildir = home.path().join("Maildir");
-    (home, maildir)
-});
-
-proptest! {
-    #![proptest_config(config(200))]
-
-    /// Through the binary: every input is delivered (exit 0, never anything but 0 or 75),
-    /// exactly once, as the two trace lines and the input less its From_ line.
-    #[test]
-    fn deliver_files_every_input_whole(bytes in message_bytes()) {
-        let (home, maildir) = &*MAILDIR;
+    let mut runner = TestRunner::new(config_for(200, "deliver_files_every_input_whole"));
+    let result = runner.run(&message_bytes(), |bytes| {
         let mut cmd = backstop(home.path());
-        cmd.arg("deliver").arg("--maildir").arg(maildir).args(["--recipient", "user@example.com", "--config"]).arg(home.path().join("own.yaml"));
+        cmd.arg("deliver").arg("--maildir").arg(&maildir);
+        cmd.args(["--recipient", "user@example.com", "--config"])
+            .arg(&config);
         let out = run_with_input(&mut cmd, &bytes);
         let code = out.status.code();
-        prop_assert!(code == Some(0) || code == Some(75), "exit {:?}: {}", code, String::from_utf8_lossy(&out.stderr));
-        prop_assert_eq!(code, Some(0), "a healthy Maildir takes every message: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        prop_assert!(
+            code == Some(0) || code == Some(75),
+            "exit {:?}: {}",
+            code,
+            stderr
+        );
+        prop_assert_eq!(
+            code,
+            Some(0),
+            "a healthy Maildir takes every message: {}",
+            stderr
+        );
         assert_quiet_for_mta(&out, "deliver");
-        let mut stored = Vec::new();
-        for dir in [maildir.join("new"), maildir.join(".Backscatter/new")] {
-            stored.extend(crate::util::files_in(&dir));
-        }
+        let mut stored = files_in(&maildir.join("new"));
+        stored.extend(files_in(&maildir.join(".Backscatter/new")));
         prop_assert_eq!(stored.len(), 1, "{:?}", stored);
         let data = std::fs::read(&stored[0]).unwrap();
         std::fs::remove_file(&stored[0]).unwrap();
         let (lines, rest) = split_lines(&data, 2);
         prop_assert_eq!(lines.len(), 2);
-        prop_assert!(lines[0].starts_with(b"X-Backstop-Verdict: ") && lines[1].starts_with(b"X-Backstop-Reason: "));
-        prop_assert!(rest == without_from_line(&bytes), "stored {} bytes, input less From_ line {} bytes", rest.len(), without_from_line(&bytes).len());
+        prop_assert!(lines[0].starts_with(b"X-Backstop-Verdict: "));
+        prop_assert!(lines[1].starts_with(b"X-Backstop-Reason: "));
+        let want = without_from_line(&bytes);
+        prop_assert!(
+            rest == want,
+            "stored {} bytes, want {}",
+            rest.len(),
+            want.len()
+        );
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}\n{runner}");
     }
 }
 
