@@ -77,7 +77,9 @@
 //! Messages are split at `From ` lines that start the file or follow an empty line, as
 //! `deliver` writes them; each message's bytes, `From ` line and mboxrd quoting included, are
 //! moved unchanged. For judging, the quoting is undone (`>From ` back to `From `) and the
-//! separating empty line dropped, so that `scan` sees what `check` would see.
+//! separating empty line dropped, so that `scan` sees what `check` would see. The mbox is
+//! held in memory (under `--apply` twice, the unlocked and the locked read, plus the
+//! backscatter mbox while it is copied).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -89,6 +91,7 @@ use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -132,6 +135,7 @@ pub struct ScanArgs {
     /// Move unverified bounces too.
     #[arg(long)]
     pub include_unverified: bool,
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,
     /// The config file (default: ~/.config/backstop/config.yaml when it exists).
@@ -148,6 +152,8 @@ const EXIT_PARTIAL: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 /// Exit status after SIGINT or SIGTERM (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
+/// The error of a Maildir file that was gone when it was read.
+const VANISHED: &str = "vanished";
 /// Width of the longest histogram bar.
 const BAR_WIDTH: usize = 50;
 /// Histograms list every day of the span when it is at most this long, else only busy days.
@@ -248,6 +254,15 @@ enum Failure {
     Interrupted,
 }
 
+impl Failure {
+    fn into_message(self) -> String {
+        match self {
+            Failure::Usage(m) | Failure::Io(m) => m,
+            Failure::Interrupted => "interrupted".into(),
+        }
+    }
+}
+
 /// What every part of a scan needs.
 struct Ctx<'a> {
     config: &'a Config,
@@ -340,7 +355,7 @@ fn classify<'d, T: Sync>(
     ctx: &Ctx<'_>,
     label: &str,
     read: impl Fn(&'d T) -> Result<Option<Input<'d>>, String> + Sync,
-) -> Result<Vec<Result<Judged, String>>, Failure> {
+) -> Result<Vec<Outcome>, Failure> {
     let progress = progress_bar(items.len() as u64, label);
     let next = AtomicUsize::new(0);
     let jobs = ctx.jobs.clamp(1, items.len().max(1));
@@ -358,15 +373,21 @@ fn classify<'d, T: Sync>(
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(item) = items.get(i) else { break };
-                        let judged = read(item).map(|input| match input {
-                            Some(input) => judge(&input, ctx.config, &rules),
-                            // Over max_size: not read, like deliver, it stays in the inbox.
-                            None => Judged {
-                                verdict: Verdict::Clean,
-                                kind: None,
-                                day: None,
-                            },
-                        });
+                        let judged =
+                            read(item).and_then(|input| match input {
+                                // A bug met by one message costs that message (it stays where it
+                                // is, reported), not the scan.
+                                Some(input) => catch_unwind(AssertUnwindSafe(|| {
+                                    judge(&input, ctx.config, &rules)
+                                }))
+                                .map_err(|_| "evaluating it failed (internal error)".to_string()),
+                                // Over max_size: not read, like deliver, it stays in the inbox.
+                                None => Ok(Judged {
+                                    verdict: Verdict::Clean,
+                                    kind: None,
+                                    day: None,
+                                }),
+                            });
                         done.push((i, judged));
                         progress.inc(1);
                     }
@@ -377,7 +398,7 @@ fn classify<'d, T: Sync>(
         workers.into_iter().map(|w| w.join()).collect::<Vec<_>>()
     });
     progress.finish_and_clear();
-    let mut out: Vec<Option<Result<Judged, String>>> = vec![None; items.len()];
+    let mut out: Vec<Option<Outcome>> = vec![None; items.len()];
     for worker in results {
         match worker {
             Ok(Ok(done)) => {
@@ -405,9 +426,17 @@ fn progress_bar(len: u64, label: &str) -> ProgressBar {
     }
     let bar = ProgressBar::new(len);
     if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({rate}/s, {eta} left)")
     {
-        bar.set_style(style.progress_chars("=> "));
+        let style = style
+            .with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}", s.per_sec());
+                },
+            )
+            .progress_chars("=> ");
+        bar.set_style(style);
     }
     bar.set_message(label.to_string());
     bar
@@ -526,6 +555,9 @@ pub struct Report {
     pub moved: usize,
     /// Messages an interrupted earlier run had already moved (found in the target, identical).
     pub already_moved: usize,
+    /// Maildir messages that disappeared while the scan ran (the mail server moved or expunged
+    /// them): not counted, not moved; a second run picks up those that were only moved.
+    pub vanished: usize,
     /// Messages an interrupted earlier run had left half moved and this run finished (mbox).
     pub recovered: usize,
     pub notes: Vec<String>,
@@ -553,6 +585,7 @@ impl Report {
             to_move: 0,
             moved: 0,
             already_moved: 0,
+            vanished: 0,
             recovered: 0,
             notes: Vec::new(),
             errors: Vec::new(),
@@ -659,8 +692,15 @@ fn render_text(r: &Report) -> String {
         r.jobs
     );
     let _ = writeln!(t, "\n{:<20} {:<20} {:>8}", "verdict", "kind", "count");
-    for (verdict, total) in &r.verdicts {
-        let rows: Vec<&CountRow> = r.counts.iter().filter(|c| c.verdict == *verdict).collect();
+    let order = [
+        Verdict::Clean,
+        Verdict::LegitBounce,
+        Verdict::Backscatter,
+        Verdict::UnverifiedBounce,
+    ];
+    for verdict in order.map(Verdict::as_str) {
+        let total = r.verdicts.get(verdict).copied().unwrap_or(0);
+        let rows: Vec<&CountRow> = r.counts.iter().filter(|c| c.verdict == verdict).collect();
         if rows.len() > 1 {
             for c in &rows {
                 let _ = writeln!(
@@ -728,6 +768,13 @@ fn render_text(r: &Report) -> String {
             r.recovered
         );
     }
+    if r.vanished > 0 {
+        let _ = writeln!(
+            t,
+            "Note: {} messages disappeared while the scan ran (moved or deleted by the mail server); run again to pick up those that were only moved.",
+            r.vanished
+        );
+    }
     for n in &r.notes {
         let _ = writeln!(t, "Note: {n}");
     }
@@ -793,22 +840,37 @@ fn scan_maildir(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failure> {
             .get(f.folder)
             .map(|d| d.join(f.sub).join(&f.name))
             .unwrap_or_default();
-        read_mail_file(&p, max_size).map_err(|e| format!("{}: {e}", p.display()))
+        read_mail_file(&p, max_size).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => VANISHED.to_string(),
+            _ => e.to_string(),
+        })
     })?;
+    // Messages already in the backscatter folder (a scan of that folder itself) stay.
+    let in_target: Vec<bool> = folders
+        .iter()
+        .map(|f| same_dir(Some(f), Some(&target)))
+        .collect();
     let mut judged = Vec::with_capacity(files.len());
     let mut moving = Vec::new();
     for (file, result) in files.iter().zip(results) {
         match result {
             Ok(j) => {
-                if ctx.select.moves(j.verdict) && !same_dir(folders.get(file.folder), Some(&target))
+                if ctx.select.moves(j.verdict)
+                    && !in_target.get(file.folder).copied().unwrap_or(true)
                 {
                     moving.push(file);
                 }
                 judged.push(j);
             }
+            Err(e) if e == VANISHED => report.vanished += 1,
             Err(e) => {
+                let p = folders
+                    .get(file.folder)
+                    .map(|d| d.join(file.sub).join(&file.name));
                 report.unreadable += 1;
-                report.errors.push(e);
+                report
+                    .errors
+                    .push(format!("{}: {e}", p.unwrap_or_default().display()));
             }
         }
     }
@@ -994,10 +1056,7 @@ fn move_files(
         match move_no_replace(&src, &dst) {
             Ok(MoveResult::Done) => report.moved += 1,
             Ok(MoveResult::AlreadyThere) => report.already_moved += 1,
-            Ok(MoveResult::Vanished) => report.notes.push(format!(
-                "{} disappeared before it could be moved (run again to pick it up)",
-                src.display()
-            )),
+            Ok(MoveResult::Vanished) => report.vanished += 1,
             Ok(MoveResult::Conflict) => report.errors.push(format!(
                 "{} was not moved: {} exists with different content",
                 src.display(),
@@ -1122,17 +1181,23 @@ fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failure> {
         fs::read(path).map_err(|e| Failure::Io(format!("cannot read {}: {e}", path.display())))?;
     let chunks =
         split_mbox(&data).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
-    let judged = judge_chunks(&data, &chunks, arrived_fallback, ctx, "scanning")?;
+    let judged: Vec<Option<Judged>> =
+        judge_chunks(&data, &chunks, arrived_fallback, ctx, "scanning")?
+            .into_iter()
+            .map(|outcome| outcome.map_err(|e| report.errors.push(e)).ok())
+            .collect();
+    report.unreadable = report.errors.len();
     let to_move = if is_folder {
         0
     } else {
         judged
             .iter()
+            .flatten()
             .filter(|j| ctx.select.moves(j.verdict))
             .count()
     };
     if !args.apply || to_move == 0 || is_folder {
-        report.tally(&judged);
+        report.tally(judged.iter().flatten());
         report.to_move = to_move;
         report.apply = args.apply;
         return Ok(report);
@@ -1144,6 +1209,9 @@ fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failure> {
     let known = Known::new(&data, &chunks, &judged);
     let done = apply_mbox(path, &folder, ctx, &known, arrived_fallback).map_err(Failure::Io)?;
     report.tally(&done.judged);
+    // The locked pass judged again what the first could not: its word is the last.
+    report.unreadable = done.errors.len();
+    report.errors = done.errors;
     report.to_move = done.moved;
     report.moved = done.moved;
     report.interrupted = ctx.stop.load(Ordering::Relaxed);
@@ -1157,14 +1225,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Judges the messages `chunks` of `data`.
+/// Judges the messages `chunks` of `data`; a message that cannot be judged is an error that
+/// names it by number and offset.
 fn judge_chunks(
     data: &[u8],
     chunks: &[Range<usize>],
     arrived_fallback: Option<i64>,
     ctx: &Ctx<'_>,
     label: &str,
-) -> Result<Vec<Judged>, Failure> {
+) -> Result<Vec<Outcome>, Failure> {
     let results = classify(chunks, ctx, label, |r| {
         let chunk = data.get(r.clone()).unwrap_or_default();
         let (line, _) = message::split_from_line(chunk);
@@ -1174,10 +1243,11 @@ fn judge_chunks(
             arrived,
         }))
     })?;
-    results
+    Ok(results
         .into_iter()
-        .map(|r| r.map_err(Failure::Io))
-        .collect()
+        .zip(chunks)
+        .map(|(r, range)| r.map_err(|e| format!("the message at byte {}: {e}", range.start)))
+        .collect())
 }
 
 /// The byte ranges of the messages of an mbox: each from its `From ` line to the next one
@@ -1294,9 +1364,10 @@ struct Known<'d> {
 }
 
 impl<'d> Known<'d> {
-    fn new(data: &'d [u8], chunks: &[Range<usize>], judged: &[Judged]) -> Known<'d> {
+    fn new(data: &'d [u8], chunks: &[Range<usize>], judged: &[Option<Judged>]) -> Known<'d> {
         let mut by_key: HashMap<Key, Vec<(&[u8], Judged)>> = HashMap::new();
         for (r, j) in chunks.iter().zip(judged) {
+            let Some(j) = j else { continue };
             let chunk = without_separator(data.get(r.clone()).unwrap_or_default());
             by_key.entry(key(chunk)).or_default().push((chunk, *j));
         }
@@ -1315,8 +1386,10 @@ impl<'d> Known<'d> {
 
 /// What the locked part of `--apply` did.
 struct Applied {
-    /// Every message of the mbox as it was under the lock.
+    /// Every message of the mbox as it was under the lock (but those that could not be judged).
     judged: Vec<Judged>,
+    /// Why some messages could not be judged (they stay where they are).
+    errors: Vec<String>,
     moved: usize,
 }
 
@@ -1378,22 +1451,31 @@ fn apply_mbox(
         select: ctx.select,
     };
     let mut fresh = judge_chunks(&data, &unknown, arrived_fallback, &quiet, "new messages")
-        .map_err(|e| format!("{e:?}"))?
+        .map_err(Failure::into_message)?
         .into_iter();
+    let mut errors = Vec::new();
     for slot in judged.iter_mut().filter(|j| j.is_none()) {
-        *slot = fresh.next();
+        match fresh.next() {
+            Some(Ok(j)) => *slot = Some(j),
+            Some(Err(e)) => errors.push(e),
+            None => {}
+        }
     }
-    let judged: Vec<Judged> = judged.into_iter().flatten().collect();
     let moves: Vec<Key> = chunks
         .iter()
         .zip(&judged)
-        .filter(|(_, j)| ctx.select.moves(j.verdict))
+        .filter(|(_, j)| j.is_some_and(|j| ctx.select.moves(j.verdict)))
         .map(|(r, _)| key(data.get(r.clone()).unwrap_or_default()))
         .collect();
+    let judged: Vec<Judged> = judged.into_iter().flatten().collect();
     if moves.is_empty() {
         drop(inbox);
         journal.remove()?;
-        return Ok(Applied { judged, moved: 0 });
+        return Ok(Applied {
+            judged,
+            errors,
+            moved: 0,
+        });
     }
     journal.record(&format!("folder {}", hex(folder.as_os_str().as_bytes())))?;
     let mut lines = String::new();
@@ -1413,7 +1495,11 @@ fn apply_mbox(
     drop(inbox);
     crash_point("unlocked");
     journal.remove()?;
-    Ok(Applied { judged, moved })
+    Ok(Applied {
+        judged,
+        errors,
+        moved,
+    })
 }
 
 /// With the inbox `path` locked (its content `data`) and the journal naming the messages to

@@ -47,6 +47,7 @@ pub struct StatsArgs {
     /// The config file (default: ~/.config/backstop/config.yaml when it exists).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,
     /// How many bounce senders to list.
@@ -414,11 +415,12 @@ fn render_text(s: &Stats) -> String {
         "day", "clean", "legit", "backscatter", "unverified", "total"
     );
     let row = |t: &mut String, d: &DayCounts, chart: &str| {
-        let _ = writeln!(
-            t,
+        let line = format!(
             "{:<10} {:>8} {:>8} {:>11} {:>10} {:>8}  {chart}",
             d.date, d.clean, d.legit_bounce, d.backscatter, d.unverified_bounce, d.total
         );
+        t.push_str(line.trim_end());
+        t.push('\n');
     };
     for d in &s.days {
         row(&mut t, d, &bar(d.backscatter, max, BAR_WIDTH));
