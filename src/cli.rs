@@ -48,6 +48,13 @@ pub enum Command {
 pub struct InputArgs {
     /// The message file; standard input when absent or "-".
     pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The config file and the envelope, for every command that decides on a message.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
     /// The config file (default: ~/.config/backstop/config.yaml when it exists).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -131,7 +138,7 @@ pub fn load(config: Option<&Path>) -> Result<(Config, RuleSet), ConfigError> {
 }
 
 /// The envelope as the environment and the flags give it.
-pub fn env_vars(args: &InputArgs) -> EnvVars {
+pub fn env_vars(args: &CommonArgs) -> EnvVars {
     let mut env = EnvVars::from_process();
     if let Some(s) = &args.sender {
         env.sender = Some(s.clone());
@@ -156,10 +163,15 @@ pub fn read_input(file: Option<&Path>) -> std::io::Result<Vec<u8>> {
 
 /// Reads and evaluates the message the arguments name.
 fn evaluate_input(args: &InputArgs) -> Result<Evaluation, String> {
-    let (config, rules) = load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    let (config, rules) = load(args.common.config.as_deref()).map_err(|e| e.to_string())?;
     let raw =
         read_input(args.file.as_deref()).map_err(|e| format!("cannot read the message: {e}"))?;
-    Ok(evaluate_bytes(&raw, &config, &rules, &env_vars(args)))
+    Ok(evaluate_bytes(
+        &raw,
+        &config,
+        &rules,
+        &env_vars(&args.common),
+    ))
 }
 
 /// Evaluates bytes, honouring the size limit.

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::{InputArgs, env_vars, load};
+use crate::cli::{CommonArgs, env_vars, load};
 use crate::config::{Action, Config, Inbox, expand_home};
 use crate::log;
 use crate::store::{self, Payload, Stored};
@@ -32,27 +32,11 @@ pub struct DeliverArgs {
     /// The inbox mbox file, instead of a Maildir.
     #[arg(long, value_name = "FILE", conflicts_with = "maildir_path")]
     pub mbox: Option<PathBuf>,
-    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The envelope sender, overriding $SENDER ("" for the null sender).
-    #[arg(long, value_name = "ADDRESS")]
-    pub sender: Option<String>,
-    /// The envelope recipient, overriding $RECIPIENT.
-    #[arg(long, value_name = "ADDRESS")]
-    pub recipient: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 impl DeliverArgs {
-    fn input(&self) -> InputArgs {
-        InputArgs {
-            file: None,
-            config: self.config.clone(),
-            sender: self.sender.clone(),
-            recipient: self.recipient.clone(),
-        }
-    }
-
     /// The inbox: the flags, else the config, else ~/Maildir.
     fn inbox(&self, config: Option<&Config>) -> Inbox {
         if let Some(m) = self.maildir.as_ref().or(self.maildir_path.as_ref()) {
@@ -122,13 +106,12 @@ fn read_input(limit: u64) -> std::io::Result<Input> {
 }
 
 fn deliver(args: &DeliverArgs) -> Result<(), String> {
-    let input_args = args.input();
-    let loaded = load(args.config.as_deref());
+    let loaded = load(args.common.config.as_deref());
     let limit = loaded
         .as_ref()
         .map_or(crate::config::DEFAULT_MAX_SIZE, |(c, _)| c.max_size);
     let mut input = read_input(limit).map_err(|e| format!("cannot read the message: {e}"))?;
-    input.sender = mbox_sender(&input_args, &input);
+    input.sender = mbox_sender(&args.common, &input);
     let (config, rules) = match loaded {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -145,6 +128,7 @@ fn deliver(args: &DeliverArgs) -> Result<(), String> {
             );
             let stored = store_inbox(&inbox, &Config::default(), &head, &input)?;
             if let Some(path) = args
+                .common
                 .config
                 .clone()
                 .or_else(Config::default_path)
@@ -164,7 +148,7 @@ fn deliver(args: &DeliverArgs) -> Result<(), String> {
         Evaluation::unparsed(note, Default::default())
     } else {
         fault_point("evaluate");
-        evaluate(&input.bytes, &config, &rules, &env_vars(&input_args))
+        evaluate(&input.bytes, &config, &rules, &env_vars(&args.common))
     };
     file_message(&eval, &config, &inbox, &input)
 }
@@ -275,7 +259,7 @@ fn split_for_store(input: &Input) -> &[u8] {
 
 /// The sender for an mbox `From ` line: the envelope the host gave (--sender, $SENDER), else
 /// the input's own From_ line. `<>` and "" mean the null sender (written MAILER-DAEMON).
-fn mbox_sender(args: &InputArgs, input: &Input) -> Option<String> {
+fn mbox_sender(args: &CommonArgs, input: &Input) -> Option<String> {
     let from_line = || {
         let (line, _) = crate::message::split_from_line(&input.bytes);
         line.and_then(crate::message::from_line_sender)

@@ -44,10 +44,10 @@ pub fn run(args: &InputArgs) -> ExitCode {
 }
 
 fn headers_for(raw: &[u8], args: &InputArgs) -> Vec<u8> {
-    match load(args.config.as_deref()) {
+    match load(args.common.config.as_deref()) {
         Ok((config, rules)) => {
             crate::deliver::fault_point("evaluate");
-            let eval = evaluate_bytes(raw, &config, &rules, &env_vars(args));
+            let eval = evaluate_bytes(raw, &config, &rules, &env_vars(&args.common));
             if let Some(path) = &config.log {
                 crate::log::append(path, &eval, None);
             }
