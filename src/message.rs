@@ -51,8 +51,10 @@ pub fn from_line_sender(line: &[u8]) -> Option<String> {
 /// The bytes the parser should see: CR-only line ends (old Mac mail) become LF.
 /// Deliveries always write the bytes as received; this copy is only for analysis.
 pub fn for_analysis(message: &[u8]) -> Cow<'_, [u8]> {
-    let has_lf = memchr::memchr(b'\n', message).is_some();
-    if has_lf || memchr::memchr(b'\r', message).is_none() {
+    // The slice searches of core, not the memchr crate: its first call detects the CPU's
+    // features, which costs a clean delivery more than the search (a tenth of a millisecond
+    // under virtualisation).
+    if message.contains(&b'\n') || !message.contains(&b'\r') {
         return Cow::Borrowed(message);
     }
     Cow::Owned(
@@ -193,6 +195,11 @@ pub const MAX_PARTS: usize = 10_000;
 /// Whether more than `limit` lines start with `Content-Type:` (any case).
 fn part_headers_exceed(bytes: &[u8], limit: usize) -> bool {
     const NAME: &[u8] = b"content-type:";
+    // Each such line takes a line end and the name: shorter input cannot hold that many (and
+    // is spared the scan, and the memchr crate's CPU feature detection).
+    if bytes.len() < (limit + 1) * (NAME.len() + 1) {
+        return false;
+    }
     memchr::memchr_iter(b'\n', bytes)
         .filter(|&i| {
             bytes

@@ -1,12 +1,17 @@
 //! Bounce rules: the YAML rule format, the built-in default set, and their evaluation.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::sync::{Arc, OnceLock};
+
+mod pattern;
 
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::config::ConfigError;
+use pattern::{Found, Haystack, Inst, Look, Needle, Pattern};
 
 /// The default rule set, compiled into the binary.
 pub const DEFAULT_RULES: &str = include_str!("../rules/default.yaml");
@@ -65,6 +70,9 @@ pub struct RuleSpec {
     pub case_sensitive: bool,
     #[serde(default)]
     pub disabled: bool,
+    /// The fast path of the patterns, parsed once for both the check and the rule set.
+    #[serde(skip)]
+    fast: OnceLock<Option<Arc<Fast>>>,
 }
 
 /// The parts of a message a rule can look at.
@@ -127,9 +135,11 @@ impl Field {
 enum Matcher {
     /// One alternation of the rule's patterns, compiled on first use.
     Regex {
-        source: String,
+        source: Cow<'static, str>,
         case_sensitive: bool,
         compiled: OnceCell<Option<Regex>>,
+        /// When every pattern is in the fast subset: the way to skip compiling.
+        fast: Option<Arc<Fast>>,
     },
     Exists(bool),
     Empty,
@@ -167,31 +177,91 @@ pub struct RuleHit {
     pub describe: String,
 }
 
+/// The values of the fields rules looked at, kept for the rest of one evaluation: a field's
+/// values are asked for once, and texts are prepared once for the literal checks.
+struct Seen<'s> {
+    source: &'s dyn FieldSource,
+    fields: Vec<(Field, Option<Vec<Value<'s>>>)>,
+}
+
+/// One field value, with its literal-check form made on first use.
+struct Value<'s> {
+    text: Cow<'s, str>,
+    hay: OnceCell<Haystack>,
+}
+
+impl Value<'_> {
+    fn hay(&self) -> &Haystack {
+        self.hay.get_or_init(|| Haystack::new(&self.text))
+    }
+}
+
+impl<'s> Seen<'s> {
+    fn new(source: &'s dyn FieldSource) -> Seen<'s> {
+        Seen {
+            source,
+            fields: Vec::new(),
+        }
+    }
+
+    fn values(&mut self, field: &Field) -> Option<&[Value<'s>]> {
+        let i = match self.fields.iter().position(|(f, _)| f == field) {
+            Some(i) => i,
+            None => {
+                let values = self.source.values(field).map(|v| {
+                    v.into_iter()
+                        .map(|text| Value {
+                            text,
+                            hay: OnceCell::new(),
+                        })
+                        .collect()
+                });
+                self.fields.push((field.clone(), values));
+                self.fields.len() - 1
+            }
+        };
+        self.fields[i].1.as_deref()
+    }
+}
+
 impl Rule {
     /// Tests the rule; `Some(text that matched)` on a match.
     pub fn test(&self, source: &dyn FieldSource) -> Option<String> {
-        let values = source.values(&self.field);
+        self.test_seen(&mut Seen::new(source))
+    }
+
+    /// Tests the rule on values kept for the evaluation.
+    fn test_seen(&self, seen: &mut Seen<'_>) -> Option<String> {
+        let values = seen.values(&self.field);
         match &self.matcher {
             Matcher::Exists(want) => match (values, want) {
-                (Some(v), true) => Some(v.first().map(|s| s.to_string()).unwrap_or_default()),
+                (Some(v), true) => Some(v.first().map(|s| s.text.to_string()).unwrap_or_default()),
                 (None, false) => Some("(absent)".to_string()),
                 _ => None,
             },
             Matcher::Empty => values?
                 .iter()
-                .any(|v| v.trim().trim_matches(['<', '>']).trim().is_empty())
+                .any(|v| v.text.trim().trim_matches(['<', '>']).trim().is_empty())
                 .then(|| "<>".to_string()),
             Matcher::Regex {
                 source,
                 case_sensitive,
                 compiled,
+                fast,
             } => {
+                // An absent field matches nothing: nothing to compile.
+                let values = values?;
+                if let Some(fast) = fast {
+                    return values
+                        .iter()
+                        .find_map(|v| fast.find(&v.text, v.hay(), *case_sensitive));
+                }
                 let re = compiled
                     .get_or_init(|| build_regex(source, *case_sensitive).ok())
                     .as_ref()?;
-                values?
+                values
                     .iter()
-                    .find_map(|v| re.find(v).map(|m| m.as_str().to_string()))
+                    .find_map(|v| re.find(&v.text).map(|m| m.as_str().to_string()))
             }
         }
     }
@@ -214,6 +284,81 @@ impl Rule {
 /// Regex size limit: generous for real rules, small enough to stop a rule file from eating memory.
 const REGEX_SIZE_LIMIT: usize = 8 << 20;
 
+/// A rule's patterns on the fast path (see the `pattern` module): each pattern's necessary
+/// literals skip it on text that cannot match, ASCII text is searched without a regex, and other
+/// text by a regex of only the patterns whose literals it holds. The answer is the one the
+/// rule's whole alternation gives: its leftmost-first match is the leftmost start among the
+/// patterns, the earliest pattern on a tie, and a pattern that cannot match changes nothing.
+#[derive(Debug)]
+struct Fast {
+    patterns: Cow<'static, [Pattern]>,
+    /// Each pattern as it stands in the rule's alternation, `(?:p)`.
+    pieces: Cow<'static, [Cow<'static, str>]>,
+}
+
+impl Fast {
+    /// The fast path for these patterns, when all are in the subset and the whole rule is
+    /// certain to compile within the size limit.
+    fn new(patterns: &[Spanned<String>], case_sensitive: bool) -> Option<Fast> {
+        let parsed = patterns
+            .iter()
+            .map(|p| Pattern::parse_lazy(&p.value, !case_sensitive))
+            .collect::<Option<Vec<_>>>()?;
+        let bound: usize = parsed.iter().map(|p| p.bound).sum();
+        (bound <= REGEX_SIZE_LIMIT).then(|| Fast {
+            patterns: Cow::Owned(parsed),
+            pieces: patterns
+                .iter()
+                .map(|p| Cow::Owned(format!("(?:{})", p.value)))
+                .collect(),
+        })
+    }
+
+    /// The text the rule's alternation matches in `value` (`hay` is made from it), if any.
+    fn find(&self, value: &str, hay: &Haystack, case_sensitive: bool) -> Option<String> {
+        if !hay.is_ascii() {
+            return self.find_by_regex(value, hay, case_sensitive);
+        }
+        let mut best: Option<(usize, usize)> = None;
+        for p in self.patterns.iter() {
+            // A later pattern wins only by starting further left.
+            let max_start = match best {
+                Some((0, _)) => break,
+                Some((s, _)) => s - 1,
+                None => usize::MAX,
+            };
+            if !p.may_match(hay) {
+                continue;
+            }
+            match p.find_ascii(value.as_bytes(), max_start) {
+                Found::At(s, e) => best = Some((s, e)),
+                Found::Nothing => {}
+                Found::TooLong => return self.find_by_regex(value, hay, case_sensitive),
+            }
+        }
+        best.map(|(s, e)| value[s..e].to_string())
+    }
+
+    /// The regex way: the alternation of the patterns whose literals `value` holds.
+    fn find_by_regex(&self, value: &str, hay: &Haystack, case_sensitive: bool) -> Option<String> {
+        // Letters that fold to ASCII ones (the Kelvin sign, the long s) hide ASCII literals.
+        let bypass = !case_sensitive && (value.contains('\u{212A}') || value.contains('\u{17F}'));
+        let source = self
+            .patterns
+            .iter()
+            .zip(self.pieces.iter())
+            .filter(|(p, _)| bypass || p.may_match(hay))
+            .map(|(_, piece)| piece.as_ref())
+            .collect::<Vec<_>>()
+            .join("|");
+        if source.is_empty() {
+            return None;
+        }
+        let re = build_regex(&source, case_sensitive).ok()?;
+        re.find(value).map(|m| m.as_str().to_string())
+    }
+}
+
 fn build_regex(source: &str, case_sensitive: bool) -> Result<Regex, regex::Error> {
     RegexBuilder::new(source)
         .case_insensitive(!case_sensitive)
@@ -226,8 +371,18 @@ impl RuleSpec {
     /// Checks what can be checked without the rest of the set.
     pub fn check(&self, file: &str) -> Result<(), ConfigError> {
         self.compile(file)?.map_or(Ok(()), |rule| {
+            if let Matcher::Regex { fast: Some(_), .. } = &rule.matcher {
+                // Every pattern parsed in the fast subset, whose patterns are all valid, and
+                // the whole rule's size is bounded below the limit: it compiles.
+                return Ok(());
+            }
             // Report the exact pattern at fault, then what only the whole rule shows.
             for p in &self.patterns {
+                if Pattern::parse_lazy(&p.value, !self.case_sensitive)
+                    .is_some_and(|x| x.bound <= REGEX_SIZE_LIMIT)
+                {
+                    continue;
+                }
                 build_regex(&p.value, self.case_sensitive).map_err(|e| {
                     ConfigError::at(
                         file,
@@ -305,9 +460,13 @@ impl RuleSpec {
                 .collect::<Vec<_>>()
                 .join("|");
             Matcher::Regex {
-                source,
+                source: Cow::Owned(source),
                 case_sensitive: self.case_sensitive,
                 compiled: OnceCell::new(),
+                fast: self
+                    .fast
+                    .get_or_init(|| Fast::new(&self.patterns, self.case_sensitive).map(Arc::new))
+                    .clone(),
             }
         };
         Ok(Some(Rule {
@@ -323,6 +482,67 @@ impl RuleSpec {
             ),
             matcher,
         }))
+    }
+}
+
+/// A default rule as build.rs writes it from rules/default.yaml (checked there, and equal to
+/// reading the file: `tests::static_defaults_equal_the_yaml`).
+struct StaticRule {
+    id: &'static str,
+    describe: &'static str,
+    field: &'static str,
+    score: i32,
+    kind: Option<Kind>,
+    line: u64,
+    column: u64,
+    matcher: StaticMatcher,
+}
+
+enum StaticMatcher {
+    Regex {
+        source: &'static str,
+        pieces: &'static [Cow<'static, str>],
+        case_sensitive: bool,
+        fast: Option<&'static [Pattern]>,
+    },
+    Exists(bool),
+    Empty,
+}
+
+/// The default rules.
+static DEFAULTS: &[StaticRule] = include!(concat!(env!("OUT_DIR"), "/default_rules.rs"));
+
+impl StaticRule {
+    fn rule(&self) -> Rule {
+        let matcher = match &self.matcher {
+            StaticMatcher::Regex {
+                source,
+                pieces,
+                case_sensitive,
+                fast,
+            } => Matcher::Regex {
+                source: Cow::Borrowed(source),
+                case_sensitive: *case_sensitive,
+                compiled: OnceCell::new(),
+                fast: fast.map(|f| {
+                    Arc::new(Fast {
+                        patterns: Cow::Borrowed(f),
+                        pieces: Cow::Borrowed(pieces),
+                    })
+                }),
+            },
+            StaticMatcher::Exists(want) => Matcher::Exists(*want),
+            StaticMatcher::Empty => Matcher::Empty,
+        };
+        Rule {
+            id: self.id.to_string(),
+            describe: self.describe.to_string(),
+            field: Field::parse(self.field).expect("build.rs checks the fields"),
+            score: self.score,
+            kind: self.kind,
+            origin: format!("{DEFAULT_RULES_NAME}:{}:{}", self.line, self.column),
+            matcher,
+        }
     }
 }
 
@@ -350,11 +570,8 @@ pub struct RuleSet {
 
 impl RuleSet {
     pub fn build(user: &[RuleSpec], user_file: &str) -> Result<RuleSet, ConfigError> {
-        let defaults = parse_rules(DEFAULT_RULES, DEFAULT_RULES_NAME)?;
-        let mut rules: Vec<Rule> = Vec::with_capacity(defaults.len() + user.len());
-        for spec in &defaults {
-            rules.extend(spec.compile(DEFAULT_RULES_NAME)?);
-        }
+        let mut rules: Vec<Rule> = Vec::with_capacity(DEFAULTS.len() + user.len());
+        rules.extend(DEFAULTS.iter().map(StaticRule::rule));
         for spec in user {
             let id = spec.id.value.trim();
             let new = spec.compile(user_file)?;
@@ -378,10 +595,11 @@ impl RuleSet {
 
     /// Evaluates every rule; returns the hits in rule order.
     pub fn evaluate(&self, source: &dyn FieldSource) -> Vec<RuleHit> {
+        let mut seen = Seen::new(source);
         self.rules
             .iter()
             .filter_map(|rule| {
-                rule.test(source).map(|matched| RuleHit {
+                rule.test_seen(&mut seen).map(|matched| RuleHit {
                     id: rule.id.clone(),
                     field: rule.field.name(),
                     score: rule.score,
@@ -422,6 +640,309 @@ pub fn shorten(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Rule {
+        /// The rule's answer by its whole regex, as without the fast path.
+        fn test_by_regex(&self, source: &dyn FieldSource) -> Option<String> {
+            match &self.matcher {
+                Matcher::Regex {
+                    source: re,
+                    case_sensitive,
+                    ..
+                } => {
+                    let re = build_regex(re, *case_sensitive).expect("compiles");
+                    source
+                        .values(&self.field)?
+                        .iter()
+                        .find_map(|v| re.find(v).map(|m| m.as_str().to_string()))
+                }
+                _ => self.test(source),
+            }
+        }
+
+        fn fast(&self) -> Option<&Fast> {
+            match &self.matcher {
+                Matcher::Regex { fast, .. } => fast.as_deref(),
+                _ => None,
+            }
+        }
+    }
+
+    /// A rule with many patterns, of the kind users write (also in benches/stages.rs).
+    fn user_patterns() -> Vec<String> {
+        (0..500)
+            .map(|i| match i % 5 {
+                0 => format!("^\\s*ticket #{i}\\b"),
+                1 => format!("invoice\\s+\\d+ from vendor{i}"),
+                2 => format!("^\\[list-{i}\\]"),
+                3 => format!("newsletter (weekly|monthly) edition {i}"),
+                _ => format!("alert: host{i}\\.example\\.(com|net) is down"),
+            })
+            .collect()
+    }
+
+    fn fixture_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                fixture_files(&p, out);
+            } else if p.extension().is_some_and(|e| e == "eml") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn static_defaults_equal_the_yaml() {
+        let specs = parse_rules(DEFAULT_RULES, DEFAULT_RULES_NAME).expect("parses");
+        let from_yaml: Vec<Rule> = specs
+            .iter()
+            .filter_map(|s| s.compile(DEFAULT_RULES_NAME).expect("compiles"))
+            .collect();
+        let from_static = RuleSet::build(&[], "x").expect("builds").rules;
+        assert_eq!(from_yaml.len(), from_static.len());
+        for (a, b) in from_yaml.iter().zip(&from_static) {
+            assert_eq!(
+                (&a.id, &a.describe, &a.field, a.score, a.kind, &a.origin),
+                (&b.id, &b.describe, &b.field, b.score, b.kind, &b.origin)
+            );
+            match (&a.matcher, &b.matcher) {
+                (Matcher::Exists(x), Matcher::Exists(y)) => assert_eq!(x, y),
+                (Matcher::Empty, Matcher::Empty) => {}
+                (
+                    Matcher::Regex {
+                        source: s1,
+                        case_sensitive: c1,
+                        fast: f1,
+                        ..
+                    },
+                    Matcher::Regex {
+                        source: s2,
+                        case_sensitive: c2,
+                        fast: f2,
+                        ..
+                    },
+                ) => {
+                    assert_eq!((s1, c1), (s2, c2), "{}", a.id);
+                    let f1 = f1.as_ref().expect("fast");
+                    let f2 = f2.as_ref().expect("fast");
+                    assert_eq!(f1.patterns.len(), f2.patterns.len(), "{}", a.id);
+                    for (p1, p2) in f1.patterns.iter().zip(f2.patterns.iter()) {
+                        assert_eq!(
+                            (&p1.needles, p1.bound, p1.program()),
+                            (&p2.needles, p2.bound, p2.program()),
+                            "{}",
+                            a.id
+                        );
+                    }
+                    assert_eq!(f1.pieces, f2.pieces, "{}", a.id);
+                }
+                _ => panic!("{}: matchers differ", a.id),
+            }
+        }
+    }
+
+    #[test]
+    fn every_default_rule_takes_the_fast_path_within_its_size_bound() {
+        let set = RuleSet::build(&[], "user.yaml").expect("default rules load");
+        for rule in &set.rules {
+            let Matcher::Regex {
+                source,
+                case_sensitive,
+                ..
+            } = &rule.matcher
+            else {
+                continue;
+            };
+            let fast = rule
+                .fast()
+                .unwrap_or_else(|| panic!("{} is not on the fast path", rule.id));
+            let bound: usize = fast.patterns.iter().map(|p| p.bound).sum();
+            RegexBuilder::new(source)
+                .case_insensitive(!case_sensitive)
+                .multi_line(true)
+                .size_limit(bound)
+                .build()
+                .unwrap_or_else(|e| panic!("{}: the bound {bound} is too small: {e}", rule.id));
+        }
+        let joined = user_patterns()
+            .iter()
+            .map(|p| format!("(?:{p})"))
+            .collect::<Vec<_>>()
+            .join("|");
+        let bound: usize = user_patterns()
+            .iter()
+            .map(|p| Pattern::parse(p, true).expect("subset").bound)
+            .sum();
+        RegexBuilder::new(&joined)
+            .case_insensitive(true)
+            .multi_line(true)
+            .size_limit(bound)
+            .build()
+            .expect("bound");
+    }
+
+    /// Every rule gives the same answer on the fast path as by its whole regex, on every
+    /// fixture message (and on `$BACKSTOP_CORPUS`, a directory of .eml files, when set).
+    #[test]
+    fn fast_path_answers_like_the_regex_on_the_fixtures() {
+        let set = RuleSet::build(&[], "user.yaml").expect("default rules load");
+        let mut files = Vec::new();
+        fixture_files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus"),
+            &mut files,
+        );
+        if let Some(dir) = std::env::var_os("BACKSTOP_CORPUS") {
+            fixture_files(std::path::Path::new(&dir), &mut files);
+        }
+        assert!(files.len() > 100);
+        for f in &files {
+            let raw = std::fs::read(f).expect("reads");
+            let (_, bytes) = crate::message::split_from_line(&raw);
+            let Some(mail) = crate::message::parse(bytes) else {
+                continue;
+            };
+            let facts = crate::message::Facts::new(&mail, Some(""));
+            for rule in &set.rules {
+                assert_eq!(
+                    rule.test(&facts),
+                    rule.test_by_regex(&facts),
+                    "{} on {}",
+                    rule.id,
+                    f.display()
+                );
+            }
+        }
+    }
+
+    struct Values(Vec<String>);
+
+    impl FieldSource for Values {
+        fn values(&self, _: &Field) -> Option<Vec<std::borrow::Cow<'_, str>>> {
+            Some(
+                self.0
+                    .iter()
+                    .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
+                    .collect(),
+            )
+        }
+    }
+
+    fn rule_of(patterns: &[String], case_sensitive: bool) -> Option<Rule> {
+        let spec = RuleSpec {
+            id: Spanned::new(
+                "r".into(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            ),
+            describe: None,
+            field: Some(Spanned::new(
+                "subject".into(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            )),
+            patterns: patterns
+                .iter()
+                .map(|p| {
+                    Spanned::new(
+                        p.clone(),
+                        serde_saphyr::Location::UNKNOWN,
+                        serde_saphyr::Location::UNKNOWN,
+                    )
+                })
+                .collect(),
+            exists: None,
+            empty: None,
+            score: Some(Spanned::new(
+                1,
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            )),
+            kind: None,
+            case_sensitive,
+            disabled: false,
+            fast: OnceLock::new(),
+        };
+        spec.compile("t").ok().flatten()
+    }
+
+    #[test]
+    fn user_rules_take_the_fast_path() {
+        let rule = rule_of(&user_patterns(), false).expect("rule");
+        assert!(rule.fast().is_some());
+        for subject in [
+            "Ticket #250 opened",
+            "invoice 42 from vendor1",
+            "[LIST-7] x",
+            "alert: host4.example.net is down",
+            "Re: hi",
+            "Ticket #250 opened K",
+        ] {
+            let v = Values(vec![subject.to_string()]);
+            assert_eq!(rule.test(&v), rule.test_by_regex(&v), "{subject}");
+        }
+    }
+
+    mod differential {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Patterns from pieces of the subset (and some outside it, which must be refused).
+        fn pattern() -> impl Strategy<Value = String> {
+            let atom = prop::sample::select(vec![
+                "a", "b", "k", "K", "s", "ab", "ba", "é", "ж", "中", "\u{212A}", ".", "\\s", "\\S",
+                "\\w", "\\d", "[ab]", "[^a]", "[a-c]", "[\\w.-]", "[ée]", "[^\\n]", " ", "-", ":",
+                "\\.", "\\[", "\\n",
+            ]);
+            let look = prop::sample::select(vec!["\\b", "\\B", "^", "$", "$", "^"]);
+            let quant = prop::sample::select(vec!["", "", "", "?", "*", "+", "??", "*?", "+?"]);
+            let piece = prop_oneof![3 => (atom, quant).prop_map(|(a, q)| format!("{a}{q}")), 1 => look.prop_map(String::from)];
+            let seq = prop::collection::vec(piece, 0..5).prop_map(|v| v.concat());
+            let group = (seq.clone(), seq.clone(), any::<bool>()).prop_map(|(x, y, cap)| {
+                if cap {
+                    format!("({x}|{y})")
+                } else {
+                    format!("(?:{x}|{y})")
+                }
+            });
+            (
+                prop::collection::vec(prop_oneof![seq, group], 1..4),
+                prop::sample::select(vec!["", "", "?", "+", "*"]),
+            )
+                .prop_map(|(v, q)| {
+                    if q.is_empty() {
+                        v.concat()
+                    } else {
+                        format!("({}){q}", v.concat())
+                    }
+                })
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            let piece = prop::sample::select(vec![
+                "a", "b", "A", "B", "k", "K", "s", "S", "ab", "é", "É", "ж", "Ж", "中", "\u{212A}",
+                "\u{17F}", " ", "\n", "\n", "-", ":", ".", "[", "]", "1", "_",
+            ]);
+            prop::collection::vec(piece, 0..16).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(8_192))]
+            #[test]
+            fn fast_path_equals_regex(pats in prop::collection::vec(pattern(), 1..4), hay in text(), cs in any::<bool>()) {
+                if let Some(rule) = rule_of(&pats, cs)
+                    && rule.fast().is_some()
+                {
+                    // Whatever the subset accepts, the regex crate accepts.
+                    for p in &pats {
+                        prop_assert!(build_regex(p, cs).is_ok(), "{p:?}");
+                    }
+                    let v = Values(vec![hay.clone()]);
+                    prop_assert_eq!(rule.test(&v), rule.test_by_regex(&v), "{:?} on {:?}", pats, hay);
+                }
+            }
+        }
+    }
 
     #[test]
     fn default_rules_parse_and_compile() {
