@@ -510,8 +510,9 @@ fn subscribe(root: &Path, levels: &[&str]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::FailingTail;
     use std::collections::BTreeSet;
-    use std::io::{Cursor, Read};
+    use std::io::Cursor;
     use std::os::unix::fs::PermissionsExt;
 
     fn payload(body: &[u8]) -> Payload<'_> {
@@ -854,31 +855,14 @@ mod tests {
         );
     }
 
-    /// A tail that yields `good` bytes, then fails.
-    struct FailingTail {
-        good: usize,
-    }
-
-    impl Read for FailingTail {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.good == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    "stdin broke",
-                ));
-            }
-            let n = self.good.min(buf.len()).min(1000);
-            buf[..n].fill(b'z');
-            self.good -= n;
-            Ok(n)
-        }
-    }
-
     #[test]
     fn tail_error_leaves_nothing_behind() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("Maildir");
-        let mut tail = FailingTail { good: 150_000 };
+        let mut tail = FailingTail {
+            good: 150_000,
+            chunk: 1000,
+        };
         let err = deliver(
             &root,
             Some("Backscatter"),

@@ -704,6 +704,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::FailingTail;
     use std::collections::BTreeMap;
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
@@ -920,26 +921,6 @@ mod tests {
         }
     }
 
-    /// A tail that yields `good` bytes, then fails.
-    struct FailingTail {
-        good: usize,
-    }
-
-    impl Read for FailingTail {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.good == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    "stdin broke",
-                ));
-            }
-            let n = self.good.min(buf.len()).min(5000);
-            buf[..n].fill(b'z');
-            self.good -= n;
-            Ok(n)
-        }
-    }
-
     #[test]
     fn tail_error_rolls_back() {
         let t = tempfile::tempdir().unwrap();
@@ -948,7 +929,10 @@ mod tests {
         fs::write(&path, before).unwrap();
         let lock_sets: [&[Lock]; 3] = [&DEFAULT_LOCKS, &[Lock::Dotlock, Lock::Fcntl], &[]];
         for locks in lock_sets {
-            let mut tail = FailingTail { good: 300_000 };
+            let mut tail = FailingTail {
+                good: 300_000,
+                chunk: 5000,
+            };
             let err = deliver(
                 &path,
                 None,

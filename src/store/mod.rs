@@ -105,6 +105,29 @@ pub(crate) fn sync_dir(dir: &std::path::Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// A tail that yields `good` bytes in reads of at most `chunk`, then fails (for tests).
+#[cfg(test)]
+pub(crate) struct FailingTail {
+    pub good: usize,
+    pub chunk: usize,
+}
+
+#[cfg(test)]
+impl std::io::Read for FailingTail {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.good == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "stdin broke",
+            ));
+        }
+        let n = self.good.min(buf.len()).min(self.chunk);
+        buf[..n].fill(b'z');
+        self.good -= n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

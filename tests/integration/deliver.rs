@@ -131,23 +131,20 @@ fn write_config(home: &Path, name: &str, text: &str) -> PathBuf {
 
 /// `backstop deliver --maildir MAILDIR --recipient user@example.com [--config CONFIG]`.
 fn deliver_cmd(home: &Path, maildir: &Path, config: Option<&Path>) -> Command {
-    let mut cmd = backstop(home);
-    cmd.arg("deliver")
-        .arg("--maildir")
-        .arg(maildir)
-        .args(["--recipient", RECIPIENT]);
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
-    cmd
+    deliver_to(home, "--maildir", maildir, config)
 }
 
 /// `backstop deliver --mbox MBOX --recipient user@example.com [--config CONFIG]`.
 fn deliver_mbox_cmd(home: &Path, mbox: &Path, config: Option<&Path>) -> Command {
+    deliver_to(home, "--mbox", mbox, config)
+}
+
+/// `backstop deliver FLAG TARGET --recipient user@example.com [--config CONFIG]`.
+fn deliver_to(home: &Path, flag: &str, target: &Path, config: Option<&Path>) -> Command {
     let mut cmd = backstop(home);
     cmd.arg("deliver")
-        .arg("--mbox")
-        .arg(mbox)
+        .arg(flag)
+        .arg(target)
         .args(["--recipient", RECIPIENT]);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
