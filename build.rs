@@ -177,10 +177,8 @@ fn default_rules(text: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "    StaticRule {{ id: {id:?}, describe: {:?}, field: {field:?}, score: {score}, kind: {kind}, line: {}, column: {}, matcher: {matcher} }},",
+            "    StaticRule {{ id: {id:?}, describe: {:?}, field: {field:?}, score: {score}, kind: {kind}, origin: {at:?}, matcher: {matcher} }},",
             spec.describe.as_deref().unwrap_or(""),
-            spec.id.referenced.line(),
-            spec.id.referenced.column(),
         );
     }
     out.push(']');

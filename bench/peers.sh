@@ -41,9 +41,15 @@ fi
 W=$(mktemp -d /tmp/backstop-peers.XXXXXX)
 echo "work dir: $W" >&2
 
-echo "building backstop (release)..." >&2
-(cd "$ROOT" && cargo build --release --quiet --bin backstop)
-BS="$ROOT/target/release/backstop"
+# The binary the packages ship (static PIE, packaging/build-release.sh), and for comparison
+# the plain `cargo build --release` one (dynamically linked, as `cargo install` gives).
+echo "building backstop (release, as packaged, then as cargo builds it)..." >&2
+(cd "$ROOT" && packaging/build-release.sh --quiet)
+cp "$ROOT/target/release/backstop" "$W/backstop"
+(cd "$ROOT" && cargo build --release --locked --quiet --bin backstop)
+cp "$ROOT/target/release/backstop" "$W/backstop-dynamic"
+BS="$W/backstop"
+BSD="$W/backstop-dynamic"
 
 echo "building the hello binary and cpuruns..." >&2
 mkdir -p "$W/hello/src"
@@ -180,6 +186,7 @@ PM=$(command -v procmail)
 for c in clean10k dsn10k; do
     run "deliver-$c" "$RUNS" "$W/$c.eml" \
         backstop "$BS" deliver --maildir "$W/md-backstop" -- \
+        backstop-dynamic "$BSD" deliver --maildir "$W/md-backstop" -- \
         backstop-500-rules "$BS" deliver -c "$W/user500.yaml" --maildir "$W/md-backstop" -- \
         procmail "$PM" -m "$W/procmailrc" -- \
         cat /bin/cat -- \

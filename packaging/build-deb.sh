@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 top=$PWD
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/pkg}
 
-for tool in cargo dpkg-deb dpkg-shlibdeps dpkg-parsechangelog strip gzip md5sum; do
-    command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing (apt-get install dpkg-dev binutils)" >&2; exit 1; }
+for tool in cargo gcc readelf dpkg-deb dpkg-parsechangelog strip gzip md5sum; do
+    command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing (apt-get install dpkg-dev binutils gcc libc6-dev)" >&2; exit 1; }
 done
 
 version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
@@ -43,8 +43,8 @@ out=$top/target/debian
 rm -rf "$work"
 mkdir -p "$work" "$out"
 
-echo "build-deb: cargo build --release (target dir $CARGO_TARGET_DIR)" >&2
-cargo build --release --locked --bin backstop
+echo "build-deb: packaging/build-release.sh (target dir $CARGO_TARGET_DIR)" >&2
+packaging/build-release.sh
 cargo run --release --locked --quiet --example gen_docs -- "$work/gen" --date "$date"
 bin=$CARGO_TARGET_DIR/release/backstop
 if [ -n "$rev" ] && ! "$bin" --version | grep -qF "$rev"; then
@@ -52,8 +52,7 @@ if [ -n "$rev" ] && ! "$bin" --version | grep -qF "$rev"; then
     exit 1
 fi
 
-# The tree is laid out where debhelper would put it (debian/PACKAGE), so that
-# dpkg-shlibdeps finds the debian/control it wants beside it.
+# The tree is laid out where debhelper would put it (debian/PACKAGE).
 root=$work/debian/backstop
 packaging/install-tree.sh "$bin" "$work/gen" "$root" deb
 install -m 0644 "$work/gen/copyright" "$root/usr/share/doc/backstop/copyright"
@@ -61,9 +60,19 @@ gzip -9n <"$changelog" >"$root/usr/share/doc/backstop/changelog.Debian.gz"
 chmod 0644 "$root/usr/share/doc/backstop/changelog.Debian.gz"
 install -D -m 0644 packaging/debian/lintian-overrides "$root/usr/share/lintian/overrides/backstop"
 
-printf 'Source: backstop\n\nPackage: backstop\nArchitecture: any\n' >"$work/debian/control"
-depends=$(cd "$work" && dpkg-shlibdeps -O -e"$root/usr/bin/backstop" | sed -n 's/^shlibs:Depends=//p')
-[ -n "$depends" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
+# The binary is linked statically (packaging/build-release.sh): it must need no shared
+# library, and the package names the sources of the static libraries linked in
+# (Built-Using), so that their security updates are known to need a rebuild.
+if readelf -d "$bin" | grep -q NEEDED; then
+    echo "build-deb: $bin needs shared libraries; it should be static" >&2
+    exit 1
+fi
+built_using=$(for lib in libc.a libgcc.a libgcc_eh.a; do
+    file=$(gcc -print-file-name="$lib")
+    pkg=$(dpkg -S "$(readlink -f "$file")" | head -1 | cut -d: -f1)
+    dpkg-query -W -f='${source:Package} (= ${source:Version})\n' "$pkg"
+done | sort -u | paste -sd, | sed 's/,/, /g')
+[ -n "$built_using" ] || { echo "build-deb: cannot tell the static libraries' sources" >&2; exit 1; }
 
 arch=$(dpkg --print-architecture)
 maintainer=$(dpkg-parsechangelog -l "$changelog" -S Maintainer)
@@ -71,7 +80,7 @@ find "$root" -type d -exec chmod 0755 {} +
 size=$(du -s -k --apparent-size "$root" | cut -f1)
 mkdir -m 0755 "$root/DEBIAN"
 sed -e "s|@VERSION@|$debversion|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
-    -e "s|@INSTALLED_SIZE@|$size|" -e "s|@DEPENDS@|$depends|" packaging/debian/control >"$root/DEBIAN/control"
+    -e "s|@INSTALLED_SIZE@|$size|" -e "s|@BUILT_USING@|$built_using|" packaging/debian/control >"$root/DEBIAN/control"
 (cd "$root" && find usr -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
 chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
 

@@ -148,13 +148,13 @@ enum Matcher {
 /// A rule ready to evaluate.
 #[derive(Debug)]
 pub struct Rule {
-    pub id: String,
-    pub describe: String,
+    pub id: Cow<'static, str>,
+    pub describe: Cow<'static, str>,
     pub field: Field,
     pub score: i32,
     pub kind: Option<Kind>,
     /// Where it was written: `file:line:col`.
-    pub origin: String,
+    pub origin: Cow<'static, str>,
     matcher: Matcher,
 }
 
@@ -470,16 +470,16 @@ impl RuleSpec {
             }
         };
         Ok(Some(Rule {
-            id: id.to_string(),
-            describe: self.describe.clone().unwrap_or_default(),
+            id: Cow::Owned(id.to_string()),
+            describe: Cow::Owned(self.describe.clone().unwrap_or_default()),
             field,
             score: score.value,
             kind: self.kind,
-            origin: format!(
+            origin: Cow::Owned(format!(
                 "{file}:{}:{}",
                 self.id.referenced.line(),
                 self.id.referenced.column()
-            ),
+            )),
             matcher,
         }))
     }
@@ -493,8 +493,8 @@ struct StaticRule {
     field: &'static str,
     score: i32,
     kind: Option<Kind>,
-    line: u64,
-    column: u64,
+    /// `rules/default.yaml:line:col`
+    origin: &'static str,
     matcher: StaticMatcher,
 }
 
@@ -535,12 +535,12 @@ impl StaticRule {
             StaticMatcher::Empty => Matcher::Empty,
         };
         Rule {
-            id: self.id.to_string(),
-            describe: self.describe.to_string(),
+            id: Cow::Borrowed(self.id),
+            describe: Cow::Borrowed(self.describe),
             field: Field::parse(self.field).expect("build.rs checks the fields"),
             score: self.score,
             kind: self.kind,
-            origin: format!("{DEFAULT_RULES_NAME}:{}:{}", self.line, self.column),
+            origin: Cow::Borrowed(self.origin),
             matcher,
         }
     }
@@ -600,12 +600,12 @@ impl RuleSet {
             .iter()
             .filter_map(|rule| {
                 rule.test_seen(&mut seen).map(|matched| RuleHit {
-                    id: rule.id.clone(),
+                    id: rule.id.to_string(),
                     field: rule.field.name(),
                     score: rule.score,
                     kind: rule.kind,
                     matched: shorten(&matched, 80),
-                    describe: rule.describe.clone(),
+                    describe: rule.describe.to_string(),
                 })
             })
             .collect()
@@ -960,7 +960,7 @@ mod tests {
         let specs = parse_rules(text, "u.yaml").expect("parses");
         let set = RuleSet::build(&specs, "u.yaml").expect("builds");
         assert!(!set.rules.iter().any(|r| r.id == "null-sender"));
-        assert_eq!(set.rules.last().map(|r| r.id.as_str()), Some("mine"));
+        assert_eq!(set.rules.last().map(|r| r.id.as_ref()), Some("mine"));
     }
 
     #[test]

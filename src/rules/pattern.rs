@@ -54,16 +54,29 @@ impl Needle {
 pub(crate) struct Haystack {
     lower: String,
     ascii: bool,
-    trigrams: Option<Box<[u64]>>,
+    trigrams: Option<Box<[u64; TRIGRAM_WORDS]>>,
 }
 
 /// Texts at least this long get a trigram set.
 const TRIGRAM_MIN: usize = 512;
 const TRIGRAM_BITS: u32 = 16;
+const TRIGRAM_WORDS: usize = 1 << (TRIGRAM_BITS - 6);
 
-fn trigram(w: &[u8]) -> usize {
-    let v = u32::from(w[0]) << 16 | u32::from(w[1]) << 8 | u32::from(w[2]);
-    (v.wrapping_mul(0x9E37_79B1) >> (32 - TRIGRAM_BITS)) as usize
+/// The hash of the three bytes in the low 24 bits of `v`.
+fn trigram(v: u32) -> usize {
+    ((v & 0xFF_FFFF).wrapping_mul(0x9E37_79B1) >> (32 - TRIGRAM_BITS)) as usize
+}
+
+/// Each three-byte window of `bytes` as the low 24 bits of a word, in order.
+fn windows3(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let mut v = bytes
+        .iter()
+        .take(2)
+        .fold(0u32, |v, &b| v << 8 | u32::from(b));
+    bytes.iter().skip(2).map(move |&b| {
+        v = v << 8 | u32::from(b);
+        v
+    })
 }
 
 impl Haystack {
@@ -71,9 +84,9 @@ impl Haystack {
         let lower = text.to_ascii_lowercase();
         let ascii = lower.is_ascii();
         let trigrams = (lower.len() >= TRIGRAM_MIN).then(|| {
-            let mut set = vec![0u64; 1 << (TRIGRAM_BITS - 6)].into_boxed_slice();
-            for w in lower.as_bytes().windows(3) {
-                let h = trigram(w);
+            let mut set = Box::new([0u64; TRIGRAM_WORDS]);
+            for v in windows3(lower.as_bytes()) {
+                let h = trigram(v);
                 set[h / 64] |= 1 << (h % 64);
             }
             set
@@ -94,8 +107,8 @@ impl Haystack {
             Needle::NonAscii => !self.ascii,
             Needle::Text(t) => {
                 if let Some(set) = &self.trigrams
-                    && !t.as_bytes().windows(3).all(|w| {
-                        let h = trigram(w);
+                    && !windows3(t.as_bytes()).all(|v| {
+                        let h = trigram(v);
                         set[h / 64] >> (h % 64) & 1 == 1
                     })
                 {
