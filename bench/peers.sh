@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Whole-process benchmark of backstop against its peers: procmail with an equivalent
 # one-regex recipe delivering to a Maildir, SpamAssassin with only its VBounce rules,
-# cat, and a hello-world Rust binary. Prints the median CPU time (user+sys), wall time and
+# cat, and a hello-world Rust binary. backstop is built as the packages build it
+# (packaging/build-release.sh, static) and, for comparison, by plain cargo (dynamic). Prints the median CPU time (user+sys), wall time and
 # peak RSS of many runs for each case, the ratios, and PASS/FAIL per goal of issue 5.
 #
 # Usage (as root; installs what it needs with apt-get):
@@ -198,6 +199,16 @@ for c in clean10k dsn10k; do
         "cat=/bin/cat" "hello=$HELLO"
     rm -rf "$W/md-backstop" "$W/md-procmail" && mkdir -p "$W/md-procmail"
 done
+# The same clean delivery into Maildirs on a tmpfs, where fsync costs nothing: what is left
+# is each program's own work (backstop fsyncs the file and new/, procmail the file only).
+SHM=$(mktemp -d /dev/shm/backstop-peers.XXXXXX)
+sed "s|$W/md-procmail/|$SHM/md-procmail/|" "$W/procmailrc" >"$W/procmailrc-tmpfs"
+mkdir -p "$SHM/md-procmail"
+run "deliver-clean10k-tmpfs" "$RUNS" "$W/clean10k.eml" \
+    backstop "$BS" deliver --maildir "$SHM/md-backstop" -- \
+    procmail "$PM" -m "$W/procmailrc-tmpfs" -- \
+    hello "$HELLO"
+rm -rf "$SHM"
 for c in clean10k mixed200k; do
     run "check-$c" "$RUNS" "$W/$c.eml" backstop "$BS" check -- procmail "$PM" -m "$W/procmailrc" -- cat /bin/cat
 done
@@ -287,6 +298,11 @@ echo "| peak RSS / size, deliver 50 MB (streamed) | $rbigd | 2.50 | $(verdict "$
 echo "| peak RSS / size, check 50 MB (parsed) | $rbigc | 2.50 | $(verdict "$rbigc" 2.5) |"
 echo "| 500 user subject patterns: added CPU ms, clean | $d500 | 2.00 | $(verdict "$d500" 2.0) |"
 echo "| 500 user subject patterns: added CPU ms, DSN | $d500dsn | 2.00 | $(verdict "$d500dsn" 2.0) |"
+echo
+echo "Not goals, for comparison:"
+echo
+echo "- deliver clean 10 KB, Maildirs on a tmpfs (no fsync cost): CPU backstop / procmail $(ratio "$(cpu deliver-clean10k-tmpfs/backstop)" "$(cpu deliver-clean10k-tmpfs/procmail)")"
+echo "- deliver clean 10 KB, the dynamically linked build (\`cargo build --release\`): CPU / procmail $(ratio "$(cpu deliver-clean10k/backstop-dynamic)" "$(cpu deliver-clean10k/procmail)"), peak RSS $(rss deliver-clean10k/backstop-dynamic) KiB"
 echo
 rm -rf "$W/big50m.eml" "$W/ham.bin" "$W/hello/target"
 echo "(work dir kept, with the hyperfine JSON: $W)" >&2

@@ -6,9 +6,9 @@
 #
 # It is statically linked with glibc as a static PIE, with packed relative relocations:
 # backstop is a new process for every message delivered, and loading libc, libm and
-# libgcc_s and resolving their symbols was a quarter of a clean delivery's CPU time.
-# Measured with `bench/peers.sh` (bench/RESULTS.md): clean 10 KB delivery 1.63 ms
-# dynamic, 1.30 ms static PIE (procmail 1.36 ms in the same run). The relocations
+# libgcc_s and resolving their symbols was a fifth of a clean delivery's CPU time.
+# Measured with `bench/peers.sh` (bench/RESULTS.md): clean 10 KB delivery 1.82 ms CPU
+# dynamic, 1.45 ms static PIE (procmail 1.52 ms in the same run). The relocations
 # packed (DT_RELR) keep 0.5 MB of the binary out of memory at no CPU cost. It stays a
 # PIE, so address-space randomisation still applies.
 #

@@ -190,9 +190,10 @@ pub fn parse(bytes: &[u8]) -> Option<Mail<'_>> {
 }
 
 /// A parser that parses the MIME headers, Subject, From and Message-ID (those whose parsed
-/// values backstop reads) as mail-parser does by default, and keeps every other header raw: those are read as text (`header_values`), and the originals' Received chains
-/// from the original parsed on its own (`original`). Parsing the message's own Received,
-/// To, Date and List headers was a fifth of a clean delivery's work.
+/// values backstop reads) as mail-parser does by default, and keeps every other header raw:
+/// those are read as text (`header_values`), and an original's Received chain from the
+/// original parsed on its own (`original`). Parsing the message's own Received, To, Date and
+/// List headers was about a tenth of a clean delivery's instructions.
 fn parser() -> MessageParser {
     MessageParser::new()
         .with_mime_headers()
