@@ -41,9 +41,9 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 install_tools() {
     apt-get update -qq &&
-        apt-get install -y -qq --no-install-recommends lintian procmail dpkg-dev binutils man-db git
+        apt-get install -y -qq --no-install-recommends lintian procmail dpkg-dev binutils gcc libc6-dev man-db git
 }
-check "apt-get installs lintian, procmail, dpkg-dev, man-db" install_tools
+check "apt-get installs lintian, procmail, dpkg-dev, libc6-dev, man-db" install_tools
 
 # A package left installed by an earlier run would hide a broken install.
 if dpkg -s backstop >/dev/null 2>&1; then
