@@ -168,16 +168,24 @@ fn file_message(
     let stored = match eval.action {
         Action::Discard => None,
         Action::Inbox => Some(store_inbox(inbox, config, &head, input)?),
+        // When in doubt, the inbox. If that fails too, both reasons make the one line
+        // the MTA logs (Exim logs only the first line of a command's output).
         Action::Folder => match store_folder(inbox, config, &head, input) {
             Ok(s) => Some(s),
-            Err(e) => {
-                // When in doubt, the inbox.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "backstop: cannot file into the backscatter folder ({e}); using the inbox"
-                );
-                Some(store_inbox(inbox, config, &head, input)?)
-            }
+            Err(e) => match store_inbox(inbox, config, &head, input) {
+                Ok(s) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "backstop: cannot file into the backscatter folder ({e}); filed in the inbox instead"
+                    );
+                    Some(s)
+                }
+                Err(inbox_error) => {
+                    return Err(format!(
+                        "cannot file into the backscatter folder ({e}), nor into the inbox: {inbox_error}"
+                    ));
+                }
+            },
         },
     };
     if let Some(path) = &config.log {

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Real delivery agents, end to end: procmail, maildrop, Dovecot LDA with
-# Pigeonhole Sieve (extprograms) and a private Postfix instance delivering
-# through ~/.forward, each running the example files of packaging/examples
+# Pigeonhole Sieve (extprograms), a private Postfix instance delivering
+# through ~/.forward, and Debian's Exim binary with a private configuration
+# (Debian's userforward router and address_pipe transport, and the example
+# router and transport), each running the example files of packaging/examples
 # with the built backstop binary.
 #
 #   bash tests/hosts/run.sh BACKSTOP_BINARY [EXAMPLES_DIR]
@@ -37,6 +39,9 @@ U=bstest                 # the mail user; created once and reused
 H=$T/home                # its home directory
 PF=$T/postfix            # the private Postfix instance
 DV=$T/dovecot            # Dovecot config, Sieve scripts, program directories
+EX=$T/exim               # the private Exim configuration, spool and logs
+EXIM_ROOT=${EXIM_ROOT:-/opt/backstop-tests/exim4} # Exim unpacked by install.sh
+EXIM=$EXIM_ROOT/usr/sbin/exim4
 DOMAIN=vm.test           # Postfix's own host name
 OTHER=example.jp         # also a local domain: the originals' From domain
 
@@ -78,7 +83,8 @@ if [ ! -x "$BIN_IN" ]; then
   finish
 fi
 for f in procmailrc procmailrc-filter procmailrc-condition mailfilter mailfilter-xfilter \
-  backstop.sieve backstop-filter.sieve dovecot.conf forward exim.md; do
+  backstop.sieve backstop-filter.sieve dovecot.conf forward exim.md \
+  exim4-router-backstop exim4-transport-backstop; do
   if [ ! -f "$EX_IN/$f" ]; then
     say_fail preflight "example $EX_IN/$f is missing"
   fi
@@ -89,9 +95,11 @@ missing=()
 for p in /usr/bin/procmail /usr/bin/maildrop /usr/bin/maildirmake "$LDA" /usr/bin/doveadm \
   /usr/bin/sievec /usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so \
   /usr/sbin/postfix /usr/sbin/sendmail /usr/sbin/postqueue /usr/sbin/postsuper \
-  /usr/lib/postfix/sbin/local /usr/sbin/runuser /usr/bin/flock /usr/sbin/useradd; do
+  /usr/lib/postfix/sbin/local /usr/sbin/runuser /usr/bin/flock /usr/sbin/useradd \
+  "$EXIM" "$EXIM_ROOT/etc/exim4/conf.d/router/600_exim4-config_userforward"; do
   [ -e "$p" ] || missing+=("$p")
 done
+id Debian-exim >/dev/null 2>&1 || missing+=("user Debian-exim")
 if [ "${#missing[@]}" -gt 0 ]; then
   say_fail hosts-installed "missing ${missing[*]} (run tests/hosts/install.sh as root)"
 fi
@@ -740,6 +748,128 @@ postfix_deferred() {
   return 0
 }
 
+# ---------------------------------------------------------------- Exim
+
+# A private configuration for Debian's exim4 binary: Debian's own userforward
+# router (~/.forward) and address_pipe transport, included unchanged from
+# exim4-config, then the example router and transport. As root, Exim keeps
+# its privileges with -C only for a delivery (-M), not for a submission:
+# messages are queued with -odq (received as the Exim user), then delivered
+# with -M, as the Exim specification advises for testing a configuration.
+exim_setup() {
+  local conf=$EXIM_ROOT/etc/exim4/conf.d
+  rm -rf "$EX"
+  mkdir -p "$EX/spool" "$EX/log"
+  chown Debian-exim: "$EX/spool" "$EX/log"
+  cat >"$EX/exim.conf" <<EOF
+primary_hostname = $DOMAIN
+domainlist local_domains = $DOMAIN : $OTHER
+spool_directory = $EX/spool
+log_file_path = $EX/log/%slog
+keep_environment =
+
+begin routers
+.include $conf/router/600_exim4-config_userforward
+.include $EXA/exim4-router-backstop
+
+begin transports
+.include $conf/transport/30_exim4-config_address_pipe
+.include $EXA/exim4-transport-backstop
+
+begin retry
+*   *   F,2h,15m
+EOF
+  "$EXIM" -C "$EX/exim.conf" -bV >/dev/null
+}
+
+ex() { "$EXIM" -C "$EX/exim.conf" "$@"; }
+
+# Queues a message (SENDER, RECIPIENT, FILE), delivers it and prints the
+# log lines of that delivery attempt.
+ex_send() {
+  local sender=$1 rcpt=$2 file=$3 id
+  ex -odq -f "$sender" "$rcpt" <"$file" || {
+    echo "exim did not take the message"
+    return 1
+  }
+  id=$(awk '$4 == "<=" { id = $3 } END { print id }' "$EX/log/mainlog")
+  [ -n "$id" ] || { echo "no message id in the log"; return 1; }
+  ex -M "$id"
+  grep -F " $id " "$EX/log/mainlog" | grep -v ' <= '
+}
+
+# Expects the delivery of ex_send's message to end as WANT ("=>" delivered,
+# "==" deferred) through ROUTE ("R=router T=transport"), and no bounce.
+ex_expect() {
+  local want=$1 route=$2 lines
+  shift 2
+  lines=$(ex_send "$@") || no "$lines" || return 1
+  echo "$lines"
+  echo "$lines" | grep -F " $want " | grep -qF "$route" ||
+    no "expected '$want ... $route' in the log: $(echo "$lines" | tr '\n' ' ')" || return 1
+  if grep -q ' \*\* ' "$EX/log/mainlog"; then
+    no "a delivery failed for good (a bounce): $(grep -m1 ' \*\* ' "$EX/log/mainlog")"
+  fi
+}
+
+exim_forward() {
+  reset_home own
+  install_example forward .forward 644
+  ex_expect '=>' 'R=userforward T=address_pipe' '' "$U@$DOMAIN" "$M/bounce.eml" || return 1
+  landed 0 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
+  ex_expect '=>' 'R=userforward T=address_pipe' someone@example.org "$U@$DOMAIN" "$M/clean.eml" || return 1
+  landed 1 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/new")" clean
+}
+
+exim_router() {
+  reset_home own
+  ex_expect '=>' 'R=backstop T=backstop_pipe' '' "$U@$DOMAIN" "$M/bounce.eml" || return 1
+  landed 0 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
+  ex_expect '=>' 'R=backstop T=backstop_pipe' someone@example.org "$U@$DOMAIN" "$M/clean.eml" || return 1
+  landed 1 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/new")" clean
+}
+
+exim_null_sender() {
+  # The same message is backscatter from <> and clean from a real sender:
+  # the SENDER that Exim passes is used (the message has no Return-Path).
+  reset_home own
+  ex_expect '=>' 'R=backstop T=backstop_pipe' '' "$U@$DOMAIN" "$M/nullsender-norp.eml" || return 1
+  landed 0 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
+  ex_expect '=>' 'R=backstop T=backstop_pipe' someone@example.org "$U@$DOMAIN" "$M/nullsender-norp.eml" || return 1
+  landed 1 1 || return 1
+  has_verdict "$(onefile "$H/Maildir/new")" clean
+}
+
+# After a deferral: nothing stored, the message still queued; then the queue
+# is emptied.
+exim_deferred_check() {
+  landed 0 0 || return 1
+  ex -bp | grep -qF "$U@$DOMAIN" || no "the deferred message is not in the queue" || return 1
+  ex -bpr | awk 'NF >= 3 && $3 ~ /-/ { print $3 }' | xargs -r "$EXIM" -C "$EX/exim.conf" -Mrm >/dev/null
+}
+
+# backstop cannot store the message: exit 75, Exim defers, never bounces.
+exim_deferred_forward() {
+  reset_home fail
+  install_example forward .forward 644
+  ex_expect '==' 'R=userforward T=address_pipe' '' "$U@$DOMAIN" "$M/bounce.eml" || return 1
+  exim_deferred_check
+}
+
+exim_deferred_router() {
+  reset_home fail
+  ex_expect '==' 'R=backstop T=backstop_pipe' '' "$U@$DOMAIN" "$M/bounce.eml" || return 1
+  # The example transport logs backstop's one line saying why.
+  grep -q 'backstop_pipe transport output: backstop: .*; the MTA will try again$' "$EX/log/mainlog" ||
+    no "backstop's reason is not in Exim's log" || return 1
+  exim_deferred_check
+}
+
 # ---------------------------------------------------------------- run
 
 case_ samples samples
@@ -777,5 +907,15 @@ else
   say_fail postfix-setup "the private Postfix instance did not start" "$T/logs/postfix-setup.log"
 fi
 stop_postfix
+
+if exim_setup >"$T/logs/exim-setup.log" 2>&1; then
+  case_ exim-forward exim_forward
+  case_ exim-router exim_router
+  case_ exim-null-sender exim_null_sender
+  case_ exim-deferred-forward exim_deferred_forward
+  case_ exim-deferred-router exim_deferred_router
+else
+  say_fail exim-setup "Exim does not accept the private configuration" "$T/logs/exim-setup.log"
+fi
 
 finish
