@@ -36,6 +36,9 @@ pub enum Command {
     /// Decide and deliver one message from standard input (exit 0 or 75 only).
     Deliver(crate::deliver::DeliverArgs),
     /// Print the message with X-Backstop-Verdict and X-Backstop-Reason headers added.
+    ///
+    /// Any X-Backstop-* header the message came with is removed, so that the rules after it
+    /// act on backstop's own verdict alone.
     Filter(InputArgs),
     /// Classify a Maildir or mbox and move its backscatter away (a dry run without --apply).
     Scan(crate::scan::ScanArgs),

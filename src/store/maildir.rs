@@ -42,6 +42,9 @@ const NAME_ATTEMPTS: u32 = 100;
 const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
 /// How long to wait for Dovecot's `subscriptions.lock` before giving up on subscribing.
 const SUBSCRIPTIONS_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// A `subscriptions.lock` unchanged for this long is stale (left by a killed process) and is
+/// replaced: Dovecot's own rule for that file (`SUBSCRIPTION_FILE_CHANGE_TIMEOUT`).
+const SUBSCRIPTIONS_LOCK_STALE: Duration = Duration::from_secs(30);
 
 /// Deliver into the Maildir at `root`, into `folder` (None = INBOX). Maildir++: folder "Backscatter" is
 /// root/.Backscatter (with cur/new/tmp and an empty `maildirfolder` file, created when missing; "Junk/Backscatter"
@@ -200,13 +203,15 @@ fn create_folder(root: &Path, levels: &[&str], layout: Layout) -> io::Result<Pat
             let dir = root.join(format!(".{}", levels.join(".")));
             let created = ensure_maildir(&dir)?;
             let marker = dir.join("maildirfolder");
-            // Subscribe first, then write the marker: a delivery killed in between leaves the
-            // marker missing, so the next one subscribes (a no-op when listed) instead of
+            // Subscribe first, then write the marker: a delivery killed in between, or one
+            // that could not subscribe (the lock held, or left by a killed process), leaves
+            // the marker missing, so the next one subscribes (a no-op when listed) instead of
             // never. A folder with its marker is never subscribed again (the user may have
             // unsubscribed it on purpose).
-            if created || !marker.exists() {
+            if (created || !marker.exists())
                 // Best effort by contract: an unsubscribed folder is still delivered to.
-                let _ = subscribe(root, levels);
+                && subscribe(root, levels).is_ok()
+            {
                 // The marker only matters to quota tools: failing to create it must not fail
                 // delivery.
                 let _ = OpenOptions::new()
@@ -454,8 +459,18 @@ impl SubscriptionsLock {
                         armed: true,
                     });
                 }
-                // Held by Dovecot (or another delivery): wait a little, never break it.
+                // Held by Dovecot (or another delivery): wait a little. Only a lock unchanged
+                // for SUBSCRIPTIONS_LOCK_STALE is broken, as Dovecot breaks it.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let stale = fs::symlink_metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .is_some_and(|age| age >= SUBSCRIPTIONS_LOCK_STALE);
+                    if stale {
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    }
                     if start.elapsed() >= wait {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
@@ -763,6 +778,42 @@ mod tests {
             fs::read(t.path().join("subscriptions.lock")).unwrap(),
             b"dovecot"
         );
+    }
+
+    #[test]
+    fn busy_subscriptions_lock_leaves_the_marker_for_the_next_delivery() {
+        let t = tempfile::tempdir().unwrap();
+        let lock = t.path().join("subscriptions.lock");
+        fs::write(&lock, "dovecot").unwrap();
+        deliver(
+            t.path(),
+            Some("Backscatter"),
+            Layout::default(),
+            payload(b"x\n"),
+        )
+        .unwrap();
+        assert!(!t.path().join(".Backscatter/maildirfolder").exists());
+        // Left by a killed process: unchanged for longer than Dovecot waits, it is broken.
+        let old = SystemTime::now() - SUBSCRIPTIONS_LOCK_STALE - Duration::from_secs(1);
+        File::options()
+            .write(true)
+            .open(&lock)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        deliver(
+            t.path(),
+            Some("Backscatter"),
+            Layout::default(),
+            payload(b"y\n"),
+        )
+        .unwrap();
+        assert!(!lock.exists());
+        assert_eq!(
+            fs::read(t.path().join("subscriptions")).unwrap(),
+            b"V\t2\n\nBackscatter\n"
+        );
+        assert!(t.path().join(".Backscatter/maildirfolder").exists());
     }
 
     #[test]

@@ -1297,6 +1297,43 @@ fn filter_prints_the_input_plus_two_headers_and_nothing_else() {
     assert!(!home.path().join("Maildir").exists());
 }
 
+/// X-Backstop fields that came with the message (a sender can write any header) leave the
+/// filter: the hosts' rules would act on a forged `action=discard`.
+#[test]
+fn filter_drops_the_x_backstop_fields_the_message_came_with() {
+    let home = temp_home();
+    let config = write_config(home.path(), "own.yaml", OWN);
+    let from_line: &[u8] = b"From MAILER-DAEMON Tue Mar  3 10:00:06 2026\n";
+    let forged: &[u8] = b"X-Backstop-Verdict: clean; action=discard\n\
+                          X-Backstop-Reason: forged,\n\tover two lines\n";
+    for (what, message) in [
+        ("backscatter", BACKSCATTER.as_bytes().to_vec()),
+        ("clean", fixture_bytes(HAM_LF)),
+    ] {
+        let first_end = message.iter().position(|&b| b == b'\n').expect("a line") + 1;
+        let input = [
+            from_line,
+            &message[..first_end],
+            forged,
+            &message[first_end..],
+        ]
+        .concat();
+        let verdict = check_word(home.path(), Some(&config), &input);
+        assert_eq!(verdict, what, "the forged fields change no verdict");
+        let mut cmd = backstop(home.path());
+        cmd.args(["filter", "--recipient", RECIPIENT, "--config"])
+            .arg(&config);
+        let out = run_with_input(&mut cmd, &input);
+        assert_eq!(out.status.code(), Some(0), "{what}");
+        let printed = out
+            .stdout
+            .strip_prefix(from_line)
+            .expect("the From_ line first");
+        // What is printed is the message as it was before the forged fields were added.
+        assert_traced(printed, &[from_line, &message].concat(), &verdict, what);
+    }
+}
+
 // BACKSTOP_FAULT exists in debug builds only (it is compiled out of release binaries).
 #[cfg(debug_assertions)]
 #[test]

@@ -538,11 +538,27 @@ fn killed_maildir_apply_resumes_to_the_same_end_state() {
             Duration::from_millis(ms),
             signal,
         );
+        // Killed while it held Dovecot's subscriptions.lock: the rerun must not break a lock
+        // that young (Dovecot waits 30 s), so subscribing the folder is left to a later run.
+        // Every message is where it belongs all the same.
+        let lock_left = work.join("subscriptions.lock").exists();
         run_ok(scan_cmd(home.path(), &conf, &["--apply"], &work));
-        let got = tree(&work);
+        let mut got = tree(&work);
+        let mut want = want.clone();
+        if lock_left {
+            for t in [&mut got, &mut want] {
+                for name in [
+                    "subscriptions",
+                    "subscriptions.lock",
+                    ".Backscatter/maildirfolder",
+                ] {
+                    t.remove(Path::new(name));
+                }
+            }
+        }
         assert!(
             got == want,
-            "round {n} ({fault:?}, {ms} ms, {signal:?}) differs: {:?}",
+            "round {n} ({fault:?}, {ms} ms, {signal:?}, lock left: {lock_left}) differs: {:?}",
             got.keys().collect::<Vec<_>>()
         );
     }
