@@ -538,6 +538,11 @@ mod tests {
         }
     }
 
+    /// Delivers `body` into the folder Backscatter of the Maildir at `root`.
+    fn into_backscatter(root: &Path, body: &[u8]) -> Stored {
+        deliver(root, Some("Backscatter"), Layout::default(), payload(body)).unwrap()
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -721,13 +726,7 @@ mod tests {
     fn subscriptions_file_is_extended_not_replaced() {
         let t = tempfile::tempdir().unwrap();
         fs::write(t.path().join("subscriptions"), "V\t2\n\nArchive\nSent").unwrap();
-        deliver(
-            t.path(),
-            Some("Backscatter"),
-            Layout::default(),
-            payload(b"x\n"),
-        )
-        .unwrap();
+        into_backscatter(t.path(), b"x\n");
         assert_eq!(
             fs::read_to_string(t.path().join("subscriptions")).unwrap(),
             "V\t2\n\nArchive\nSent\nBackscatter\n"
@@ -765,13 +764,7 @@ mod tests {
     fn busy_subscriptions_lock_does_not_fail_delivery() {
         let t = tempfile::tempdir().unwrap();
         fs::write(t.path().join("subscriptions.lock"), "dovecot").unwrap();
-        let stored = deliver(
-            t.path(),
-            Some("Backscatter"),
-            Layout::default(),
-            payload(b"x\n"),
-        )
-        .unwrap();
+        let stored = into_backscatter(t.path(), b"x\n");
         delivered_one(&t.path().join(".Backscatter"), b"x\n", &stored);
         assert!(!t.path().join("subscriptions").exists());
         assert_eq!(
@@ -785,13 +778,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let lock = t.path().join("subscriptions.lock");
         fs::write(&lock, "dovecot").unwrap();
-        deliver(
-            t.path(),
-            Some("Backscatter"),
-            Layout::default(),
-            payload(b"x\n"),
-        )
-        .unwrap();
+        into_backscatter(t.path(), b"x\n");
         assert!(!t.path().join(".Backscatter/maildirfolder").exists());
         // Left by a killed process: unchanged for longer than Dovecot waits, it is broken.
         let old = SystemTime::now() - SUBSCRIPTIONS_LOCK_STALE - Duration::from_secs(1);
@@ -801,13 +788,7 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        deliver(
-            t.path(),
-            Some("Backscatter"),
-            Layout::default(),
-            payload(b"y\n"),
-        )
-        .unwrap();
+        into_backscatter(t.path(), b"y\n");
         assert!(!lock.exists());
         assert_eq!(
             fs::read(t.path().join("subscriptions")).unwrap(),

@@ -812,37 +812,34 @@ ex_expect() {
   fi
 }
 
-exim_forward() {
-  reset_home own
-  install_example forward .forward 644
-  ex_expect '=>' 'R=userforward T=address_pipe' '' "$U@$DOMAIN" "$M/bounce.eml" || return 1
+# Sends BOUNCE from <> and then CLEAN from a real sender through ROUTE: the
+# first must be filed in the backscatter folder, the second in the inbox.
+exim_files() {
+  local route=$1 bounce=$2 clean=$3
+  ex_expect '=>' "$route" '' "$U@$DOMAIN" "$bounce" || return 1
   landed 0 1 || return 1
   has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
-  ex_expect '=>' 'R=userforward T=address_pipe' someone@example.org "$U@$DOMAIN" "$M/clean.eml" || return 1
+  ex_expect '=>' "$route" someone@example.org "$U@$DOMAIN" "$clean" || return 1
   landed 1 1 || return 1
   has_verdict "$(onefile "$H/Maildir/new")" clean
 }
 
+exim_forward() {
+  reset_home own
+  install_example forward .forward 644
+  exim_files 'R=userforward T=address_pipe' "$M/bounce.eml" "$M/clean.eml"
+}
+
 exim_router() {
   reset_home own
-  ex_expect '=>' 'R=backstop T=backstop_pipe' '' "$U@$DOMAIN" "$M/bounce.eml" || return 1
-  landed 0 1 || return 1
-  has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
-  ex_expect '=>' 'R=backstop T=backstop_pipe' someone@example.org "$U@$DOMAIN" "$M/clean.eml" || return 1
-  landed 1 1 || return 1
-  has_verdict "$(onefile "$H/Maildir/new")" clean
+  exim_files 'R=backstop T=backstop_pipe' "$M/bounce.eml" "$M/clean.eml"
 }
 
 exim_null_sender() {
   # The same message is backscatter from <> and clean from a real sender:
   # the SENDER that Exim passes is used (the message has no Return-Path).
   reset_home own
-  ex_expect '=>' 'R=backstop T=backstop_pipe' '' "$U@$DOMAIN" "$M/nullsender-norp.eml" || return 1
-  landed 0 1 || return 1
-  has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
-  ex_expect '=>' 'R=backstop T=backstop_pipe' someone@example.org "$U@$DOMAIN" "$M/nullsender-norp.eml" || return 1
-  landed 1 1 || return 1
-  has_verdict "$(onefile "$H/Maildir/new")" clean
+  exim_files 'R=backstop T=backstop_pipe' "$M/nullsender-norp.eml" "$M/nullsender-norp.eml"
 }
 
 # After a deferral: nothing stored, the message still queued; then the queue
