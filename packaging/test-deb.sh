@@ -9,29 +9,9 @@
 #   bash packaging/test-deb.sh
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
-passed=0 failed=0
-log=$(mktemp -d /tmp/backstop-test-deb.XXXXXX)
-trap 'rm -rf "$log"' EXIT
-
-pass() { echo "ok: $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
-# check DESCRIPTION COMMAND...: runs the command, its output to a log that is
-# shown when it fails.
-check() {
-    local what=$1
-    shift
-    if "$@" >"$log/out" 2>&1; then
-        pass "$what"
-    else
-        fail "$what"
-        sed 's/^/    /' "$log/out" | tail -n 30
-    fi
-}
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit
-}
+NAME=deb
+# shellcheck source=packaging/test-lib.sh
+. packaging/test-lib.sh
 
 if [ "$(id -u)" -ne 0 ]; then
     fail "running as root (dpkg -i needs it)"

@@ -15,27 +15,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 top=$PWD
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/pkg}
-passed=0 failed=0
-log=$(mktemp -d /tmp/backstop-test-rpm.XXXXXX)
-trap 'rm -rf "$log"' EXIT
-
-pass() { echo "ok: $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
-check() {
-    local what=$1
-    shift
-    if "$@" >"$log/out" 2>&1; then
-        pass "$what"
-    else
-        fail "$what"
-        sed 's/^/    /' "$log/out" | tail -n 40
-    fi
-}
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit
-}
+NAME=rpm
+# shellcheck source=packaging/test-lib.sh
+. packaging/test-lib.sh
 
 install_rpm() {
     if ! command -v rpmbuild >/dev/null || ! command -v rpmlint >/dev/null; then

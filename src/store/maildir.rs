@@ -525,31 +525,14 @@ fn subscribe(root: &Path, levels: &[&str]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::FailingTail;
+    use crate::store::{FailingTail, names, payload};
     use std::collections::BTreeSet;
     use std::io::Cursor;
     use std::os::unix::fs::PermissionsExt;
 
-    fn payload(body: &[u8]) -> Payload<'_> {
-        Payload {
-            head: b"",
-            body,
-            tail: None,
-        }
-    }
-
     /// Delivers `body` into the folder Backscatter of the Maildir at `root`.
     fn into_backscatter(root: &Path, body: &[u8]) -> Stored {
         deliver(root, Some("Backscatter"), Layout::default(), payload(body)).unwrap()
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
     }
 
     fn assert_is_maildir(dir: &Path) {

@@ -671,7 +671,8 @@ fn asctime(t: SystemTime) -> String {
         .unwrap_or(0);
     let days = secs / 86_400;
     let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    // secs / 86,400 of a u64 always fits an i64.
+    let (year, month, day) = crate::log::civil_from_days(days as i64);
     format!(
         "{} {} {:2} {:02}:{:02}:{:02} {}",
         DAYS.get((days % 7) as usize).unwrap_or(&"Thu"),
@@ -686,45 +687,13 @@ fn asctime(t: SystemTime) -> String {
     )
 }
 
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::FailingTail;
+    use crate::store::{FailingTail, names as dir_names, payload};
     use std::collections::BTreeMap;
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
-
-    fn payload(body: &[u8]) -> Payload<'_> {
-        Payload {
-            head: b"",
-            body,
-            tail: None,
-        }
-    }
-
-    fn dir_names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    }
 
     /// Splits the file into its `From ` line and the rest, checking the `From ` line's shape.
     fn split_from_line<'a>(data: &'a [u8], sender: &str) -> &'a [u8] {

@@ -128,6 +128,27 @@ impl std::io::Read for FailingTail {
     }
 }
 
+/// A payload of `body` alone (for tests).
+#[cfg(test)]
+pub(crate) fn payload(body: &[u8]) -> Payload<'_> {
+    Payload {
+        head: b"",
+        body,
+        tail: None,
+    }
+}
+
+/// The sorted names in a directory (for tests).
+#[cfg(test)]
+pub(crate) fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

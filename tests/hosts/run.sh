@@ -692,28 +692,28 @@ pf_expect() {
   esac
 }
 
-postfix_forward() {
+# Sends BOUNCE from <> and then CLEAN from a real sender through ~/.forward:
+# the first must be filed in the backscatter folder, the second in the inbox.
+pf_files() {
+  local bounce=$1 clean=$2
   reset_home own
   install_example forward .forward 644
-  pf_expect sent '' "$U@$DOMAIN" "$M/bounce.eml" || return 1
+  pf_expect sent '' "$U@$DOMAIN" "$bounce" || return 1
   landed 0 1 || return 1
   has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
-  pf_expect sent someone@example.org "$U@$DOMAIN" "$M/clean.eml" || return 1
+  pf_expect sent someone@example.org "$U@$DOMAIN" "$clean" || return 1
   landed 1 1 || return 1
   has_verdict "$(onefile "$H/Maildir/new")" clean
+}
+
+postfix_forward() {
+  pf_files "$M/bounce.eml" "$M/clean.eml"
 }
 
 postfix_null_sender() {
   # The same message is backscatter from <> and clean from a real sender:
   # Postfix's SENDER (and the Return-Path it prepends) is used.
-  reset_home own
-  install_example forward .forward 644
-  pf_expect sent '' "$U@$DOMAIN" "$M/nullsender.eml" || return 1
-  landed 0 1 || return 1
-  has_verdict "$(onefile "$H/Maildir/.Backscatter/new")" backscatter || return 1
-  pf_expect sent someone@example.org "$U@$DOMAIN" "$M/nullsender.eml" || return 1
-  landed 1 1 || return 1
-  has_verdict "$(onefile "$H/Maildir/new")" clean
+  pf_files "$M/nullsender.eml" "$M/nullsender.eml"
 }
 
 postfix_recipient() {

@@ -154,14 +154,24 @@ fn deliver_to(home: &Path, flag: &str, target: &Path, config: Option<&Path>) -> 
 
 /// Runs a delivery and asserts exit 0 with nothing said to the MTA.
 fn deliver_ok(cmd: &mut Command, input: &[u8], what: &str) {
+    deliver_exits(cmd, input, 0, what);
+}
+
+/// Runs a delivery and asserts exit 75 (the MTA tries again) with nothing else said to it.
+fn deliver_deferred(cmd: &mut Command, input: &[u8], what: &str) -> Output {
+    deliver_exits(cmd, input, 75, what)
+}
+
+fn deliver_exits(cmd: &mut Command, input: &[u8], code: i32, what: &str) -> Output {
     let out = run_with_input(cmd, input);
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(code),
         "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_quiet_for_mta(&out, what);
+    out
 }
 
 /// The verdict word `check --format word` gives for `input`.
@@ -843,17 +853,11 @@ fn enospc_defers_with_75_and_leaves_nothing_half_written() {
         for (input, kind) in inputs {
             assert!(input.len() as u64 > leave);
             let what = format!("{what}, {kind}");
-            let out = run_with_input(
+            deliver_deferred(
                 &mut deliver_cmd(home.path(), &maildir, Some(&config)),
                 input,
+                &what,
             );
-            assert_eq!(
-                out.status.code(),
-                Some(75),
-                "{what}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_quiet_for_mta(&out, &what);
             assert_eq!(
                 all_files(&maildir, "new"),
                 first,
@@ -863,17 +867,11 @@ fn enospc_defers_with_75_and_leaves_nothing_half_written() {
                 all_files(&maildir, "tmp").is_empty(),
                 "{what}: no stray file in tmp/"
             );
-            let out = run_with_input(
+            deliver_deferred(
                 &mut deliver_mbox_cmd(home.path(), &mbox, Some(&config)),
                 input,
+                &format!("{what}, mbox"),
             );
-            assert_eq!(
-                out.status.code(),
-                Some(75),
-                "{what}, mbox: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_quiet_for_mta(&out, &what);
             assert_same_bytes(
                 &fs::read(&mbox).unwrap(),
                 &mbox_before,
@@ -909,17 +907,11 @@ fn a_panic_inside_evaluation_or_storage_defers_with_75() {
     let maildir = home.path().join("Maildir");
     for point in ["evaluate", "store"] {
         for input in [fixture_bytes(HAM_LF), BACKSCATTER.as_bytes().to_vec()] {
-            let out = run_with_input(
+            let out = deliver_deferred(
                 deliver_cmd(home.path(), &maildir, None).env("BACKSTOP_FAULT", point),
                 &input,
+                point,
             );
-            assert_eq!(
-                out.status.code(),
-                Some(75),
-                "{point}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_quiet_for_mta(&out, point);
             assert!(
                 String::from_utf8_lossy(&out.stderr).starts_with("backstop: "),
                 "{point}: {:?}",
@@ -931,12 +923,11 @@ fn a_panic_inside_evaluation_or_storage_defers_with_75() {
             );
         }
         let mbox = home.path().join("mbox");
-        let out = run_with_input(
+        deliver_deferred(
             deliver_mbox_cmd(home.path(), &mbox, None).env("BACKSTOP_FAULT", point),
             BACKSCATTER.as_bytes(),
+            &format!("{point}, mbox"),
         );
-        assert_eq!(out.status.code(), Some(75), "{point}, mbox");
-        assert_quiet_for_mta(&out, point);
         assert!(
             fs::read(&mbox).unwrap_or_default().is_empty(),
             "{point}: nothing appended"
@@ -1486,14 +1477,11 @@ fn a_usage_error_in_deliver_defers_with_75() {
         &["deliver", "--version"],
     ];
     for args in cases {
-        let out = run_with_input(backstop(home.path()).args(args), BACKSCATTER.as_bytes());
-        assert_eq!(
-            out.status.code(),
-            Some(75),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = deliver_deferred(
+            backstop(home.path()).args(args),
+            BACKSCATTER.as_bytes(),
+            &format!("{args:?}"),
         );
-        assert_quiet_for_mta(&out, &format!("{args:?}"));
         assert!(
             String::from_utf8_lossy(&out.stderr).starts_with("backstop: "),
             "{args:?}"
