@@ -1,10 +1,16 @@
 //! Finds the returned original in a bounce: attached whole, headers only, or pasted inline.
 
+use std::collections::HashSet;
+
 use mail_parser::{Message, MessageParser, MessagePart, PartType};
 use serde::Serialize;
 
 use crate::message::{cut_at_char, from_text, header_values, part_type};
 use crate::received::Hop;
+
+/// At most this many Message-IDs are read from In-Reply-To and References: a reply names
+/// the message it answers first, and a thread's own References rarely pass a few dozen.
+const MAX_REFERENCES: usize = 100;
 
 /// At most this much text is searched for an inline original.
 const INLINE_SCAN_LIMIT: usize = 512 * 1024;
@@ -146,11 +152,16 @@ fn parse_headers(bytes: &[u8], form: Form, found_in: String) -> Option<Original>
 /// The message IDs an automatic reply refers to.
 pub fn references(mail: &Message<'_>) -> Option<Original> {
     let mut ids: Vec<String> = Vec::new();
-    for name in ["In-Reply-To", "References"] {
+    let mut seen: HashSet<String> = HashSet::new();
+    'read: for name in ["In-Reply-To", "References"] {
         for value in header_values(mail, name) {
             for word in value.split(|c: char| c.is_whitespace() || c == ',') {
                 let w = word.trim();
-                if w.contains('@') && !ids.iter().any(|i| i == w) {
+                if w.contains('@') && !seen.contains(w) {
+                    if ids.len() == MAX_REFERENCES {
+                        break 'read;
+                    }
+                    seen.insert(w.to_string());
                     ids.push(w.to_string());
                 }
             }

@@ -4,6 +4,7 @@ mod scenarios;
 mod util;
 
 mod cli;
+mod complexity;
 mod config_errors;
 mod deliver;
 mod fuzz;
