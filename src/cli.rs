@@ -3,9 +3,11 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::budget::evaluate_within;
 use crate::config::{Config, ConfigError};
 use crate::explain;
 use crate::message::EnvVars;
@@ -155,7 +157,7 @@ fn usage_error(err: clap::Error, delivering: bool) -> ExitCode {
     if delivering && (err.use_stderr() || from_a_host) {
         let text = err.to_string();
         let first = text.lines().next().unwrap_or("usage error");
-        eprintln!("backstop: {first}; the MTA will try again");
+        say!("backstop: {first}; the MTA will try again");
         return ExitCode::from(crate::deliver::EX_TEMPFAIL);
     }
     err.exit();
@@ -184,27 +186,50 @@ pub fn env_vars(args: &CommonArgs) -> EnvVars {
     env
 }
 
-/// Reads the whole input: the file, or standard input.
-pub fn read_input(file: Option<&Path>) -> std::io::Result<Vec<u8>> {
-    match file {
-        Some(p) if p != Path::new("-") => std::fs::read(p),
-        _ => {
-            let mut buf = Vec::new();
-            std::io::stdin().lock().read_to_end(&mut buf)?;
-            Ok(buf)
-        }
-    }
+/// A config and its rules, or why they could not be loaded.
+pub type Loaded = Result<(Config, RuleSet), ConfigError>;
+
+/// The unread rest of an input longer than the limit.
+pub type Rest = Box<dyn Read>;
+
+/// Reads the input (the file, or standard input for none or "-") up to `limit` bytes. When it
+/// is longer, gives the first `limit + 1` bytes and the reader of the rest. Errors name the
+/// file.
+pub fn read_limited(file: Option<&Path>, limit: u64) -> Result<(Vec<u8>, Option<Rest>), String> {
+    let mut reader: Rest = match file {
+        Some(p) if p != Path::new("-") => Box::new(
+            std::fs::File::open(p)
+                .map_err(|e| format!("cannot read the message {}: {e}", p.display()))?,
+        ),
+        _ => Box::new(std::io::stdin()),
+    };
+    let name = || file.map_or_else(|| "standard input".to_string(), |p| p.display().to_string());
+    let mut bytes = Vec::new();
+    let cap = limit.saturating_add(1);
+    (&mut reader)
+        .take(cap)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the message {}: {e}", name()))?;
+    let over = bytes.len() as u64 >= cap;
+    Ok((bytes, over.then_some(reader)))
 }
 
-/// Reads and evaluates the message the arguments name.
+/// Reads and evaluates the message the arguments name, within the size limit and the CPU
+/// budget.
 fn evaluate_input(args: &InputArgs) -> Result<Evaluation, String> {
     let (config, rules) = load(args.common.config.as_deref()).map_err(|e| e.to_string())?;
-    let raw =
-        read_input(args.file.as_deref()).map_err(|e| format!("cannot read the message: {e}"))?;
-    Ok(evaluate_bytes(
-        &raw,
-        &config,
-        &rules,
+    let (raw, rest) = read_limited(args.file.as_deref(), config.max_size)?;
+    if rest.is_some() {
+        let note = format!(
+            "the message is larger than max_size ({} bytes): not parsed, goes to the inbox",
+            config.max_size
+        );
+        return Ok(Evaluation::unparsed(note, Default::default()));
+    }
+    Ok(evaluate_within(
+        &Arc::new(raw),
+        &Arc::new(config),
+        rules,
         &env_vars(&args.common),
     ))
 }
@@ -226,7 +251,7 @@ fn check(args: &CheckArgs) -> ExitCode {
     let eval = match evaluate_input(&args.input) {
         Ok(e) => e,
         Err(msg) => {
-            eprintln!("backstop: {msg}");
+            say!("backstop: {msg}");
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -235,7 +260,7 @@ fn check(args: &CheckArgs) -> ExitCode {
         Format::Json => match serde_json::to_string(&eval) {
             Ok(j) => j + "\n",
             Err(e) => {
-                eprintln!("backstop: cannot write JSON: {e}");
+                say!("backstop: cannot write JSON: {e}");
                 return ExitCode::from(EXIT_ERROR);
             }
         },
@@ -254,7 +279,10 @@ fn check(args: &CheckArgs) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        say!("backstop: cannot write the verdict: {e}");
+        return ExitCode::from(EXIT_ERROR);
+    }
     if args.exit_status {
         return ExitCode::from(u8::from(eval.verdict != Verdict::Backscatter));
     }
@@ -265,11 +293,19 @@ fn explain_cmd(args: &InputArgs) -> ExitCode {
     match evaluate_input(args) {
         Ok(eval) => {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(explain::render(&eval).as_bytes());
-            ExitCode::SUCCESS
+            match out
+                .write_all(explain::render(&eval).as_bytes())
+                .and_then(|()| out.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    say!("backstop: cannot write the explanation: {e}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
         }
         Err(msg) => {
-            eprintln!("backstop: {msg}");
+            say!("backstop: {msg}");
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -279,7 +315,7 @@ fn lint(args: &LintArgs) -> ExitCode {
     let path = match args.file.clone().or_else(Config::default_path) {
         Some(p) => p,
         None => {
-            eprintln!("backstop: no file given and no default config location");
+            say!("backstop: no file given and no default config location");
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -293,11 +329,17 @@ fn lint(args: &LintArgs) -> ExitCode {
     });
     match result {
         Ok(n) => {
-            println!("{}: ok ({n} rules in effect)", path.display());
-            ExitCode::SUCCESS
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{}: ok ({n} rules in effect)", path.display()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    say!("backstop: cannot write the result: {e}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
         }
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -22,10 +22,17 @@ pub struct ConfigError {
     pub line: u64,
     pub column: u64,
     pub message: String,
+    /// The file may have been written by someone else: nothing in it may be used, not even
+    /// leniently (the inbox and log keys a broken file still gives).
+    pub untrusted: bool,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // About the file as a whole: no position to give.
+            return write!(f, "{}: {}", self.file, self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -43,6 +50,7 @@ impl ConfigError {
             line: spanned.referenced.line(),
             column: spanned.referenced.column(),
             message: message.into(),
+            untrusted: false,
         }
     }
 
@@ -53,6 +61,7 @@ impl ConfigError {
             line: 0,
             column: 0,
             message: message.into(),
+            untrusted: false,
         }
     }
 
@@ -75,6 +84,7 @@ impl ConfigError {
             line,
             column,
             message,
+            untrusted: false,
         }
     }
 }
@@ -174,6 +184,9 @@ pub struct ConfigFile {
     pub log: Option<String>,
     #[serde(default)]
     pub max_size: Option<u64>,
+    /// Milliseconds of CPU time that judging one message may take.
+    #[serde(default)]
+    pub cpu_budget_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub trace_headers: Option<bool>,
 }
@@ -295,8 +308,15 @@ pub struct Config {
     pub mbox_folder: PathBuf,
     pub log: Option<PathBuf>,
     pub max_size: u64,
+    pub cpu_budget_ms: u64,
     pub trace_headers: bool,
 }
+
+/// The range `cpu_budget_ms` may take: under 10 ms even clean mail would go unjudged on a
+/// busy machine; over 60 s a host's own time limit (Postfix's command_time_limit, Dovecot's
+/// exec timeout) may strike first.
+const MIN_CPU_BUDGET_MS: u64 = 10;
+const MAX_CPU_BUDGET_MS: u64 = 60_000;
 
 /// Default bounce score threshold.
 pub const DEFAULT_THRESHOLD: i32 = 5;
@@ -316,6 +336,7 @@ impl Default for Config {
             mbox_folder: expand_home("~/mail/Backscatter"),
             log: None,
             max_size: DEFAULT_MAX_SIZE,
+            cpu_budget_ms: crate::budget::DEFAULT_CPU_BUDGET_MS,
             trace_headers: true,
         }
     }
@@ -341,6 +362,10 @@ impl Config {
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
+        crate::perms::check_config_file(path).map_err(|why| ConfigError {
+            untrusted: true,
+            ..ConfigError::whole(&name, why)
+        })?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::whole(&name, format!("cannot read: {e}")))?;
         let mut config = Config::from_str(&text, &name)?;
@@ -389,17 +414,13 @@ impl Config {
             (None, Some(m)) => Some(Inbox::Mbox(expand_home(&m))),
             (None, None) => None,
         };
+        config.layout = file.layout.unwrap_or_default();
         if let Some(folder) = file.folder {
-            if !valid_folder(&folder.value) {
-                return Err(ConfigError::at(
-                    name,
-                    &folder,
-                    "folder must be a plain name",
-                ));
+            if let Err(why) = check_folder(&folder.value, config.layout) {
+                return Err(ConfigError::at(name, &folder, why));
             }
             config.folder = folder.value;
         }
-        config.layout = file.layout.unwrap_or_default();
         if let Some(locks) = file.mbox_locks {
             config.mbox_locks = locks;
         }
@@ -408,6 +429,20 @@ impl Config {
         }
         config.log = file.log.map(|l| expand_home(&l));
         config.max_size = file.max_size.unwrap_or(DEFAULT_MAX_SIZE);
+        if let Some(b) = file.cpu_budget_ms {
+            if !(MIN_CPU_BUDGET_MS..=MAX_CPU_BUDGET_MS).contains(&b.value) {
+                return Err(ConfigError::at(
+                    name,
+                    &b,
+                    format!(
+                        "cpu_budget_ms must be between {MIN_CPU_BUDGET_MS} and {MAX_CPU_BUDGET_MS} \
+                         (milliseconds of CPU time for judging one message; the default is {})",
+                        crate::budget::DEFAULT_CPU_BUDGET_MS
+                    ),
+                ));
+            }
+            config.cpu_budget_ms = b.value;
+        }
         config.trace_headers = file.trace_headers.unwrap_or(true);
         config.own = file.own;
         config.user_rules = file.rules;
@@ -528,12 +563,52 @@ fn check_own(own: &OwnSpec, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// A folder name may have `.` or `/` as separators but no empty, `.` or `..` part.
+/// A folder name may have `.` or `/` as separators but no empty, `.` or `..` part, and no
+/// control character (a newline or tab in a name breaks every tool that lists folders).
 pub fn valid_folder(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('/')
-        && !name.contains('\0')
+        && !name.contains(char::is_control)
         && name.split(['/', '.']).all(|p| !p.is_empty() && p != "..")
+}
+
+/// Checks a backscatter folder name for the layout it is made in.
+fn check_folder(name: &str, layout: Layout) -> Result<(), String> {
+    if !valid_folder(name) {
+        return Err(format!(
+            "folder {name:?} must be a plain name such as Backscatter or Junk.Backscatter \
+             (no control characters, no empty, \".\" or \"..\" part, not absolute)"
+        ));
+    }
+    // What the Maildir writer accepts (in the fs layout, no cur, new or tmp level).
+    crate::store::maildir::folder_levels(name, layout)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// The value of a top-level `key: value` line, read leniently from a config that failed to
+/// load: quotes and a trailing comment are dropped. A broken file must not send mail to a
+/// mailbox nobody reads, so the inbox (`maildir:`, `mbox:`) and `log:` keys survive an error.
+pub fn lenient_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix(':')?;
+        let v = match v.find(" #") {
+            Some(i) => &v[..i],
+            None => v,
+        };
+        let v = v.trim().trim_matches(['"', '\'']);
+        (!v.is_empty()).then(|| v.to_string())
+    })
+}
+
+/// The inbox a config that failed to load names, read leniently (see [`lenient_value`]);
+/// None when it names none, or both a Maildir and an mbox.
+pub fn lenient_inbox(text: &str) -> Option<Inbox> {
+    match (lenient_value(text, "maildir"), lenient_value(text, "mbox")) {
+        (Some(m), None) => Some(Inbox::Maildir(expand_home(&m))),
+        (None, Some(m)) => Some(Inbox::Mbox(expand_home(&m))),
+        _ => None,
+    }
 }
 
 /// Expands a leading `~/` to the home directory ($HOME, else the password database:

@@ -6,18 +6,23 @@
 //! Any other status would make Postfix or Exim bounce the message, and that
 //! bounce would go to a sender who is, as often as not, forged.
 
+use std::borrow::Cow;
 use std::io::{BufRead, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 
+use crate::budget::evaluate_within;
 use crate::cli::{CommonArgs, env_vars, load};
-use crate::config::{Action, Config, Inbox, expand_home};
+use crate::config::{Action, Config, ConfigError, Inbox, expand_home, lenient_inbox};
 use crate::log;
+use crate::perms::check_mailbox_owner;
 use crate::store::{self, Payload, Stored};
-use crate::verdict::{Evaluation, evaluate};
+use crate::trace::{trace_headers, trace_line, without_incoming};
+use crate::verdict::Evaluation;
 
 /// EX_TEMPFAIL: the MTA keeps the message and tries again later.
 pub const EX_TEMPFAIL: u8 = 75;
@@ -37,17 +42,15 @@ pub struct DeliverArgs {
 }
 
 impl DeliverArgs {
-    /// The inbox: the flags, else the config, else ~/Maildir.
-    fn inbox(&self, config: Option<&Config>) -> Inbox {
+    /// The inbox: the flags, else the config's, else ~/Maildir.
+    fn inbox(&self, from_config: Option<Inbox>) -> Inbox {
         if let Some(m) = self.maildir.as_ref().or(self.maildir_path.as_ref()) {
             return Inbox::Maildir(m.clone());
         }
         if let Some(m) = &self.mbox {
             return Inbox::Mbox(m.clone());
         }
-        config
-            .and_then(|c| c.inbox.clone())
-            .unwrap_or_else(|| Inbox::Maildir(expand_home("~/Maildir")))
+        from_config.unwrap_or_else(|| Inbox::Maildir(expand_home("~/Maildir")))
     }
 }
 
@@ -69,7 +72,8 @@ pub fn run(args: &DeliverArgs) -> ExitCode {
 
 /// The input: what fits in memory, and the unread rest for messages over the limit.
 struct Input {
-    bytes: Vec<u8>,
+    /// Shared with the evaluating thread (see [`crate::budget`]).
+    bytes: Arc<Vec<u8>>,
     oversized: bool,
     /// The envelope sender for an mbox `From ` line: --sender or $SENDER, else the input's
     /// From_ line; None (MAILER-DAEMON) when neither says.
@@ -100,7 +104,7 @@ fn read_input(limit: u64) -> std::io::Result<Input> {
     }
     Ok(Input {
         oversized,
-        bytes,
+        bytes: Arc::new(bytes),
         sender: None,
     })
 }
@@ -113,33 +117,11 @@ fn deliver(args: &DeliverArgs) -> Result<(), String> {
     let mut input = read_input(limit).map_err(|e| format!("cannot read the message: {e}"))?;
     input.sender = mbox_sender(&args.common, &input);
     let (config, rules) = match loaded {
-        Ok(loaded) => loaded,
-        Err(err) => {
-            // A broken config must not stop mail: inbox, unfiltered, with a header saying why.
-            let _ = writeln!(
-                std::io::stderr(),
-                "backstop: {err}; delivering to the inbox unfiltered"
-            );
-            let inbox = args.inbox(None);
-            let head = trace_line(
-                &input.bytes,
-                "X-Backstop-Error",
-                &format!("config error, not filtered: {err}"),
-            );
-            let stored = store_inbox(&inbox, &Config::default(), &head, &input)?;
-            if let Some(path) = args
-                .common
-                .config
-                .clone()
-                .or_else(Config::default_path)
-                .and_then(|p| log::path_hint(&p))
-            {
-                log::append_error(&path, &err.to_string(), &stored);
-            }
-            return Ok(());
-        }
+        Ok((config, rules)) => (Arc::new(config), rules),
+        Err(err) => return deliver_unfiltered(args, &err, &input),
     };
-    let inbox = args.inbox(Some(&config));
+    let inbox = args.inbox(config.inbox.clone());
+    check_mailbox_owner(inbox_path(&inbox))?;
     let eval = if input.oversized {
         let note = format!(
             "the message is larger than max_size ({} bytes): not parsed, goes to the inbox",
@@ -148,9 +130,36 @@ fn deliver(args: &DeliverArgs) -> Result<(), String> {
         Evaluation::unparsed(note, Default::default())
     } else {
         fault_point("evaluate");
-        evaluate(&input.bytes, &config, &rules, &env_vars(&args.common))
+        evaluate_within(&input.bytes, &config, rules, &env_vars(&args.common))
     };
     file_message(&eval, &config, &inbox, &input)
+}
+
+/// A config that failed to load must not stop mail: the inbox, unfiltered, with a header
+/// saying why. The inbox and log keys of a broken file are still read leniently (a user whose
+/// config says `mbox: /var/mail/me` must not lose sight of new mail over a typo elsewhere);
+/// nothing is read from a file someone else could have written.
+fn deliver_unfiltered(args: &DeliverArgs, err: &ConfigError, input: &Input) -> Result<(), String> {
+    let _ = writeln!(
+        std::io::stderr(),
+        "backstop: {err}; delivering to the inbox unfiltered"
+    );
+    let text = match args.common.config.clone().or_else(Config::default_path) {
+        Some(path) if !err.untrusted => std::fs::read_to_string(path).ok(),
+        _ => None,
+    };
+    let inbox = args.inbox(text.as_deref().and_then(lenient_inbox));
+    check_mailbox_owner(inbox_path(&inbox))?;
+    let head = trace_line(
+        &input.bytes,
+        "X-Backstop-Error",
+        &format!("config error, not filtered: {err}"),
+    );
+    let stored = store_inbox(&inbox, &Config::default(), &head, input)?;
+    if let Some(path) = text.as_deref().and_then(log::path_hint) {
+        log::append_error(&path, &err.to_string(), &stored);
+    }
+    Ok(())
 }
 
 /// Writes the message where its verdict sends it, then logs the decision.
@@ -200,12 +209,12 @@ fn store_inbox(
     head: &[u8],
     input: &Input,
 ) -> Result<Stored, String> {
-    let body = split_for_store(input);
+    let body = body_for_store(input);
     let sender = input.sender.as_deref();
     let mut stdin = std::io::stdin().lock();
     let payload = Payload {
         head,
-        body,
+        body: &body,
         tail: input.oversized.then_some(&mut stdin as &mut dyn Read),
     };
     fault_point("store");
@@ -229,13 +238,16 @@ fn store_folder(
             "an oversized message goes to the inbox",
         ));
     }
-    let body = split_for_store(input);
+    let body = body_for_store(input);
     let payload = Payload {
         head,
-        body,
+        body: &body,
         tail: None,
     };
     fault_point("store");
+    if let Inbox::Mbox(_) = inbox {
+        check_mailbox_owner(&config.mbox_folder).map_err(std::io::Error::other)?;
+    }
     match inbox {
         Inbox::Maildir(root) => {
             store::maildir::deliver(root, Some(&config.folder), config.layout, payload)
@@ -253,6 +265,12 @@ fn inbox_path(inbox: &Inbox) -> &Path {
     match inbox {
         Inbox::Maildir(p) | Inbox::Mbox(p) => p,
     }
+}
+
+/// The bytes to store: [`split_for_store`] less the `X-Backstop-*` fields the message came
+/// with (see [`crate::trace`]).
+fn body_for_store(input: &Input) -> Cow<'_, [u8]> {
+    without_incoming(split_for_store(input))
 }
 
 /// The bytes to store: the input in memory less a leading mbox From_ line. A From_ line whose
@@ -280,44 +298,6 @@ fn mbox_sender(args: &CommonArgs, input: &Input) -> Option<String> {
             .trim_end_matches('>')
             .to_string(),
     )
-}
-
-/// The line end the message uses: CRLF if its first line ends so, else LF.
-pub fn line_end(bytes: &[u8]) -> &'static [u8] {
-    let (_, rest) = crate::message::split_from_line(bytes);
-    // A plain search: memchr's first call detects CPU features, which costs more here.
-    match rest.iter().position(|&b| b == b'\n') {
-        Some(i) if i > 0 && rest[i - 1] == b'\r' => b"\r\n",
-        _ => b"\n",
-    }
-}
-
-/// One header line, cleaned of anything that could break the header block.
-pub fn trace_line(bytes: &[u8], name: &str, value: &str) -> Vec<u8> {
-    let clean: String = value
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let cut = crate::message::cut_at_char(&clean, 900);
-    let mut line = format!("{name}: {cut}").into_bytes();
-    line.extend_from_slice(line_end(bytes));
-    line
-}
-
-/// `X-Backstop-Verdict` and `X-Backstop-Reason` for a decision.
-pub fn trace_headers(bytes: &[u8], eval: &Evaluation) -> Vec<u8> {
-    let mut verdict = eval.verdict.as_str().to_string();
-    if let Some(k) = eval.kind {
-        verdict.push_str(&format!("; kind={}", k.as_str()));
-    }
-    verdict.push_str(&format!("; action={}", eval.action.as_str()));
-    let mut head = trace_line(bytes, "X-Backstop-Verdict", &verdict);
-    let reason = eval.reasons.last().cloned().unwrap_or_default();
-    head.extend(trace_line(bytes, "X-Backstop-Reason", &reason));
-    head
 }
 
 /// Test-only fault injection, compiled into debug builds alone: with

@@ -94,12 +94,8 @@ fn write_line(path: &Path, entry: &Entry) {
 }
 
 /// The `log:` path of a config file that failed to load, read leniently.
-pub fn path_hint(config: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(config).ok()?;
-    text.lines().find_map(|l| {
-        let v = l.strip_prefix("log:")?.trim().trim_matches(['"', '\'']);
-        (!v.is_empty()).then(|| crate::config::expand_home(v))
-    })
+pub fn path_hint(config_text: &str) -> Option<PathBuf> {
+    crate::config::lenient_value(config_text, "log").map(|v| crate::config::expand_home(&v))
 }
 
 /// Formats a time as `YYYY-MM-DDTHH:MM:SSZ`.

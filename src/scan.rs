@@ -167,7 +167,7 @@ pub fn run(args: &ScanArgs) -> ExitCode {
     let config = match load(args.config.as_deref()) {
         Ok((config, _)) => config,
         Err(e) => {
-            eprintln!("backstop: {e}");
+            say!("backstop: {e}");
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -213,7 +213,7 @@ pub fn run(args: &ScanArgs) -> ExitCode {
                 ReportFormat::Json => match serde_json::to_string_pretty(&report) {
                     Ok(j) => j + "\n",
                     Err(e) => {
-                        eprintln!("backstop: cannot write JSON: {e}");
+                        say!("backstop: cannot write JSON: {e}");
                         return ExitCode::from(EXIT_ERROR);
                     }
                 },
@@ -229,15 +229,15 @@ pub fn run(args: &ScanArgs) -> ExitCode {
             }
         }
         Err(Failure::Usage(msg)) => {
-            eprintln!("backstop: {msg}");
+            say!("backstop: {msg}");
             ExitCode::from(EXIT_ERROR)
         }
         Err(Failure::Io(msg)) => {
-            eprintln!("backstop: {msg}");
+            say!("backstop: {msg}");
             ExitCode::from(EXIT_PARTIAL)
         }
         Err(Failure::Interrupted) => {
-            eprintln!("backstop: interrupted; nothing was moved");
+            say!("backstop: interrupted; nothing was moved");
             ExitCode::from(EXIT_INTERRUPTED)
         }
     }

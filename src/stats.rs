@@ -147,12 +147,12 @@ pub fn run(args: &StatsArgs) -> ExitCode {
             Ok(c) => match c.log {
                 Some(p) => p,
                 None => {
-                    eprintln!("backstop: no LOGFILE given and the config sets no log: path");
+                    say!("backstop: no LOGFILE given and the config sets no log: path");
                     return ExitCode::from(EXIT_ERROR);
                 }
             },
             Err(e) => {
-                eprintln!("backstop: {e}");
+                say!("backstop: {e}");
                 return ExitCode::from(EXIT_ERROR);
             }
         },
@@ -160,7 +160,7 @@ pub fn run(args: &StatsArgs) -> ExitCode {
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("backstop: cannot read {}: {e}", path.display());
+            say!("backstop: cannot read {}: {e}", path.display());
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -172,7 +172,7 @@ pub fn run(args: &StatsArgs) -> ExitCode {
     ) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("backstop: cannot read {}: {e}", path.display());
+            say!("backstop: cannot read {}: {e}", path.display());
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -181,7 +181,7 @@ pub fn run(args: &StatsArgs) -> ExitCode {
         ReportFormat::Json => match serde_json::to_string_pretty(&stats) {
             Ok(j) => j + "\n",
             Err(e) => {
-                eprintln!("backstop: cannot write JSON: {e}");
+                say!("backstop: cannot write JSON: {e}");
                 return ExitCode::from(EXIT_ERROR);
             }
         },

@@ -87,6 +87,10 @@ pub struct Evaluation {
     pub from: Option<String>,
     /// Things that shaped the decision outside the rules (size limits, parse failures).
     pub notes: Vec<String>,
+    /// Why the message could not be judged (the CPU budget ran out); written as
+    /// `X-Backstop-Error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Evaluation {
@@ -110,6 +114,7 @@ impl Evaluation {
             subject: None,
             from: None,
             notes: vec![note],
+            error: None,
         }
     }
 }
@@ -147,6 +152,7 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
         subject: mail.subject().map(str::to_string),
         from: message::from_text(&mail),
         notes: Vec::new(),
+        error: None,
     };
     if mail.headers_only {
         eval.notes.push(format!(

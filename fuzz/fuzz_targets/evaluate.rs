@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         };
         for env in [EnvVars::default(), envelope] {
             let eval = evaluate(data, config, rules, &env);
-            let _ = backstop::deliver::trace_headers(data, &eval);
+            let _ = backstop::trace::trace_headers(data, &eval);
         }
     });
 });

@@ -93,7 +93,7 @@ pub fn deliver(
 }
 
 /// Splits and checks a configured folder name. `Ok(None)` is the INBOX.
-fn folder_levels(name: &str, layout: Layout) -> io::Result<Option<Vec<&str>>> {
+pub(crate) fn folder_levels(name: &str, layout: Layout) -> io::Result<Option<Vec<&str>>> {
     if name.eq_ignore_ascii_case("INBOX") {
         return Ok(None);
     }
@@ -109,8 +109,8 @@ fn folder_levels(name: &str, layout: Layout) -> io::Result<Option<Vec<&str>>> {
     if name.starts_with('/') {
         return Err(invalid("starts with /"));
     }
-    if name.contains('\0') {
-        return Err(invalid("contains NUL"));
+    if name.contains(|c: char| c.is_ascii_control()) {
+        return Err(invalid("contains a control character"));
     }
     if name.contains("..") {
         return Err(invalid("contains .."));

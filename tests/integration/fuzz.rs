@@ -322,7 +322,7 @@ fn evaluate_with(bytes: &[u8], config: &Config, rules: &RuleSet) {
     for env in [&bare, &envelope] {
         let eval = evaluate(bytes, config, rules, env);
         // What deliver and filter do next with the evaluation must not panic either.
-        let _ = backstop::deliver::trace_headers(bytes, &eval);
+        let _ = backstop::trace::trace_headers(bytes, &eval);
         let _ = backstop::explain::render(&eval);
         let _ = serde_json::to_string(&eval).expect("an evaluation serializes");
     }

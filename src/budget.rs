@@ -1,0 +1,142 @@
+//! The CPU budget for judging one message: the second line of defence behind linear-time code.
+//!
+//! Evaluation runs on a thread of its own while the calling thread waits. When the evaluating
+//! thread has used more CPU time than the budget (`cpu_budget_ms`, 2 s by default), the caller
+//! gets an evaluation that judged nothing: the message goes to the inbox unfiltered, with an
+//! `X-Backstop-Error` line, as a message over `max_size` does. The evaluating thread is left
+//! to end with the process. CPU time, not wall time, is what counts: a loaded machine slows a
+//! message down but does not make it hostile. Wall time bounds it from below (a thread cannot
+//! use more CPU than the time that has passed), so the normal path reads no clock at all.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::message::EnvVars;
+use crate::rules::RuleSet;
+use crate::verdict::{Evaluation, evaluate};
+
+/// The default budget, in milliseconds of CPU time.
+pub const DEFAULT_CPU_BUDGET_MS: u64 = 2000;
+
+/// The evaluating thread's stack: as deep as a main thread's usual 8 MiB limit, and more
+/// (address space only; pages are used as they are touched).
+const STACK: usize = 64 * 1024 * 1024;
+
+/// The shortest wait between two looks at the evaluating thread's CPU time.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+
+/// What the evaluating thread sends: its thread id first, then the result.
+enum Report {
+    Started(i32),
+    Done(Box<Evaluation>),
+}
+
+/// Evaluates `raw` as [`evaluate`] does, within the config's CPU budget. The rules move to the
+/// evaluating thread (their regexes compile lazily, so they are not shared).
+///
+/// A panic in the evaluation is resumed on the calling thread, as if it had evaluated. When no
+/// thread can be started, the message is not judged either.
+pub fn evaluate_within(
+    raw: &Arc<Vec<u8>>,
+    config: &Arc<Config>,
+    rules: RuleSet,
+    env: &EnvVars,
+) -> Evaluation {
+    let budget = Duration::from_millis(config.cpu_budget_ms);
+    let (tx, rx) = mpsc::channel();
+    let job = (raw.clone(), config.clone(), rules, env.clone());
+    let spawned = std::thread::Builder::new()
+        .name("evaluate".into())
+        .stack_size(STACK)
+        .spawn(move || {
+            let (raw, config, rules, env) = job;
+            let _ = tx.send(Report::Started(rustix::thread::gettid().as_raw_nonzero().get()));
+            let eval = evaluate(&raw, &config, &rules, &env);
+            let _ = tx.send(Report::Done(Box::new(eval)));
+        });
+    let handle = match spawned {
+        Ok(handle) => handle,
+        Err(e) => return unjudged(&format!("no thread to judge it in ({e})")),
+    };
+    let mut tid = None;
+    let mut wait = budget;
+    loop {
+        match rx.recv_timeout(wait) {
+            Ok(Report::Started(id)) => tid = Some(id),
+            Ok(Report::Done(eval)) => return *eval,
+            Err(RecvTimeoutError::Disconnected) => match handle.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => return unjudged("the evaluation ended without a result"),
+            },
+            Err(RecvTimeoutError::Timeout) => {
+                // Without /proc, the wall time waited stands for the CPU time used.
+                let used = tid.and_then(thread_cpu_time).unwrap_or(budget);
+                if used >= budget {
+                    return unjudged(&format!(
+                        "the evaluation used up its CPU budget ({} ms, cpu_budget_ms)",
+                        budget.as_millis()
+                    ));
+                }
+                wait = (budget - used).max(MIN_WAIT);
+            }
+        }
+    }
+}
+
+/// The evaluation of a message that was not judged.
+fn unjudged(what: &str) -> Evaluation {
+    let note = format!("{what}: not judged, goes to the inbox");
+    let mut eval = Evaluation::unparsed(note.clone(), Default::default());
+    eval.error = Some(note);
+    eval
+}
+
+/// The CPU time a thread of this process has used: the first field of its `schedstat`
+/// (nanoseconds on the CPU), else user plus system time from its `stat` (clock ticks).
+fn thread_cpu_time(tid: i32) -> Option<Duration> {
+    let dir = format!("/proc/self/task/{tid}");
+    if let Ok(text) = std::fs::read_to_string(format!("{dir}/schedstat"))
+        && let Some(ns) = text.split_whitespace().next().and_then(|f| f.parse().ok())
+    {
+        return Some(Duration::from_nanos(ns));
+    }
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses: utime and
+    // stime are the 14th and 15th fields of the line, the 12th and 13th after the name.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture.
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_thread_has_cpu_time_and_an_idle_one_little() {
+        let (tx, rx) = mpsc::channel();
+        let busy = std::thread::spawn(move || {
+            let _ = tx.send(rustix::thread::gettid().as_raw_nonzero().get());
+            let mut x = 0u64;
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(300) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            std::thread::sleep(Duration::from_secs(5));
+            x
+        });
+        let tid = rx.recv().expect("the thread reports its id");
+        std::thread::sleep(Duration::from_millis(400));
+        let used = thread_cpu_time(tid).expect("/proc tells a thread's CPU time");
+        // It spun for 300 ms of wall time; it cannot have used more CPU than the 400 ms waited.
+        assert!(used > Duration::ZERO && used <= Duration::from_millis(450), "{used:?}");
+        let me = thread_cpu_time(rustix::thread::gettid().as_raw_nonzero().get());
+        assert!(me.is_some());
+        drop(busy);
+    }
+}
