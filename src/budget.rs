@@ -52,7 +52,10 @@ pub fn evaluate_within(
         .stack_size(STACK)
         .spawn(move || {
             let (raw, config, rules, env) = job;
-            let _ = tx.send(Report::Started(rustix::thread::gettid().as_raw_nonzero().get()));
+            let _ = tx.send(Report::Started(
+                rustix::thread::gettid().as_raw_nonzero().get(),
+            ));
+            spin_fault();
             let eval = evaluate(&raw, &config, &rules, &env);
             let _ = tx.send(Report::Done(Box::new(eval)));
         });
@@ -81,6 +84,17 @@ pub fn evaluate_within(
                 }
                 wait = (budget - used).max(MIN_WAIT);
             }
+        }
+    }
+}
+
+/// Test-only: with `BACKSTOP_FAULT=spin` in a debug build, the evaluation never ends (it burns
+/// CPU time), as a hostile message that found a slow path would.
+fn spin_fault() {
+    if cfg!(debug_assertions) && std::env::var("BACKSTOP_FAULT").is_ok_and(|v| v == "spin") {
+        let mut x = 0u64;
+        loop {
+            x = std::hint::black_box(x.wrapping_add(1));
         }
     }
 }
@@ -134,7 +148,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         let used = thread_cpu_time(tid).expect("/proc tells a thread's CPU time");
         // It spun for 300 ms of wall time; it cannot have used more CPU than the 400 ms waited.
-        assert!(used > Duration::ZERO && used <= Duration::from_millis(450), "{used:?}");
+        assert!(
+            used > Duration::ZERO && used <= Duration::from_millis(450),
+            "{used:?}"
+        );
         let me = thread_cpu_time(rustix::thread::gettid().as_raw_nonzero().get());
         assert!(me.is_some());
         drop(busy);

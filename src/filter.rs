@@ -34,8 +34,9 @@ pub fn run(args: &InputArgs) -> ExitCode {
     };
     let raw = Arc::new(raw);
     let oversized = rest.is_some();
-    let head = match catch_unwind(AssertUnwindSafe(|| headers_for(&raw, oversized, loaded, args)))
-    {
+    let head = match catch_unwind(AssertUnwindSafe(|| {
+        headers_for(&raw, oversized, loaded, args)
+    })) {
         Ok(h) => h,
         Err(_) => trace_line(&raw, "X-Backstop-Error", "internal error, not filtered"),
     };
@@ -72,12 +73,7 @@ pub fn run(args: &InputArgs) -> ExitCode {
     }
 }
 
-fn headers_for(
-    raw: &Arc<Vec<u8>>,
-    oversized: bool,
-    loaded: Loaded,
-    args: &InputArgs,
-) -> Vec<u8> {
+fn headers_for(raw: &Arc<Vec<u8>>, oversized: bool, loaded: Loaded, args: &InputArgs) -> Vec<u8> {
     match loaded {
         Ok((config, rules)) => {
             let config = Arc::new(config);

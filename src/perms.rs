@@ -29,7 +29,8 @@ pub fn check_config_file(path: &Path) -> Result<(), String> {
         }
     }
     for (i, p) in checked.iter().enumerate() {
-        let meta = std::fs::metadata(p).map_err(|e| format!("cannot check {}: {e}", p.display()))?;
+        let meta =
+            std::fs::metadata(p).map_err(|e| format!("cannot check {}: {e}", p.display()))?;
         let is_dir = i > 0;
         let shown = if p == &real && real != path {
             format!("{} (as {})", path.display(), real.display())
@@ -51,7 +52,11 @@ pub fn check_config_file(path: &Path) -> Result<(), String> {
             return Err(format!(
                 "not trusted: {shown} is writable by {} (mode {:04o}), so others decide where \
                  your mail goes; ignored, mail goes to the inbox unfiltered. Fix: chmod go-w {}",
-                if meta.mode() & 0o002 != 0 { "everyone" } else { "its group" },
+                if meta.mode() & 0o002 != 0 {
+                    "everyone"
+                } else {
+                    "its group"
+                },
                 meta.mode() & 0o7777,
                 p.display()
             ));

@@ -154,10 +154,7 @@ X-Backstop-Verdict: in the body, stays\r\n"
     #[test]
     fn cr_only_messages_lose_only_the_field() {
         let message = b"X-Backstop-Verdict: backscatter; action=discard\rSubject: hi\r\rbody\r";
-        assert_eq!(
-            without_incoming(message).as_ref(),
-            b"Subject: hi\r\rbody\r"
-        );
+        assert_eq!(without_incoming(message).as_ref(), b"Subject: hi\r\rbody\r");
         let mixed = b"X-Backstop-Reason: a\r\n\tb\rFrom: x\n\nX-Backstop-Verdict: body\r\n";
         assert_eq!(
             without_incoming(mixed).as_ref(),

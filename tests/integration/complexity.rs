@@ -154,7 +154,7 @@ MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"P\"\r\n\r\n{}--P-
         ),
         (
             "nested returned messages",
-            format!("{}hi\r\n", fill(size, |_| format!("{DSN_HEAD}"))),
+            format!("{}hi\r\n", fill(size, |_| DSN_HEAD.to_string())),
         ),
     ]
 }

@@ -19,15 +19,15 @@ use crate::util::{
 };
 
 /// The envelope recipient every delivery is made for.
-const RECIPIENT: &str = "user@example.com";
+pub(crate) const RECIPIENT: &str = "user@example.com";
 
 /// The user's own infrastructure: with it, [`BACKSCATTER`] is judged backscatter.
-const OWN: &str =
+pub(crate) const OWN: &str =
     "own:\n  domains: [example.com]\n  hosts: [mail.example.com]\n  networks: [192.0.2.0/24]\n";
 
 /// A bounce of spam that forged the user's address: the original entered the bouncing site from
 /// a host that is none of the user's.
-const BACKSCATTER: &str = "Return-Path: <>
+pub(crate) const BACKSCATTER: &str = "Return-Path: <>
 Received: from mx.foreign.example (mx.foreign.example [198.51.100.7])
 \tby mail.example.com (Postfix) with ESMTP id 4A1B2C3D
 \tfor <user@example.com>; Tue, 3 Mar 2026 10:00:05 +0000 (UTC)
@@ -123,24 +123,24 @@ fn shapes() -> Vec<(String, Vec<u8>)> {
 }
 
 /// Writes a config file into `home` and returns its path.
-fn write_config(home: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write_config(home: &Path, name: &str, text: &str) -> PathBuf {
     let path = home.join(name);
     fs::write(&path, text).expect("write the config");
     path
 }
 
 /// `backstop deliver --maildir MAILDIR --recipient user@example.com [--config CONFIG]`.
-fn deliver_cmd(home: &Path, maildir: &Path, config: Option<&Path>) -> Command {
+pub(crate) fn deliver_cmd(home: &Path, maildir: &Path, config: Option<&Path>) -> Command {
     deliver_to(home, "--maildir", maildir, config)
 }
 
 /// `backstop deliver --mbox MBOX --recipient user@example.com [--config CONFIG]`.
-fn deliver_mbox_cmd(home: &Path, mbox: &Path, config: Option<&Path>) -> Command {
+pub(crate) fn deliver_mbox_cmd(home: &Path, mbox: &Path, config: Option<&Path>) -> Command {
     deliver_to(home, "--mbox", mbox, config)
 }
 
 /// `backstop deliver FLAG TARGET --recipient user@example.com [--config CONFIG]`.
-fn deliver_to(home: &Path, flag: &str, target: &Path, config: Option<&Path>) -> Command {
+pub(crate) fn deliver_to(home: &Path, flag: &str, target: &Path, config: Option<&Path>) -> Command {
     let mut cmd = backstop(home);
     cmd.arg("deliver")
         .arg(flag)
@@ -153,16 +153,16 @@ fn deliver_to(home: &Path, flag: &str, target: &Path, config: Option<&Path>) -> 
 }
 
 /// Runs a delivery and asserts exit 0 with nothing said to the MTA.
-fn deliver_ok(cmd: &mut Command, input: &[u8], what: &str) {
+pub(crate) fn deliver_ok(cmd: &mut Command, input: &[u8], what: &str) {
     deliver_exits(cmd, input, 0, what);
 }
 
 /// Runs a delivery and asserts exit 75 (the MTA tries again) with nothing else said to it.
-fn deliver_deferred(cmd: &mut Command, input: &[u8], what: &str) -> Output {
+pub(crate) fn deliver_deferred(cmd: &mut Command, input: &[u8], what: &str) -> Output {
     deliver_exits(cmd, input, 75, what)
 }
 
-fn deliver_exits(cmd: &mut Command, input: &[u8], code: i32, what: &str) -> Output {
+pub(crate) fn deliver_exits(cmd: &mut Command, input: &[u8], code: i32, what: &str) -> Output {
     let out = run_with_input(cmd, input);
     assert_eq!(
         out.status.code(),
@@ -201,14 +201,14 @@ fn new_dir_for(maildir: &Path, verdict: &str) -> PathBuf {
 }
 
 /// Every message file in `new/` and `tmp/` of the inbox and of the backscatter folder.
-fn all_files(maildir: &Path, sub: &str) -> Vec<PathBuf> {
+pub(crate) fn all_files(maildir: &Path, sub: &str) -> Vec<PathBuf> {
     let mut v = files_in(&maildir.join(sub));
     v.extend(files_in(&maildir.join(".Backscatter").join(sub)));
     v
 }
 
 /// Asserts that two byte strings are equal, showing where they differ (not megabytes of bytes).
-fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+pub(crate) fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
     if got == want {
         return;
     }
@@ -279,7 +279,7 @@ fn assert_size_in_name(path: &Path) {
 }
 
 /// The one file in `new/` of the inbox or the backscatter folder, removed after reading.
-fn take_only_message(maildir: &Path, what: &str) -> (PathBuf, Vec<u8>) {
+pub(crate) fn take_only_message(maildir: &Path, what: &str) -> (PathBuf, Vec<u8>) {
     let files = all_files(maildir, "new");
     assert_eq!(
         files.len(),
@@ -1107,7 +1107,7 @@ fn every_decision_is_logged_and_only_backscatter_may_be_discarded() {
 
 /// Splits an mboxrd file into its messages: each is its `From ` line and its content with the
 /// separating empty line removed and one `>` taken off every `^>+From ` line.
-fn mbox_messages(data: &[u8]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn mbox_messages(data: &[u8]) -> Vec<(String, Vec<u8>)> {
     let starts: Vec<usize> = (0..data.len())
         .filter(|&i| data[i..].starts_with(b"From ") && (i == 0 || data[i - 1] == b'\n'))
         .collect();

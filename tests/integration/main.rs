@@ -8,6 +8,7 @@ mod complexity;
 mod config_errors;
 mod deliver;
 mod fuzz;
+mod hardening;
 mod hosts;
 mod malformed;
 mod scan;
