@@ -13,21 +13,30 @@
 #   X-Backstop-Verdict: backscatter; kind=dsn; action=folder
 #   X-Backstop-Reason: ownership evidence totals -3: the original was not yours (forged sender)
 # "action=" is what the config (~/.config/backstop/config.yaml, "actions:")
-# asks for: inbox, folder or discard. If backstop fails, the message stays
-# unchanged and the script goes on, so it ends in the inbox.
+# asks for: inbox, folder or discard.
+#
+# "filter" used as a test is true only when backstop succeeded; the message
+# then carries backstop's own X-Backstop fields alone (filter removes any the
+# message came with). If backstop fails, the message is unchanged and any
+# X-Backstop field in it was written by its sender: the test is false (an
+# exit status other than 0) or the script stops with an error (killed), and
+# the message ends in the inbox. So rules that read X-Backstop-Verdict belong
+# inside the block below; a user's own script, run after this one, sees the
+# sender's fields when backstop failed.
 
 require ["vnd.dovecot.filter", "fileinto", "mailbox"];
 
-filter "backstop" ["filter"];
-
-if header :contains "X-Backstop-Verdict" "action=discard"
+if filter "backstop" ["filter"]
 {
-  discard;
-  stop;
-}
+  if header :contains "X-Backstop-Verdict" "action=discard"
+  {
+    discard;
+    stop;
+  }
 
-if header :contains "X-Backstop-Verdict" "action=folder"
-{
-  fileinto :create "Backscatter";
-  stop;
+  if header :contains "X-Backstop-Verdict" "action=folder"
+  {
+    fileinto :create "Backscatter";
+    stop;
+  }
 }

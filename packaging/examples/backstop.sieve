@@ -16,7 +16,8 @@
 # Dovecot passes HOME), and learns the envelope from the SENDER and RECIPIENT
 # variables that Dovecot sets. "execute" is false when backstop fails (exit
 # status other than 0): then nothing happens here and the message goes on to
-# the next script or the inbox.
+# the next script or the inbox. Nothing here reads an X-Backstop field, which
+# the sender may have written.
 #
 # Dovecot hands the program the message with CRLF line ends, and kills it
 # after sieve_execute_exec_timeout (10 s by default).

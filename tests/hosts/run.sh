@@ -182,8 +182,31 @@ cp "$CORPUS/bounces/sisimai-bsd/lhost-trendmicro-01.eml" "$T/msg/nullsender.eml"
 # the host passes can say who sent it.
 sed '/^Return-Path:/d' "$T/msg/nullsender.eml" >"$T/msg/nullsender-norp.eml"
 tail -n +2 "$T/msg/clean.eml" >"$T/msg/clean-nofrom.eml"
+# Clean mail whose sender wrote backstop's fields at the top, asking the
+# recipes to throw it away, or to file it as backscatter. Only the fields of a
+# backstop run that succeeded may be obeyed.
+for action in discard folder; do
+  {
+    echo "X-Backstop-Verdict: backscatter; kind=dsn; action=$action"
+    echo "X-Backstop-Reason: ownership evidence totals -3: the original was not yours (forged sender)"
+    cat "$T/msg/clean-nofrom.eml"
+  } >"$T/msg/forged-$action.eml"
+done
 chmod 644 "$T"/msg/*
 M=$T/msg
+
+# Stand-ins for a backstop that fails, put in its place in the recipes: it
+# reads the whole message, then exits 75 (as backstop filter does when it
+# cannot read or write the message), or is killed (as by a timeout, the OOM
+# killer or an administrator).
+mkdir -p "$T/fail"
+printf '#!/bin/sh\ncat >/dev/null\nexit 75\n' >"$T/fail/exit75"
+printf '#!/bin/sh\ncat >/dev/null\nkill -KILL $$\n' >"$T/fail/killed"
+# A third, for Dovecot, which kills a program that runs too long: "slow" runs
+# until it is killed (the test configs give Dovecot a timeout of 1 s).
+printf '#!/bin/sh\ncat >/dev/null\nexec sleep 120\n' >"$T/fail/slow"
+chmod 755 "$T/fail/exit75" "$T/fail/killed" "$T/fail/slow"
+FAILS="exit75 killed"
 
 # ---------------------------------------------------------------- helpers
 
@@ -212,6 +235,13 @@ reset_home() {
 # Installs an example as a file in the user's home (owned by the user).
 install_example() {
   install -o "$U" -g "$(id -gn "$U")" -m "$3" "$EXA/$1" "$H/$2"
+}
+
+# The same with the backstop binary replaced by the stand-in $T/fail/MODE.
+install_failing() {
+  sed "s#$B#$T/fail/$4#g" "$EXA/$1" >"$H/$2"
+  chown "$U:" "$H/$2"
+  chmod "$3" "$H/$2"
 }
 
 nfiles() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
@@ -372,6 +402,56 @@ procmail_filter_failing() {
   stored_unchanged "$(onefile "$H/Maildir/new")" "$M/bounce.eml"
 }
 
+# The message filed in the inbox by a backstop filter that succeeded has
+# backstop's own verdict, not the sender's.
+forged_filtered() {
+  local file
+  file=$(onefile "$H/Maildir/new")
+  has_verdict "$file" clean || return 1
+  [ "$(grep -c '^X-Backstop-Verdict:' "$file")" = 1 ] ||
+    no "the sender's X-Backstop-Verdict is still in $(basename "$file")"
+}
+
+# forged_to_inbox EXAMPLE DEST MODE SETUP DELIVER: with EXAMPLE installed as
+# DEST (file mode MODE) and backstop replaced by each failing stand-in, a
+# message with forged fields asking for discard, or for the backscatter
+# folder, is delivered (SETUP prepares the Maildir, DELIVER runs the host):
+# it must land in the inbox unchanged.
+forged_to_inbox() {
+  local example=$1 dest=$2 perm=$3 setup=$4 deliver=$5 mode action
+  for mode in $FAILS; do
+    for action in discard folder; do
+      echo "== $mode, forged action=$action"
+      reset_home own
+      install_failing "$example" "$dest" "$perm" "$mode"
+      "$setup" || no "$setup failed" || return 1
+      expect_rc 0 "$deliver" -f someone@example.org <"$M/forged-$action.eml" || return 1
+      landed 1 0 || { why="$mode, forged action=$action: $why"; return 1; }
+      stored_unchanged "$(onefile "$H/Maildir/new")" "$M/forged-$action.eml" || return 1
+    done
+  done
+}
+
+procmail_filter_forged() {
+  # backstop filter succeeds: it drops the sender's fields and the recipe
+  # obeys its own verdict.
+  reset_home own
+  install_example procmailrc-filter .procmailrc 644
+  mkmaildir
+  expect_rc 0 pm -f someone@example.org <"$M/forged-discard.eml" || return 1
+  landed 1 0 || return 1
+  forged_filtered || return 1
+  # backstop filter fails: procmail goes on with the unfiltered message, whose
+  # forged fields must not be obeyed.
+  forged_to_inbox procmailrc-filter .procmailrc 644 mkmaildir pm
+}
+
+procmail_condition_forged() {
+  # backstop check fails: the condition does not match, whatever fields the
+  # sender wrote.
+  forged_to_inbox procmailrc-condition .procmailrc 644 mkmaildir pm
+}
+
 procmail_condition() {
   reset_home own
   install_example procmailrc-condition .procmailrc 644
@@ -471,6 +551,18 @@ maildrop_xfilter_exception() {
   stored_unchanged "$(onefile "$H/Maildir/new")" "$M/bounce.eml"
 }
 
+maildrop_xfilter_forged() {
+  reset_home own
+  install_example mailfilter-xfilter .mailfilter 600
+  maildirs || no "maildirmake failed" || return 1
+  expect_rc 0 md -f someone@example.org <"$M/forged-discard.eml" || return 1
+  landed 1 0 || return 1
+  forged_filtered || return 1
+  # backstop filter fails: the exception block goes on with the unfiltered
+  # message, whose forged fields must not be obeyed.
+  forged_to_inbox mailfilter-xfilter .mailfilter 600 maildirs md
+}
+
 # ---------------------------------------------------------------- Dovecot
 # dovecot-lda run as the user with a standalone config: the test's base
 # settings followed by the example fragment dovecot.conf.
@@ -486,8 +578,15 @@ dovecot_setup() {
   printf '#!/bin/sh\nexec %s check --format json >"$HOME/env.json"\n' "$B" >"$DV/lib/sieve-execute/backstop-env"
   chmod 755 "$DV/lib/sieve-execute/backstop-env"
   printf 'require "vnd.dovecot.execute";\nexecute :pipe "backstop-env";\n' >"$DV/sieve/env.sieve"
-  local variant
-  for variant in execute filter env; do
+  # Program directories where "backstop" is a failing stand-in, for the
+  # variants execute-MODE and filter-MODE.
+  local variant mode
+  for mode in $FAILS slow; do
+    mkdir -p "$DV/$mode/sieve-execute" "$DV/$mode/sieve-filter"
+    ln -s "$T/fail/$mode" "$DV/$mode/sieve-execute/backstop"
+    ln -s "$T/fail/$mode" "$DV/$mode/sieve-filter/backstop"
+  done
+  for variant in execute filter env $(for mode in $FAILS slow; do echo "execute-$mode filter-$mode"; done); do
     {
       cat <<EOF
 # Test base settings: no daemon, no listener, logs to stderr.
@@ -514,6 +613,12 @@ EOF
         execute) cat "$EXA/dovecot.conf" ;;
         filter) sed "s#$DV/sieve/backstop.sieve#$DV/sieve/backstop-filter.sieve#" "$EXA/dovecot.conf" ;;
         env) sed "s#$DV/sieve/backstop.sieve#$DV/sieve/env.sieve#" "$EXA/dovecot.conf" ;;
+        execute-*) sed "s#$DV/lib/sieve-#$DV/${variant#*-}/sieve-#" "$EXA/dovecot.conf" ;;
+        filter-*) sed -e "s#$DV/sieve/backstop.sieve#$DV/sieve/backstop-filter.sieve#" \
+          -e "s#$DV/lib/sieve-#$DV/${variant#*-}/sieve-#" "$EXA/dovecot.conf" ;;
+      esac
+      case $variant in
+        *-slow) printf 'plugin {\n  sieve_execute_exec_timeout = 1s\n  sieve_filter_exec_timeout = 1s\n}\n' ;;
       esac
     } >"$DV/$variant.conf"
   done
@@ -576,6 +681,54 @@ dovecot_filter() {
   reset_home discard
   expect_rc 0 lda filter -f '' -a "$U@$DOMAIN" <"$M/bounce.eml" || return 1
   dv_landed filter 0 0
+}
+
+# dv_forged FORM: the Sieve script of FORM (execute or filter) with a backstop
+# that fails. Dovecot goes on with the message as it came, and its forged
+# fields must not be obeyed: it lands in the INBOX unchanged.
+dv_forged() {
+  local form=$1 mode action
+  for mode in $FAILS; do
+    for action in discard folder; do
+      echo "== $mode, forged action=$action"
+      reset_home own
+      expect_rc 0 lda "$form-$mode" -f someone@example.org -a "$U@$DOMAIN" <"$M/forged-$action.eml" || return 1
+      dv_landed "$form-$mode" 1 0 || { why="$mode, forged action=$action: $why"; return 1; }
+      stored_unchanged "$(onefile "$H/Maildir/cur")$(onefile "$H/Maildir/new")" "$M/forged-$action.eml" || return 1
+    done
+  done
+  # backstop runs past the exec timeout and Dovecot kills it. Dovecot 2.3.19
+  # then aborts (exit 134, "output stream ... is missing error handling"),
+  # storing nothing, and the MTA keeps the message to try again; a Dovecot
+  # that survives must keep it in the INBOX. Either way, never discarded,
+  # never in Backscatter.
+  local rc
+  echo "== slow, forged action=discard"
+  reset_home own
+  lda "$form-slow" -f someone@example.org -a "$U@$DOMAIN" <"$M/forged-discard.eml"
+  rc=$?
+  if [ "$rc" = 0 ]; then
+    dv_landed "$form-slow" 1 0 || { why="slow: $why"; return 1; }
+  else
+    # 75 or death by a signal (128+N): the MTA defers; anything else bounces.
+    [ "$rc" = 75 ] || [ "$rc" -gt 128 ] || no "slow: dovecot-lda exited $rc, which the MTA bounces" || return 1
+    dv_landed "$form-slow" 0 0 || { why="slow, dovecot-lda exited $rc: $why"; return 1; }
+  fi
+}
+
+dovecot_filter_forged() {
+  # backstop filter succeeds: it drops the sender's fields, and the script
+  # obeys its own verdict.
+  reset_home own
+  expect_rc 0 lda filter -f someone@example.org -a "$U@$DOMAIN" <"$M/forged-discard.eml" || return 1
+  dv_landed filter 1 0 || return 1
+  dv_verdict filter INBOX | grep -q 'clean; action=inbox' ||
+    no "doveadm fetch: INBOX message has no X-Backstop-Verdict: clean: $(dv_verdict filter INBOX | head -n 3 | tr '\n' ' ')" || return 1
+  dv_forged filter
+}
+
+dovecot_execute_forged() {
+  dv_forged execute
 }
 
 dovecot_recipient() {
@@ -664,20 +817,23 @@ pf_results() { cat "$PF/maillog" 2>/dev/null | grep -c 'postfix/local.*status=';
 # Submits a message (SENDER, RECIPIENT, FILE) and waits for its local
 # delivery result; prints that log line.
 pf_send() {
-  local sender=$1 rcpt=$2 file=$3 before i
+  local sender=$1 rcpt=$2 file=$3 before deadline
   before=$(pf_results)
   sendmail -C "$PF/etc" -i -f "$sender" -- "$rcpt" <"$file" || {
     echo "sendmail failed"
     return 1
   }
-  for i in $(seq 1 150); do
+  # A generous bound, only against a hang: on a loaded machine Postfix's
+  # pickup, cleanup, qmgr and local can take many seconds.
+  deadline=$((SECONDS + 300))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     if [ "$(pf_results)" -gt "$before" ]; then
       grep 'postfix/local.*status=' "$PF/maillog" | tail -n 1
       return 0
     fi
     sleep 0.2
   done
-  echo "no delivery result after 30 s"
+  echo "no delivery result after 300 s"
   return 1
 }
 
@@ -878,7 +1034,9 @@ fi
 case_ procmail-deliver procmail_deliver
 case_ procmail-filter procmail_filter
 case_ procmail-filter-failing procmail_filter_failing
+case_ procmail-filter-forged procmail_filter_forged
 case_ procmail-condition procmail_condition
+case_ procmail-condition-forged procmail_condition_forged
 case_ procmail-exit75 procmail_exit75
 case_ procmail-null-sender procmail_envelope
 
@@ -886,10 +1044,13 @@ case_ maildrop-to maildrop_to
 case_ maildrop-to-exit75 maildrop_to_exit75
 case_ maildrop-xfilter maildrop_xfilter
 case_ maildrop-xfilter-exception maildrop_xfilter_exception
+case_ maildrop-xfilter-forged maildrop_xfilter_forged
 
 if dovecot_setup >"$T/logs/dovecot-setup.log" 2>&1; then
   case_ dovecot-sieve-execute dovecot_execute
   case_ dovecot-sieve-filter dovecot_filter
+  case_ dovecot-sieve-execute-forged dovecot_execute_forged
+  case_ dovecot-sieve-filter-forged dovecot_filter_forged
   case_ dovecot-recipient-own-domain dovecot_recipient
 else
   say_fail dovecot-setup "sievec could not compile the example scripts" "$T/logs/dovecot-setup.log"
