@@ -1047,6 +1047,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let real = t.path().join("real");
         let link = t.path().join("Maildir");
+        fs::create_dir(&real).unwrap();
         symlink(&real, &link).unwrap();
         // A link this user (or root) owns is followed, and the paths name the link.
         let stored = deliver(&link, None, Layout::default(), payload(b"x\n")).unwrap();

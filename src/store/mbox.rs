@@ -1435,6 +1435,7 @@ mod tests {
         fs::create_dir(t.path().join("dir")).unwrap();
         let real = t.path().join("dir/real");
         let link = t.path().join("mbox");
+        fs::write(&real, b"").unwrap();
         // A relative target is relative to the link's directory.
         std::os::unix::fs::symlink("dir/real", &link).unwrap();
         let stored = deliver(&link, Some("a"), &DEFAULT_LOCKS, payload(b"one\n")).unwrap();
@@ -1464,6 +1465,12 @@ mod tests {
         let err = deliver(&chain, None, &DEFAULT_LOCKS, payload(b"x\n")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert_eq!(split_from_line(&fs::read(&real).unwrap(), "a"), b"one\n\n");
+        // A link to a file not made yet: the file is made.
+        let later = t.path().join("later");
+        std::os::unix::fs::symlink("dir/new", &later).unwrap();
+        deliver(&later, Some("b"), &DEFAULT_LOCKS, payload(b"two\n")).unwrap();
+        let made = fs::read(t.path().join("dir/new")).unwrap();
+        assert_eq!(split_from_line(&made, "b"), b"two\n\n");
     }
 
     #[test]
