@@ -90,20 +90,23 @@ const FROM: &[u8] = b"From ";
 /// A leading mbox "From " line in the payload is NOT expected (the caller strips it). Locks in the order given
 /// (default [Fcntl, Dotlock]); dotlock is NFS-safe: create a unique file NAME.lock.<host>.<pid>.<n>, link() it to NAME.lock,
 /// accept if link succeeded or the unique file's link count is 2, retry with backoff up to ~10 s total, break stale locks
-/// older than 5 minutes; remove the lock afterwards. fcntl = write lock on the whole file (see the module comment
+/// (their process on this host is gone, or their mtime is 5 minutes old or a minute ahead), keep the held lock fresh
+/// from a thread; remove the lock afterwards. fcntl = write lock on the whole file (see the module comment
 /// for why it is polled with F_SETLK instead of waited for with F_SETLKW).
-/// On any failure, truncate the file back to its original length (as Postfix does), fsync, unlock and return the error.
-/// fsync the file before unlocking.
+/// On any failure, truncate the file back to its original length (as Postfix does) unless another writer appended
+/// meanwhile, fsync, unlock and return the error. fsync the file before unlocking.
 ///
 /// The sender `<>` also counts as empty; whitespace and control characters in the sender are
 /// written as `_` so the `From ` line stays one well-formed line. An empty `locks` takes no lock.
-/// `Stored::bytes` is the number of bytes appended. `path` must be a regular file (or missing).
+/// `Stored::bytes` is the number of bytes appended. `path` must be a regular file (or missing), or
+/// a symbolic link to one that root or this user owns (see the module comment).
 ///
 /// # Errors
 ///
-/// Any error means "exit 75": the file is back at its original length. `TimedOut` when the
-/// locks could not be had within about 10 s, `InvalidInput` when `path` is not a regular file,
-/// otherwise the I/O error met.
+/// Any error means "exit 75": the file is back at its original length (unless another writer
+/// appended after us). `TimedOut` when the locks could not be had within about 10 s,
+/// `InvalidInput` when `path` is not a regular file or is a link to a link, `PermissionDenied`
+/// when it is a link another user owns, otherwise the I/O error met.
 pub fn deliver(
     path: &Path,
     sender: Option<&str>,
