@@ -77,11 +77,16 @@ fn write_line(path: &Path, entry: &Entry) {
         return;
     };
     line.push('\n');
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path);
+    // Through a symbolic link only as the mailboxes are (see the `store` module comment).
+    let file = crate::store::resolve_link(path).and_then(|real| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&real)
+            .map_err(|e| crate::store::no_follow_error(e, &real))
+    });
     // One write(2) with O_APPEND: concurrent deliveries never interleave a line.
     let result = file.and_then(|mut f| f.write_all(line.as_bytes()));
     if let Err(e) = result {
@@ -138,5 +143,31 @@ mod tests {
             "2026-11-18T11:06:40Z"
         );
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn the_log_is_written_through_a_link_of_its_owner_only() {
+        use rustix::fs::{AtFlags, CWD, Uid, chownat};
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real.log");
+        let link = t.path().join("log");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let stored = Stored {
+            path: "/m".into(),
+            bytes: 1,
+        };
+        append_error(&link, "one", &stored);
+        let lines = || std::fs::read_to_string(&real).unwrap().lines().count();
+        assert_eq!(lines(), 1);
+        chownat(
+            CWD,
+            &link,
+            Some(Uid::from_raw(54_321)),
+            None,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .expect("lchown (this test needs root, as CI has)");
+        append_error(&link, "two", &stored);
+        assert_eq!(lines(), 1, "written through another user's link");
     }
 }

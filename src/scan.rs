@@ -83,7 +83,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
@@ -108,9 +108,9 @@ use crate::cli::{evaluate_bytes, load};
 use crate::config::{Config, Inbox};
 use crate::message::{self, EnvVars};
 use crate::rules::{Kind, RuleSet};
-use crate::store::maildir::{self, Layout};
+use crate::store::maildir::{self, Layout, Maildir};
 use crate::store::mbox::{self, Locked};
-use crate::store::{host_name, sync_dir, sync_parent};
+use crate::store::{OpenDir, host_name, node_name, process_alive, resolve_link, sync_parent};
 use crate::verdict::Verdict;
 
 /// How a report is printed.
@@ -892,7 +892,9 @@ fn scan_maildir(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failure> {
             target.display()
         ))
     })?;
-    move_files(&moving, &folders, &target, ctx, &mut report);
+    let (scanned, _) = OpenDir::configured(path, false)
+        .map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
+    move_files(&moving, &folders, &scanned, &target, ctx, &mut report);
     Ok(report)
 }
 
@@ -959,8 +961,11 @@ fn maildir_tree(root: &Path, skip: &Path, layout: Layout) -> io::Result<Vec<Path
                     let n = n.as_bytes();
                     n.starts_with(b".") && n != b"." && n != b".."
                 })
+                // A symbolic link is not a folder of this Maildir (the Fs layout below skips
+                // them too): its messages are not moved out of wherever it leads.
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .map(|e| e.path())
-                .filter(|p| p.is_dir() && is_maildir(p) && !skipped(p))
+                .filter(|p| is_maildir(p) && !skipped(p))
                 .collect();
             subs.sort();
             found.extend(subs);
@@ -994,8 +999,15 @@ fn maildir_tree(root: &Path, skip: &Path, layout: Layout) -> io::Result<Vec<Path
     Ok(found)
 }
 
-/// The message files of `cur/` or `new/`, sorted (hidden files are not messages).
+/// The message files of `cur/` or `new/`, sorted (hidden files are not messages). A `cur/` or
+/// `new/` that is a symbolic link is an error: its messages are not this Maildir's.
 fn list_messages(dir: &Path) -> io::Result<Vec<OsString>> {
+    if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a symbolic link: not followed",
+        ));
+    }
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -1034,120 +1046,147 @@ enum MoveResult {
     Conflict,
 }
 
+/// `folder/sub`, opened from the scanned directory one name at a time, never through a
+/// symbolic link: messages are only moved out of the scanned tree itself.
+fn open_source(scanned: &OpenDir, folder: &Path, sub: &str) -> io::Result<OpenDir> {
+    let below = folder.strip_prefix(scanned.path()).map_err(|_| {
+        io::Error::other(format!(
+            "{} is not inside {}",
+            folder.display(),
+            scanned.path().display()
+        ))
+    })?;
+    let (mut dir, _) = match below.iter().next() {
+        Some(first) => scanned.sub(first, false)?,
+        None => return Ok(scanned.sub(sub, false)?.0),
+    };
+    for name in below.iter().skip(1) {
+        dir = dir.sub(name, false)?.0;
+    }
+    Ok(dir.sub(sub, false)?.0)
+}
+
 fn move_files(
     moving: &[&MailFile],
     folders: &[PathBuf],
-    target: &Path,
+    scanned: &OpenDir,
+    target: &Maildir,
     ctx: &Ctx<'_>,
     report: &mut Report,
 ) {
     let progress = progress_bar(moving.len() as u64, "moving");
-    let mut touched: Vec<PathBuf> = Vec::new();
+    let mut sources: BTreeMap<(usize, &str), Result<OpenDir, String>> = BTreeMap::new();
+    let mut targets: Vec<&OpenDir> = Vec::new();
     for (n, file) in moving.iter().enumerate() {
         if ctx.stop.load(Ordering::Relaxed) {
             report.interrupted = true;
             break;
         }
-        let Some(folder) = folders.get(file.folder) else {
+        let (Some(folder), Some(dst)) = (folders.get(file.folder), target.sub(file.sub)) else {
             continue;
         };
-        let src = folder.join(file.sub).join(&file.name);
-        let dst = target.join(file.sub).join(&file.name);
-        match move_no_replace(&src, &dst) {
+        let src_path = folder.join(file.sub).join(&file.name);
+        let dst_path = dst.path().join(&file.name);
+        let src = sources
+            .entry((file.folder, file.sub))
+            .or_insert_with(|| open_source(scanned, folder, file.sub).map_err(|e| e.to_string()));
+        let moved = match src {
+            Ok(src) => move_no_replace(src, dst, &file.name).map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        };
+        match moved {
             Ok(MoveResult::Done) => report.moved += 1,
             Ok(MoveResult::AlreadyThere) => report.already_moved += 1,
             Ok(MoveResult::Vanished) => report.vanished += 1,
             Ok(MoveResult::Conflict) => report.errors.push(format!(
                 "{} was not moved: {} exists with different content",
-                src.display(),
-                dst.display()
+                src_path.display(),
+                dst_path.display()
             )),
             Err(e) => report.errors.push(format!(
                 "cannot move {} to {}: {e}",
-                src.display(),
-                dst.display()
+                src_path.display(),
+                dst_path.display()
             )),
         }
-        for dir in [folder.join(file.sub), target.join(file.sub)] {
-            if !touched.contains(&dir) {
-                touched.push(dir);
-            }
+        if !targets.iter().any(|t| std::ptr::eq(*t, dst)) {
+            targets.push(dst);
         }
         progress.inc(1);
         crash_point(&format!("moved-{}", n + 1));
     }
     progress.finish_and_clear();
     // Make the renames durable: targets first, so that a power cut never keeps only the removal.
-    touched.sort_by_key(|d| !d.starts_with(target));
-    for dir in touched {
-        if let Err(e) = sync_dir(&dir) {
+    let opened = sources.values().filter_map(|s| s.as_ref().ok());
+    for dir in targets.into_iter().chain(opened) {
+        if let Err(e) = dir.sync() {
             report
                 .errors
-                .push(format!("cannot fsync {}: {e}", dir.display()));
+                .push(format!("cannot fsync {}: {e}", dir.path().display()));
         }
     }
 }
 
-/// Moves `src` to `dst` without ever replacing an existing `dst`.
-fn move_no_replace(src: &Path, dst: &Path) -> io::Result<MoveResult> {
-    use rustix::fs::{CWD, RenameFlags, renameat_with};
-    match renameat_with(CWD, src, CWD, dst, RenameFlags::NOREPLACE) {
+/// Moves `dir/name` to `to/name` without ever replacing an existing `to/name`.
+fn move_no_replace(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::Result<MoveResult> {
+    use rustix::fs::{AtFlags, RenameFlags, linkat, renameat, renameat_with};
+    match renameat_with(dir.fd(), name, to.fd(), name, RenameFlags::NOREPLACE) {
         Ok(()) => return Ok(MoveResult::Done),
-        Err(Errno::EXIST) => return settle_existing(src, dst),
-        Err(Errno::NOENT) => return vanished_or(src, Errno::NOENT.into()),
+        Err(Errno::EXIST) => return settle_existing(dir, to, name),
+        Err(Errno::NOENT) => return vanished_or(dir, name, Errno::NOENT.into()),
         // No RENAME_NOREPLACE on this file system (or kernel): link, then unlink.
         Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {}
         Err(e) => return Err(e.into()),
     }
-    match fs::hard_link(src, dst) {
+    match linkat(dir.fd(), name, to.fd(), name, AtFlags::empty()) {
         Ok(()) => {
             crash_point("linked");
-            fs::remove_file(src)?;
+            dir.remove(name)?;
             Ok(MoveResult::Done)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => settle_existing(src, dst),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => vanished_or(src, e),
-        Err(e)
-            if matches!(
-                Errno::from_io_error(&e),
-                Some(Errno::PERM | Errno::OPNOTSUPP)
-            ) =>
-        {
+        Err(Errno::EXIST) => settle_existing(dir, to, name),
+        Err(Errno::NOENT) => vanished_or(dir, name, Errno::NOENT.into()),
+        Err(Errno::PERM | Errno::OPNOTSUPP) => {
             // No hard links either: a checked rename (names are unique, so the check cannot race
             // with anything but another scan of the same folder).
-            match fs::symlink_metadata(dst) {
-                Ok(_) => settle_existing(src, dst),
+            match to.lstat(name) {
+                Ok(_) => settle_existing(dir, to, name),
                 Err(m) if m.kind() == io::ErrorKind::NotFound => {
-                    fs::rename(src, dst)?;
+                    renameat(dir.fd(), name, to.fd(), name)?;
                     Ok(MoveResult::Done)
                 }
                 Err(m) => Err(m),
             }
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn vanished_or(src: &Path, e: io::Error) -> io::Result<MoveResult> {
-    match fs::symlink_metadata(src) {
+fn vanished_or(dir: &OpenDir, name: &OsStr, e: io::Error) -> io::Result<MoveResult> {
+    match dir.lstat(name) {
         Err(m) if m.kind() == io::ErrorKind::NotFound => Ok(MoveResult::Vanished),
         _ => Err(e),
     }
 }
 
-/// `dst` exists: remove `src` if it is the same file or holds the same bytes.
-fn settle_existing(src: &Path, dst: &Path) -> io::Result<MoveResult> {
-    let (s, d) = match (fs::metadata(src), fs::metadata(dst)) {
+/// `to/name` exists: remove `dir/name` if it is the same file or holds the same bytes.
+fn settle_existing(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::Result<MoveResult> {
+    let (s, d) = match (dir.lstat(name), to.lstat(name)) {
         (Ok(s), Ok(d)) => (s, d),
         (Err(e), _) if e.kind() == io::ErrorKind::NotFound => return Ok(MoveResult::Vanished),
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
+    let read = |d: &OpenDir| -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        d.open_file(name)?.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
     let same = (s.dev() == d.dev() && s.ino() == d.ino())
-        || (s.len() == d.len() && fs::read(src)? == fs::read(dst)?);
+        || (s.is_file() && d.is_file() && s.len() == d.len() && read(dir)? == read(to)?);
     if !same {
         return Ok(MoveResult::Conflict);
     }
-    fs::remove_file(src)?;
+    dir.remove(name)?;
     Ok(MoveResult::AlreadyThere)
 }
 
@@ -1156,8 +1195,12 @@ fn settle_existing(src: &Path, dst: &Path) -> io::Result<MoveResult> {
 // ---------------------------------------------------------------------------------------------
 
 fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failure> {
-    let path = args.path.as_path();
-    let folder = ctx.config.mbox_folder.clone();
+    // Through a symbolic link only as `deliver` goes (see the `store` module): then the file
+    // itself is what is read, replaced and journaled beside, not the link.
+    let resolve = |p: &Path| resolve_link(p).map_err(|e| Failure::Io(e.to_string()));
+    let path = resolve(&args.path)?;
+    let path = path.as_path();
+    let folder = resolve(&ctx.config.mbox_folder)?;
     let mut report = Report::new(path, "mbox", ctx.select);
     report.target = folder.display().to_string();
     let is_folder = same_file(path, &folder);
@@ -1648,6 +1691,10 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 
 const JOURNAL_MAGIC: &str = "backstop-scan-journal 1";
 
+/// `O_NOFOLLOW` for the journal: a symbolic link put in its place is not followed (reopening
+/// truncates).
+const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
 /// The append-only journal of one `--apply` on an mbox.
 struct Journal {
     path: PathBuf,
@@ -1685,6 +1732,7 @@ impl Journal {
     fn reopen(path: &Path, len: u64) -> Result<Journal, String> {
         let file = OpenOptions::new()
             .append(true)
+            .custom_flags(NOFOLLOW)
             .open(path)
             .and_then(|f| f.set_len(len).map(|()| f))
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
@@ -1798,7 +1846,13 @@ impl JournalState {
 /// moved now.
 fn recover(path: &Path, config: &Config) -> Result<usize, String> {
     let jpath = journal_path(path);
-    let text = fs::read(&jpath).map_err(|e| format!("cannot read {}: {e}", jpath.display()))?;
+    let mut text = Vec::new();
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(NOFOLLOW)
+        .open(&jpath)
+        .and_then(|mut f| f.read_to_end(&mut text))
+        .map_err(|e| format!("cannot read {}: {e}", jpath.display()))?;
     let state = JournalState::parse(&text).map_err(|e| format!("{}: {e}", jpath.display()))?;
     if let Some((pid, host)) = &state.owner {
         if host != host_name() {
@@ -1807,7 +1861,7 @@ fn recover(path: &Path, config: &Config) -> Result<usize, String> {
                 jpath.display()
             ));
         }
-        if *pid != std::process::id() && alive(*pid) {
+        if *pid != std::process::id() && process_alive(*pid) {
             return Err(format!(
                 "a backstop scan (pid {pid}) is working on {}",
                 path.display()
@@ -1837,21 +1891,15 @@ fn recover(path: &Path, config: &Config) -> Result<usize, String> {
     Ok(moved)
 }
 
-fn alive(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
-}
-
-/// Removes `NAME.lock` when it holds `pid` (a dotlock of the dead run), and that run's unique
-/// `NAME.lock.HOST.PID.N` files.
+/// Removes `NAME.lock` when it holds `pid` (a dotlock of the dead run: the journal says it ran
+/// on this host), and that run's unique `NAME.lock.HOST.PID.N` files. (A lock naming its host
+/// would be broken by the next locker anyway; one of an older version names no host.)
 fn remove_dead_dotlocks(mbox: &Path, pid: u32) {
     let lock = mbox::dotlock_path(mbox);
-    if fs::read_to_string(&lock).is_ok_and(|c| c.trim() == pid.to_string()) {
+    let ours = |host: Option<&[u8]>| host.is_none_or(|h| h == node_name().as_bytes());
+    if fs::read(&lock)
+        .is_ok_and(|c| mbox::dotlock_holder(&c).is_some_and(|(p, host)| p == pid && ours(host)))
+    {
         let _ = fs::remove_file(&lock);
     }
     let mut prefix = lock.file_name().unwrap_or_default().to_os_string();
@@ -1984,15 +2032,29 @@ mod tests {
     fn move_never_replaces() {
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (t.path().join("a"), t.path().join("b"));
-        fs::write(&a, b"one").unwrap();
-        assert_eq!(move_no_replace(&a, &b).unwrap(), MoveResult::Done);
-        assert_eq!(fs::read(&b).unwrap(), b"one");
-        fs::write(&a, b"two").unwrap();
-        assert_eq!(move_no_replace(&a, &b).unwrap(), MoveResult::Conflict);
-        assert_eq!(fs::read(&b).unwrap(), b"one");
-        fs::write(&a, b"one").unwrap();
-        assert_eq!(move_no_replace(&a, &b).unwrap(), MoveResult::AlreadyThere);
-        assert!(!a.exists());
-        assert_eq!(move_no_replace(&a, &b).unwrap(), MoveResult::Vanished);
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        let (from, _) = OpenDir::configured(&a, false).unwrap();
+        let (to, _) = OpenDir::configured(&b, false).unwrap();
+        let m = OsStr::new("m");
+        fs::write(a.join(m), b"one").unwrap();
+        assert_eq!(move_no_replace(&from, &to, m).unwrap(), MoveResult::Done);
+        assert_eq!(fs::read(b.join(m)).unwrap(), b"one");
+        fs::write(a.join(m), b"two").unwrap();
+        assert_eq!(
+            move_no_replace(&from, &to, m).unwrap(),
+            MoveResult::Conflict
+        );
+        assert_eq!(fs::read(b.join(m)).unwrap(), b"one");
+        fs::write(a.join(m), b"one").unwrap();
+        assert_eq!(
+            move_no_replace(&from, &to, m).unwrap(),
+            MoveResult::AlreadyThere
+        );
+        assert!(!a.join(m).exists());
+        assert_eq!(
+            move_no_replace(&from, &to, m).unwrap(),
+            MoveResult::Vanished
+        );
     }
 }

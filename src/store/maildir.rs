@@ -10,15 +10,26 @@
 //!   on purpose (removing it could lose the only readable copy if the retry never succeeds).
 //! - A failure to unlink the tmp file after a successful link is not an error: the message is safe
 //!   in `new/`, and the orphan in `tmp/` is ignored by readers and removed after 36 hours.
+//!
+//! Symbolic links: the Maildir's own path may be one (see the `store` module comment), but
+//! nothing below it is followed: `cur/`, `new/`, `tmp/`, a folder's directories, the tmp file,
+//! `subscriptions` and `maildirfolder` are all reached through [`OpenDir`] with `O_NOFOLLOW`.
+//! A symbolic link where a directory should be fails the delivery; the sweep of stale `tmp/`
+//! files only ever removes regular files in the Maildir's own `tmp/`.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Payload, Stored, for_each_chunk, host_name, sync_dir, sync_parent};
+use rustix::fs::{AtFlags, linkat, renameat};
+use rustix::io::Errno;
+
+use super::{OpenDir, Payload, Stored, for_each_chunk, host_name};
 
 /// How folder names map to directories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -34,7 +45,6 @@ pub enum Layout {
     Fs,
 }
 
-const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 /// How many fresh names to try when a name is taken (it never is in practice: pid + counter).
 const NAME_ATTEMPTS: u32 = 100;
@@ -66,6 +76,8 @@ const SUBSCRIPTIONS_LOCK_STALE: Duration = Duration::from_secs(30);
 ///   `subscriptions.lock` (create exclusively, write, fsync, rename).
 /// - After a successful delivery, files in the folder's `tmp/` whose ctime is older than 36 hours are
 ///   removed (best effort). ctime is used because it cannot be set back with utime(), unlike mtime.
+/// - No symbolic link below `root` is followed (see the module comment): one where a directory
+///   should be is an error.
 ///
 /// # Errors
 ///
@@ -78,17 +90,9 @@ pub fn deliver(
     layout: Layout,
     payload: Payload<'_>,
 ) -> io::Result<Stored> {
-    let levels = match folder {
-        Some(name) => folder_levels(name, layout)?,
-        None => None,
-    };
-    ensure_maildir(root)?;
-    let dir = match levels {
-        None => root.to_path_buf(),
-        Some(levels) => create_folder(root, &levels, layout)?,
-    };
-    let stored = write_message(&dir, payload)?;
-    remove_stale_tmp(&dir.join("tmp"), SystemTime::now());
+    let maildir = ensure_folder(root, folder.unwrap_or("INBOX"), layout)?;
+    let stored = write_message(&maildir, payload)?;
+    remove_stale_tmp(&maildir.tmp, SystemTime::now());
     Ok(stored)
 }
 
@@ -133,35 +137,46 @@ pub(crate) fn folder_levels(name: &str, layout: Layout) -> io::Result<Option<Vec
     Ok(Some(levels))
 }
 
-/// Creates `path` with mode 0700; `Ok(true)` if this call created it, `Ok(false)` if it existed.
-fn make_dir(path: &Path) -> io::Result<bool> {
-    match DirBuilder::new().mode(DIR_MODE).create(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
+/// One Maildir (the root or a folder) with its `cur/`, `new/` and `tmp/` open.
+pub(crate) struct Maildir {
+    dir: OpenDir,
+    cur: OpenDir,
+    new: OpenDir,
+    tmp: OpenDir,
+}
+
+impl Maildir {
+    /// Its `cur/` or `new/` (`scan` moves messages into them).
+    pub(crate) fn sub(&self, sub: &str) -> Option<&OpenDir> {
+        match sub {
+            "cur" => Some(&self.cur),
+            "new" => Some(&self.new),
+            _ => None,
+        }
     }
 }
 
-/// Makes sure `dir`, `dir/cur`, `dir/new` and `dir/tmp` exist, fsyncing the parent of every new
-/// entry so that a message delivered into them cannot vanish with its directory after a crash.
-/// Returns whether anything was created.
-fn ensure_maildir(dir: &Path) -> io::Result<bool> {
-    let mut created = false;
-    if make_dir(dir)? {
-        sync_parent(dir)?;
-        created = true;
+/// Makes sure `dir/cur`, `dir/new` and `dir/tmp` exist (fsyncing `dir` when one was created, so
+/// that a message delivered into them cannot vanish with its directory after a crash) and opens
+/// them. Returns whether anything was created.
+fn ensure_maildir(dir: OpenDir) -> io::Result<(Maildir, bool)> {
+    let (cur, made_cur) = dir.sub("cur", true)?;
+    let (new, made_new) = dir.sub("new", true)?;
+    let (tmp, made_tmp) = dir.sub("tmp", true)?;
+    let created = made_cur || made_new || made_tmp;
+    if created {
+        dir.sync()?;
     }
-    let mut sub_created = false;
-    for sub in ["cur", "new", "tmp"] {
-        if make_dir(&dir.join(sub))? {
-            sub_created = true;
-        }
+    Ok((Maildir { dir, cur, new, tmp }, created))
+}
+
+/// The directory `name` inside `parent`, created when missing (and then made durable).
+fn sub_durably(parent: &OpenDir, name: &str) -> io::Result<(OpenDir, bool)> {
+    let (dir, created) = parent.sub(name, true)?;
+    if created {
+        parent.sync()?;
     }
-    if sub_created {
-        sync_dir(dir)?;
-        created = true;
-    }
-    Ok(created)
+    Ok((dir, created))
 }
 
 /// The directory of `folder` under `root` (`root` itself for the INBOX), as [`deliver`] would
@@ -181,61 +196,54 @@ pub(crate) fn folder_dir(root: &Path, folder: &str, layout: Layout) -> io::Resul
 }
 
 /// Makes `folder` under `root` exist exactly as a delivery into it would (cur/, new/, tmp/, and
-/// for Maildir++ the `maildirfolder` marker and the subscription), and returns its directory.
-/// `scan --apply` moves messages into it.
+/// for Maildir++ the `maildirfolder` marker and the subscription), and returns it open.
+/// [`deliver`] writes into it; `scan --apply` moves messages into it.
 ///
 /// # Errors
 ///
 /// As [`deliver`]'s, before any message is written.
-pub(crate) fn ensure_folder(root: &Path, folder: &str, layout: Layout) -> io::Result<PathBuf> {
+pub(crate) fn ensure_folder(root: &Path, folder: &str, layout: Layout) -> io::Result<Maildir> {
     let levels = folder_levels(folder, layout)?;
-    ensure_maildir(root)?;
+    let (root, _) = OpenDir::configured(root, true)?;
+    let (inbox, _) = ensure_maildir(root)?;
     match levels {
-        None => Ok(root.to_path_buf()),
-        Some(levels) => create_folder(root, &levels, layout),
+        None => Ok(inbox),
+        Some(levels) => create_folder(&inbox.dir, &levels, layout),
     }
 }
 
 /// Creates the folder's directories when missing and returns the folder's Maildir.
-fn create_folder(root: &Path, levels: &[&str], layout: Layout) -> io::Result<PathBuf> {
+fn create_folder(root: &OpenDir, levels: &[&str], layout: Layout) -> io::Result<Maildir> {
     match layout {
         Layout::MaildirPlusPlus => {
-            let dir = root.join(format!(".{}", levels.join(".")));
-            let created = ensure_maildir(&dir)?;
-            let marker = dir.join("maildirfolder");
+            let (dir, made_dir) = sub_durably(root, &format!(".{}", levels.join(".")))?;
+            let (folder, made_subs) = ensure_maildir(dir)?;
+            let created = made_dir || made_subs;
+            let marker = "maildirfolder";
             // Subscribe first, then write the marker: a delivery killed in between, or one
             // that could not subscribe (the lock held, or left by a killed process), leaves
             // the marker missing, so the next one subscribes (a no-op when listed) instead of
             // never. A folder with its marker is never subscribed again (the user may have
             // unsubscribed it on purpose).
-            if (created || !marker.exists())
+            if (created || folder.dir.lstat(marker).is_err())
                 // Best effort by contract: an unsubscribed folder is still delivered to.
                 && subscribe(root, levels).is_ok()
             {
                 // The marker only matters to quota tools: failing to create it must not fail
                 // delivery.
-                let _ = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(FILE_MODE)
-                    .open(&marker);
+                let _ = folder.dir.create_file(marker, FILE_MODE);
             }
-            Ok(dir)
+            Ok(folder)
         }
         Layout::Fs => {
-            let mut dir = root.to_path_buf();
-            let (last, parents) = levels
-                .split_last()
+            let (first, rest) = levels
+                .split_first()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty folder name"))?;
-            for level in parents {
-                dir.push(level);
-                if make_dir(&dir)? {
-                    sync_parent(&dir)?;
-                }
+            let (mut dir, _) = sub_durably(root, first)?;
+            for level in rest {
+                dir = sub_durably(&dir, level)?.0;
             }
-            dir.push(last);
-            ensure_maildir(&dir)?;
-            Ok(dir)
+            Ok(ensure_maildir(dir)?.0)
         }
     }
 }
@@ -258,35 +266,30 @@ fn unique_name() -> String {
 
 /// The tmp file of one delivery. Dropping it unlinks the file, on every path out of
 /// `write_message` (success, error or panic), so `tmp/` never keeps a partial message.
-struct TmpFile {
-    path: PathBuf,
+struct TmpFile<'a> {
+    dir: &'a OpenDir,
+    name: String,
 }
 
-impl Drop for TmpFile {
+impl Drop for TmpFile<'_> {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = self.dir.remove(&self.name);
     }
 }
 
 /// Opens `tmp/NAME` with O_CREAT|O_EXCL (mode 0600), trying a new name when one is taken.
-fn create_tmp(tmp_dir: &Path) -> io::Result<(String, TmpFile, File)> {
+fn create_tmp(tmp: &OpenDir) -> io::Result<(TmpFile<'_>, File)> {
     for _ in 0..NAME_ATTEMPTS {
         let name = unique_name();
-        let path = tmp_dir.join(&name);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&path)
-        {
-            Ok(file) => return Ok((name, TmpFile { path }, file)),
+        match tmp.create_file(&name, FILE_MODE) {
+            Ok(file) => return Ok((TmpFile { dir: tmp, name }, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("no free unique name in {}", tmp_dir.display()),
+        format!("no free unique name in {}", tmp.path().display()),
     ))
 }
 
@@ -306,60 +309,58 @@ fn write_and_sync(mut file: File, payload: Payload<'_>) -> io::Result<u64> {
 }
 
 /// `link(2)` errors that mean "this filesystem has no hard links" rather than a real failure.
-fn links_unsupported(e: &io::Error) -> bool {
-    matches!(
-        rustix::io::Errno::from_io_error(e),
-        Some(rustix::io::Errno::PERM | rustix::io::Errno::OPNOTSUPP)
-    )
+fn links_unsupported(e: Errno) -> bool {
+    matches!(e, Errno::PERM | Errno::OPNOTSUPP)
 }
 
-/// Links the tmp file to `new/BASE,S=size`, picking a new BASE when the name is taken (never
-/// overwriting). On filesystems without hard links it falls back to rename(2) after checking that
-/// the name is free (names are unique per pid and counter, so the check cannot race in practice).
-fn link_into_new(tmp: &Path, new_dir: &Path, first_base: String, size: u64) -> io::Result<PathBuf> {
-    let mut base = first_base;
+/// Links `tmp/NAME` to `new/BASE,S=size`, picking a new BASE when the name is taken (never
+/// overwriting), and returns the name in `new/`. On filesystems without hard links it falls back
+/// to rename(2) after checking that the name is free (names are unique per pid and counter, so the
+/// check cannot race in practice).
+fn link_into_new(tmp: &OpenDir, name: &str, new: &OpenDir, size: u64) -> io::Result<String> {
+    let mut base = name.to_string();
     for _ in 0..NAME_ATTEMPTS {
-        let dest = new_dir.join(format!("{base},S={size}"));
-        match fs::hard_link(tmp, &dest) {
+        let dest = format!("{base},S={size}");
+        match linkat(tmp.fd(), name, new.fd(), &dest, AtFlags::empty()) {
             Ok(()) => return Ok(dest),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) if links_unsupported(&e) => match fs::symlink_metadata(&dest) {
+            Err(Errno::EXIST) => {}
+            Err(e) if links_unsupported(e) => match new.lstat(&dest) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::rename(tmp, &dest)?;
+                    renameat(tmp.fd(), name, new.fd(), &dest)?;
                     return Ok(dest);
                 }
                 Err(e) => return Err(e),
             },
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         base = unique_name();
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("no free unique name in {}", new_dir.display()),
+        format!("no free unique name in {}", new.path().display()),
     ))
 }
 
-/// The durable write of hosts.md section 7 into the Maildir `dir` (which must exist).
-fn write_message(dir: &Path, payload: Payload<'_>) -> io::Result<Stored> {
-    let new_dir = dir.join("new");
-    let (name, tmp, file) = create_tmp(&dir.join("tmp"))?;
+/// The durable write of hosts.md section 7 into `maildir`.
+fn write_message(maildir: &Maildir, payload: Payload<'_>) -> io::Result<Stored> {
+    let (tmp, file) = create_tmp(&maildir.tmp)?;
     // From here on, `tmp` unlinks the tmp file when it goes out of scope, error or not.
     let size = write_and_sync(file, payload)?;
-    let dest = link_into_new(&tmp.path, &new_dir, name, size)?;
+    let dest = link_into_new(&maildir.tmp, &tmp.name, &maildir.new, size)?;
+    let dest = maildir.new.path().join(dest);
     // Unlink tmp/NAME. A failure here is ignored on purpose (see the module comment).
     drop(tmp);
     // Make the new directory entry durable. If this fails the message is in new/ but might not
     // survive a crash: report the error so the caller exits 75 and the MTA retries. A duplicate is
     // better than a loss.
-    sync_dir(&new_dir).map_err(|e| {
+    maildir.new.sync().map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
                 "message written to {} but fsync of {} failed (it may be delivered twice): {e}",
                 dest.display(),
-                new_dir.display()
+                maildir.new.path().display()
             ),
         )
     })?;
@@ -369,9 +370,10 @@ fn write_message(dir: &Path, payload: Payload<'_>) -> io::Result<Stored> {
     })
 }
 
-/// Removes regular files from `tmp_dir` whose ctime and mtime are both older than 36 hours
-/// before `now`. Best effort: every error is ignored.
-fn remove_stale_tmp(tmp_dir: &Path, now: SystemTime) {
+/// Removes the regular files of `tmp` whose ctime and mtime are both older than 36 hours before
+/// `now`. Only entries of `tmp` itself are looked at and removed, never through a symbolic link.
+/// Best effort: every error is ignored.
+fn remove_stale_tmp(tmp: &OpenDir, now: SystemTime) {
     let Some(cutoff) = now
         .checked_sub(TMP_MAX_AGE)
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -379,15 +381,19 @@ fn remove_stale_tmp(tmp_dir: &Path, now: SystemTime) {
         return;
     };
     let cutoff = i64::try_from(cutoff.as_secs()).unwrap_or(i64::MAX);
-    let Ok(entries) = fs::read_dir(tmp_dir) else {
+    let Ok(entries) = rustix::fs::Dir::read_from(tmp.fd()) else {
         return;
     };
     for entry in entries.flatten() {
-        let Ok(meta) = entry.metadata() else {
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
             continue;
-        };
-        if meta.is_file() && meta.ctime() < cutoff && meta.mtime() < cutoff {
-            let _ = fs::remove_file(entry.path());
+        }
+        if tmp
+            .lstat(name)
+            .is_ok_and(|m| m.is_file() && m.ctime() < cutoff && m.mtime() < cutoff)
+        {
+            let _ = tmp.remove(name);
         }
     }
 }
@@ -434,27 +440,25 @@ fn with_subscription(current: &[u8], v2: &str, v1: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Dovecot's `subscriptions.lock`: the new content is written into it, then it is renamed over
-/// `subscriptions`. Dropping it before the rename removes it.
-struct SubscriptionsLock {
-    path: PathBuf,
+/// Dovecot's `subscriptions.lock` in the Maildir root: the new content is written into it, then
+/// it is renamed over `subscriptions`. Dropping it before the rename removes it.
+struct SubscriptionsLock<'a> {
+    root: &'a OpenDir,
     file: File,
     armed: bool,
 }
 
-impl SubscriptionsLock {
-    fn acquire(path: PathBuf, wait: Duration) -> io::Result<Self> {
+const SUBSCRIPTIONS: &str = "subscriptions";
+const SUBSCRIPTIONS_LOCK: &str = "subscriptions.lock";
+
+impl<'a> SubscriptionsLock<'a> {
+    fn acquire(root: &'a OpenDir, wait: Duration) -> io::Result<Self> {
         let start = Instant::now();
         loop {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(&path)
-            {
+            match root.create_file(SUBSCRIPTIONS_LOCK, FILE_MODE) {
                 Ok(file) => {
                     return Ok(Self {
-                        path,
+                        root,
                         file,
                         armed: true,
                     });
@@ -462,19 +466,23 @@ impl SubscriptionsLock {
                 // Held by Dovecot (or another delivery): wait a little. Only a lock unchanged
                 // for SUBSCRIPTIONS_LOCK_STALE is broken, as Dovecot breaks it.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let stale = fs::symlink_metadata(&path)
+                    let stale = root
+                        .lstat(SUBSCRIPTIONS_LOCK)
                         .and_then(|m| m.modified())
                         .ok()
                         .and_then(|t| SystemTime::now().duration_since(t).ok())
                         .is_some_and(|age| age >= SUBSCRIPTIONS_LOCK_STALE);
                     if stale {
-                        let _ = fs::remove_file(&path);
+                        let _ = root.remove(SUBSCRIPTIONS_LOCK);
                         continue;
                     }
                     if start.elapsed() >= wait {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
-                            format!("{} is held by someone else", path.display()),
+                            format!(
+                                "{} is held by someone else",
+                                root.path().join(SUBSCRIPTIONS_LOCK).display()
+                            ),
                         ));
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -485,16 +493,16 @@ impl SubscriptionsLock {
     }
 }
 
-impl Drop for SubscriptionsLock {
+impl Drop for SubscriptionsLock<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = fs::remove_file(&self.path);
+            let _ = self.root.remove(SUBSCRIPTIONS_LOCK);
         }
     }
 }
 
 /// Adds the folder to `root/subscriptions` unless it is already there.
-fn subscribe(root: &Path, levels: &[&str]) -> io::Result<()> {
+fn subscribe(root: &OpenDir, levels: &[&str]) -> io::Result<()> {
     let mut v2 = String::new();
     for (i, level) in levels.iter().enumerate() {
         if i > 0 {
@@ -503,23 +511,24 @@ fn subscribe(root: &Path, levels: &[&str]) -> io::Result<()> {
         tab_escape(level, &mut v2);
     }
     let v1 = levels.join(".");
-    let path = root.join("subscriptions");
-    let mut lock =
-        SubscriptionsLock::acquire(root.join("subscriptions.lock"), SUBSCRIPTIONS_LOCK_WAIT)?;
-    let current = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+    let mut lock = SubscriptionsLock::acquire(root, SUBSCRIPTIONS_LOCK_WAIT)?;
+    let mut current = Vec::new();
+    match root.open_file(SUBSCRIPTIONS) {
+        Ok(mut file) => {
+            file.read_to_end(&mut current)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
-    };
+    }
     let Some(updated) = with_subscription(&current, &v2, &v1) else {
         return Ok(());
     };
     lock.file.write_all(&updated)?;
     lock.file.sync_all()?;
-    fs::rename(&lock.path, &path)?;
+    renameat(root.fd(), SUBSCRIPTIONS_LOCK, root.fd(), SUBSCRIPTIONS)?;
     // The lock name now belongs to whoever takes the lock next: do not remove it.
     lock.armed = false;
-    sync_dir(root)
+    root.sync()
 }
 
 #[cfg(test)]
@@ -527,8 +536,9 @@ mod tests {
     use super::*;
     use crate::store::{FailingTail, names, payload};
     use std::collections::BTreeSet;
+    use std::fs;
     use std::io::Cursor;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{PermissionsExt, symlink};
 
     /// Delivers `body` into the folder Backscatter of the Maildir at `root`.
     fn into_backscatter(root: &Path, body: &[u8]) -> Stored {
@@ -898,8 +908,18 @@ mod tests {
 
     #[test]
     fn link_failure_unlinks_tmp() {
-        // Works as root too: new/ is a regular file, so link() fails with ENOTDIR after the
+        // Works as root too: new/ is removed once open, so link() fails with ENOENT after the
         // message has been written to tmp/ and fsynced.
+        let t = tempfile::tempdir().unwrap();
+        let maildir = ensure_folder(t.path(), "INBOX", Layout::default()).unwrap();
+        fs::remove_dir(t.path().join("new")).unwrap();
+        let err = write_message(&maildir, payload(b"message\n")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(names(&t.path().join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn new_not_a_directory_is_an_error() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
         for sub in ["cur", "tmp"] {
@@ -931,37 +951,141 @@ mod tests {
     fn existing_name_in_new_is_never_overwritten() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
-        ensure_maildir(root).unwrap();
+        let maildir = ensure_folder(root, "INBOX", Layout::default()).unwrap();
         fs::write(root.join("tmp").join("X"), b"second").unwrap();
         fs::write(root.join("new").join("X,S=6"), b"first!").unwrap();
-        let dest = link_into_new(
-            &root.join("tmp").join("X"),
-            &root.join("new"),
-            "X".into(),
-            6,
-        )
-        .unwrap();
-        assert_ne!(dest, root.join("new").join("X,S=6"));
+        let dest = link_into_new(&maildir.tmp, "X", &maildir.new, 6).unwrap();
+        assert_ne!(dest, "X,S=6");
         assert_eq!(fs::read(root.join("new").join("X,S=6")).unwrap(), b"first!");
-        assert_eq!(fs::read(&dest).unwrap(), b"second");
+        assert_eq!(fs::read(root.join("new").join(dest)).unwrap(), b"second");
     }
 
     #[test]
     fn stale_tmp_files_are_removed() {
         let t = tempfile::tempdir().unwrap();
-        let tmp = t.path().join("tmp");
-        fs::create_dir(&tmp).unwrap();
+        let maildir = ensure_folder(&t.path().join("Maildir"), "INBOX", Layout::default()).unwrap();
+        let tmp = t.path().join("Maildir/tmp");
         fs::write(tmp.join("old"), b"x").unwrap();
         fs::create_dir(tmp.join("adir")).unwrap();
+        // A link in tmp/ is not a leftover, and what it points to is not looked at.
+        fs::write(t.path().join("outside"), b"keep").unwrap();
+        symlink(t.path().join("outside"), tmp.join("link")).unwrap();
         // Fresh files stay, even with an old mtime (ctime cannot be set back).
         let f = File::options().write(true).open(tmp.join("old")).unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(100 * 3600))
             .unwrap();
         drop(f);
-        remove_stale_tmp(&tmp, SystemTime::now());
-        assert_eq!(names(&tmp), ["adir", "old"]);
+        remove_stale_tmp(&maildir.tmp, SystemTime::now());
+        assert_eq!(names(&tmp), ["adir", "link", "old"]);
         // 37 hours later it is a leftover.
-        remove_stale_tmp(&tmp, SystemTime::now() + Duration::from_secs(37 * 3600));
-        assert_eq!(names(&tmp), ["adir"]);
+        remove_stale_tmp(
+            &maildir.tmp,
+            SystemTime::now() + Duration::from_secs(37 * 3600),
+        );
+        assert_eq!(names(&tmp), ["adir", "link"]);
+        assert_eq!(fs::read(t.path().join("outside")).unwrap(), b"keep");
+    }
+
+    /// A directory outside the Maildir holding one old file, as a symbolic link would reach it.
+    fn outside_dir(t: &Path) -> PathBuf {
+        let outside = t.join("outside");
+        for sub in ["", "cur", "new", "tmp"] {
+            fs::create_dir_all(outside.join(sub)).unwrap();
+        }
+        fs::write(outside.join("tmp/precious"), b"keep").unwrap();
+        fs::write(outside.join("new/precious"), b"keep").unwrap();
+        outside
+    }
+
+    /// Every file under `dir`, relative to it, sorted.
+    fn tree(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() && !p.is_symlink() {
+                    stack.push(p.clone());
+                }
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn symbolic_links_inside_the_maildir_are_never_followed() {
+        // tmp/, new/ or cur/ of the root, a Maildir++ folder, a level of an Fs folder: each a
+        // link out of the Maildir. The delivery fails (the caller falls back to the inbox, or
+        // the MTA retries) and nothing outside is written or removed.
+        let cases: [(&str, Option<&str>, Layout); 6] = [
+            ("tmp", None, Layout::MaildirPlusPlus),
+            ("new", None, Layout::MaildirPlusPlus),
+            ("cur", None, Layout::MaildirPlusPlus),
+            (".Backscatter", Some("Backscatter"), Layout::MaildirPlusPlus),
+            ("Junk", Some("Junk/Backscatter"), Layout::Fs),
+            ("Junk", Some("Junk"), Layout::Fs),
+        ];
+        for (link, folder, layout) in cases {
+            let t = tempfile::tempdir().unwrap();
+            let outside = outside_dir(t.path());
+            let root = t.path().join("Maildir");
+            fs::create_dir(&root).unwrap();
+            symlink(&outside, root.join(link)).unwrap();
+            let before = tree(&outside);
+            let err = deliver(&root, folder, layout, payload(b"x\n")).unwrap_err();
+            assert!(err.to_string().contains("symbolic link"), "{link}: {err}");
+            assert_eq!(tree(&outside), before, "{link}: written outside");
+            assert!(fs::symlink_metadata(root.join(link)).unwrap().is_symlink());
+        }
+    }
+
+    #[test]
+    fn the_maildir_itself_may_be_a_link_of_its_owner_only() {
+        use rustix::fs::{AtFlags, CWD, Uid, chownat};
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        let link = t.path().join("Maildir");
+        fs::create_dir(&real).unwrap();
+        symlink(&real, &link).unwrap();
+        // A link this user (or root) owns is followed, and the paths name the link.
+        let stored = deliver(&link, None, Layout::default(), payload(b"x\n")).unwrap();
+        assert!(stored.path.starts_with(&link));
+        delivered_one(&real, b"x\n", &stored_in(&real, &link, &stored));
+        // Another user's link is not: it could lead anywhere that user chose.
+        chownat(
+            CWD,
+            &link,
+            Some(Uid::from_raw(54_321)),
+            None,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .expect("lchown (this test needs root, as CI has)");
+        let err = deliver(&link, None, Layout::default(), payload(b"y\n")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert_eq!(names(&real.join("new")).len(), 1);
+        // Nor is a link to a link.
+        let chain = t.path().join("chain");
+        symlink(&link, &chain).unwrap();
+        chownat(
+            CWD,
+            &link,
+            Some(Uid::from_raw(0)),
+            None,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        let err = deliver(&chain, None, Layout::default(), payload(b"z\n")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert_eq!(names(&real.join("new")).len(), 1);
+    }
+
+    /// `stored` with its path moved from under `link` to under `real`.
+    fn stored_in(real: &Path, link: &Path, stored: &Stored) -> Stored {
+        Stored {
+            path: real.join(stored.path.strip_prefix(link).unwrap()),
+            bytes: stored.bytes,
+        }
     }
 }

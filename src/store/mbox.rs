@@ -3,7 +3,10 @@
 //! Durability contract: `Ok` means the whole message was appended and fsynced before the locks were
 //! released. `Err` means the file was cut back to its length before this delivery (as Postfix
 //! does), fsynced and unlocked; the caller exits 75 and the MTA retries. The rollback also runs
-//! when the tail reader panics (it lives in a `Drop`).
+//! when the tail reader panics (it lives in a `Drop`). It cuts only what this delivery wrote: if
+//! the file has grown by more than that, another writer appended after us (one that takes none of
+//! our locks, or broke them), and cutting would lose its message, so the partial one is left
+//! (the retry then stores the message whole: a duplicate is better than a loss).
 //!
 //! Locks:
 //! - `Fcntl` is a POSIX write lock on the whole file (`fcntl(F_SETLK, F_WRLCK)`, `l_len` 0), the
@@ -14,13 +17,22 @@
 //!   close of the same file by another thread of this process releases them.
 //! - `Dotlock` is `NAME.lock`, made NFS-safely: a unique file `NAME.lock.<host>.<pid>.<n>` is
 //!   link()ed to `NAME.lock`; the lock is ours if link() succeeded or the unique file's link count
-//!   is 2. A lock whose mtime is more than 5 minutes older than our fresh unique file (both times
-//!   come from the file server's clock) is stale and is removed. A held dotlock is touched every
-//!   minute while a large tail is being copied, so a slow delivery does not look stale.
+//!   is 2. The lock holds `PID:HOST`, as Dovecot writes it. A lock is stale, and is removed, when
+//!   it names a process of this host that no longer exists (a delivery killed with SIGKILL), or
+//!   when its mtime is more than 5 minutes before, or more than a minute after, the mtime of our
+//!   unique file just touched (both times come from the file server's clock, and a holder touching
+//!   its lock cannot give it a time ahead of that clock). A held dotlock is touched every minute
+//!   by a thread of its own for as long as it is held, so a delivery whose input stalls does not
+//!   look stale while its process lives.
 //!   If the dotlock cannot be made for lack of permission (EACCES/EPERM/EROFS, e.g. a
 //!   `/var/mail` that only group mail may write) and `Fcntl` is also in the list, delivery goes
 //!   on under the fcntl lock alone, as Postfix does for files; with `Dotlock` alone it fails.
 //! - All locks together must be acquired within about 10 s, else the error kind is `TimedOut`.
+//!
+//! Symbolic links: an mbox path that is a symbolic link is followed only when root or this user
+//! owns the link, one level only (see the `store` module comment); the file itself is opened with
+//! `O_NOFOLLOW`. The dotlock is then taken beside the link (where writers naming the link lock)
+//! and beside its target (where writers naming the file lock); the fcntl lock is on the file.
 //!
 //! Format (mboxrd): `From <sender> <asctime UTC>` LF, the message with `>` added to every line
 //! matching `^>*From `, a LF if the message does not end with one, and an empty line (LF). The
@@ -29,16 +41,20 @@
 //! added first so that the new `From ` line starts after an empty line.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{FlockOperation, Timespec, Timestamps, UTIME_NOW, fcntl_lock, futimens};
 use rustix::io::Errno;
 
-use super::{CHUNK, Payload, Stored, for_each_chunk, host_name, sync_parent};
+use super::{
+    CHUNK, Payload, Stored, for_each_chunk, host_name, no_follow_error, node_name, process_alive,
+    resolve_link, sync_parent,
+};
 
 /// A kind of mbox lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -58,7 +74,11 @@ const FILE_MODE: u32 = 0o600;
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A dotlock older than this is left over from a crash.
 const STALE_LOCK: Duration = Duration::from_secs(300);
-/// How often a held dotlock's mtime is refreshed while writing.
+/// A dotlock whose mtime is further ahead than this was not made by a holder touching it (its
+/// touch and ours read the same clock): it was set by hand, or by a clock since stepped back.
+/// The margin lets a small step back pass.
+const FUTURE_LOCK: Duration = Duration::from_secs(60);
+/// How often a held dotlock's mtime is refreshed.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// How often to reopen when the mbox is replaced under us, or a unique name is taken.
 const ATTEMPTS: u32 = 5;
@@ -70,45 +90,59 @@ const FROM: &[u8] = b"From ";
 /// A leading mbox "From " line in the payload is NOT expected (the caller strips it). Locks in the order given
 /// (default [Fcntl, Dotlock]); dotlock is NFS-safe: create a unique file NAME.lock.<host>.<pid>.<n>, link() it to NAME.lock,
 /// accept if link succeeded or the unique file's link count is 2, retry with backoff up to ~10 s total, break stale locks
-/// older than 5 minutes; remove the lock afterwards. fcntl = write lock on the whole file (see the module comment
+/// (their process on this host is gone, or their mtime is 5 minutes old or a minute ahead), keep the held lock fresh
+/// from a thread; remove the lock afterwards. fcntl = write lock on the whole file (see the module comment
 /// for why it is polled with F_SETLK instead of waited for with F_SETLKW).
-/// On any failure, truncate the file back to its original length (as Postfix does), fsync, unlock and return the error.
-/// fsync the file before unlocking.
+/// On any failure, truncate the file back to its original length (as Postfix does) unless another writer appended
+/// meanwhile, fsync, unlock and return the error. fsync the file before unlocking.
 ///
 /// The sender `<>` also counts as empty; whitespace and control characters in the sender are
 /// written as `_` so the `From ` line stays one well-formed line. An empty `locks` takes no lock.
-/// `Stored::bytes` is the number of bytes appended. `path` must be a regular file (or missing).
+/// `Stored::bytes` is the number of bytes appended. `path` must be a regular file (or missing), or
+/// a symbolic link to one that root or this user owns (see the module comment).
 ///
 /// # Errors
 ///
-/// Any error means "exit 75": the file is back at its original length. `TimedOut` when the
-/// locks could not be had within about 10 s, `InvalidInput` when `path` is not a regular file,
-/// otherwise the I/O error met.
+/// Any error means "exit 75": the file is back at its original length (unless another writer
+/// appended after us). `TimedOut` when the locks could not be had within about 10 s,
+/// `InvalidInput` when `path` is not a regular file or is a link to a link, `PermissionDenied`
+/// when it is a link another user owns, otherwise the I/O error met.
 pub fn deliver(
     path: &Path,
     sender: Option<&str>,
     locks: &[Lock],
     payload: Payload<'_>,
 ) -> io::Result<Stored> {
-    deliver_within(path, sender, locks, payload, LOCK_TIMEOUT)
+    deliver_within(path, sender, locks, payload, TIMING)
 }
+
+/// How long to try for the locks, and how often to refresh a held dotlock (tests shorten both).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    lock_timeout: Duration,
+    touch_every: Duration,
+}
+
+const TIMING: Timing = Timing {
+    lock_timeout: LOCK_TIMEOUT,
+    touch_every: TOUCH_EVERY,
+};
 
 fn deliver_within(
     path: &Path,
     sender: Option<&str>,
     locks: &[Lock],
     payload: Payload<'_>,
-    lock_timeout: Duration,
+    timing: Timing,
 ) -> io::Result<Stored> {
-    let deadline = Instant::now() + lock_timeout;
-    let (mut session, created) = open_locked(path, locks, deadline)?;
+    let (mut session, created) = open_locked(path, locks, timing)?;
     let orig_len = session.file.metadata()?.len();
     // From here on, dropping `session` without `committed` truncates back to `orig_len`.
     session.orig_len = Some(orig_len);
     let bytes = append(&mut session, orig_len, sender, payload)?;
     session.file.sync_all()?;
     if created {
-        sync_parent(path)?;
+        sync_parent(&session.real)?;
     }
     session.committed = true;
     // Unlocks (in reverse order) and closes. Unlock errors are ignored: the message is durable,
@@ -124,8 +158,12 @@ fn deliver_within(
 /// (truncate + fsync), then releases the locks in reverse order, then closes the file.
 struct Session {
     file: File,
+    /// The file's path: the configured one, or the target of the link it is.
+    real: PathBuf,
     held: Vec<Held>,
     orig_len: Option<u64>,
+    /// How many bytes this delivery's writes put in the file.
+    appended: u64,
     committed: bool,
 }
 
@@ -136,8 +174,14 @@ enum Held {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Only what this delivery wrote is cut (see the module comment): a file of any other
+        // length has been written by someone else too.
         if !self.committed
             && let Some(len) = self.orig_len
+            && self
+                .file
+                .metadata()
+                .is_ok_and(|m| m.len() == len.saturating_add(self.appended))
         {
             let _ = self.file.set_len(len);
             let _ = self.file.sync_all();
@@ -167,9 +211,9 @@ impl Locked {
     /// As [`deliver`]'s: `TimedOut` when the locks could not be had, `InvalidInput` when `path`
     /// is not a regular file, otherwise the I/O error met.
     pub(crate) fn acquire(path: &Path, locks: &[Lock]) -> io::Result<Locked> {
-        let (session, created) = open_locked(path, locks, Instant::now() + LOCK_TIMEOUT)?;
+        let (session, created) = open_locked(path, locks, TIMING)?;
         if created {
-            sync_parent(path)?;
+            sync_parent(&session.real)?;
         }
         Ok(Locked(session))
     }
@@ -185,16 +229,37 @@ pub(crate) fn dotlock_path(mbox: &Path) -> PathBuf {
     with_suffix(mbox, ".lock")
 }
 
+/// The maker of a dotlock as its content names it: `PID:HOST` as backstop and Dovecot write it,
+/// or a bare `PID` (older backstop versions, liblockfile), whose host is unknown.
+pub(crate) fn dotlock_holder(content: &[u8]) -> Option<(u32, Option<&[u8]>)> {
+    let content = content.strip_suffix(b"\n").unwrap_or(content);
+    let (pid, host) = match content.iter().position(|&b| b == b':') {
+        Some(i) => (content.get(..i)?, content.get(i + 1..)),
+        None => (content, None),
+    };
+    let pid = std::str::from_utf8(pid).ok()?.trim().parse().ok()?;
+    Some((pid, host))
+}
+
 /// Opens (creating 0600 if needed) and locks the mbox; makes sure the locked file is still the
 /// one at `path` (a reader may have replaced it meanwhile, and appending to an unlinked file
 /// would lose the message). Returns whether this call created the file.
-fn open_locked(path: &Path, locks: &[Lock], deadline: Instant) -> io::Result<(Session, bool)> {
+fn open_locked(path: &Path, locks: &[Lock], timing: Timing) -> io::Result<(Session, bool)> {
+    let deadline = Instant::now() + timing.lock_timeout;
+    let real = resolve_link(path)?;
+    // Beside the link (if it is one), then beside the file: always in this order.
+    let mut lock_names = vec![real.as_path()];
+    if real != path {
+        lock_names.insert(0, path);
+    }
     for _ in 0..ATTEMPTS {
-        let (file, created) = open_mbox(path)?;
+        let (file, created) = open_mbox(&real)?;
         let mut session = Session {
             file,
+            real: real.clone(),
             held: Vec::new(),
             orig_len: None,
+            appended: 0,
             committed: false,
         };
         let mut done: Vec<Lock> = Vec::new();
@@ -208,14 +273,18 @@ fn open_locked(path: &Path, locks: &[Lock], deadline: Instant) -> io::Result<(Se
                     fcntl_wait(&session.file, path, deadline)?;
                     session.held.push(Held::Fcntl);
                 }
-                Lock::Dotlock => match DotLock::acquire(path, deadline) {
-                    Ok(dot) => session.held.push(Held::Dot(dot)),
-                    Err(e) if no_permission(&e) && locks.contains(&Lock::Fcntl) => {}
-                    Err(e) => return Err(e),
-                },
+                Lock::Dotlock => {
+                    for name in &lock_names {
+                        match DotLock::acquire(name, deadline, timing.touch_every) {
+                            Ok(dot) => session.held.push(Held::Dot(dot)),
+                            Err(e) if no_permission(&e) && locks.contains(&Lock::Fcntl) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
             }
         }
-        if same_file(&session.file, path)? {
+        if same_file(&session.file, &real)? {
             return Ok((session, created));
         }
     }
@@ -238,7 +307,12 @@ fn open_mbox(path: &Path) -> io::Result<(File, bool)> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        match OpenOptions::new().read(true).append(true).open(path) {
+        match OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+        {
             Ok(file) => {
                 if !file.metadata()?.is_file() {
                     return Err(io::Error::new(
@@ -250,7 +324,7 @@ fn open_mbox(path: &Path) -> io::Result<(File, bool)> {
             }
             // Removed between the two opens: try again.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(no_follow_error(e, path)),
         }
     }
     Err(io::Error::other(format!(
@@ -259,10 +333,10 @@ fn open_mbox(path: &Path) -> io::Result<(File, bool)> {
     )))
 }
 
-/// Whether `path` still names the inode open as `file`.
+/// Whether `path` itself (not a symbolic link's target) still names the inode open as `file`.
 fn same_file(file: &File, path: &Path) -> io::Result<bool> {
     let open = file.metadata()?;
-    match fs::metadata(path) {
+    match fs::symlink_metadata(path) {
         Ok(now) => Ok(now.dev() == open.dev() && now.ino() == open.ino()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -344,18 +418,18 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// A held `NAME.lock`. Dropping it removes the lock if it is still ours.
+/// A held `NAME.lock`. Dropping it stops its refresher, then removes the lock if it is still
+/// ours.
 struct DotLock {
     lock_path: PathBuf,
-    /// The lock's inode, open since it was our unique file: used to touch it and to recognize it.
-    file: File,
+    /// The lock's inode (our unique file's): to recognize it.
     dev: u64,
     ino: u64,
-    touched: Instant,
+    refresher: Option<Refresher>,
 }
 
 impl DotLock {
-    fn acquire(mbox: &Path, deadline: Instant) -> io::Result<Self> {
+    fn acquire(mbox: &Path, deadline: Instant, touch_every: Duration) -> io::Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let lock_path = with_suffix(mbox, ".lock");
         let mut made = None;
@@ -391,7 +465,7 @@ impl DotLock {
         };
         // The unique name goes away in every case; once locked, NAME.lock keeps the inode.
         let _unique = RemoveOnDrop(unique.clone());
-        writeln!(file, "{}", std::process::id())?;
+        writeln!(file, "{}:{}", std::process::id(), node_name())?;
         let ours = file.metadata()?;
         let mut backoff = Backoff::new();
         loop {
@@ -410,17 +484,19 @@ impl DotLock {
                     lock_path,
                     dev: ours.dev(),
                     ino: ours.ino(),
-                    file,
-                    touched: Instant::now(),
+                    refresher: Some(Refresher::start(file, touch_every)?),
                 });
             }
-            match fs::symlink_metadata(&lock_path) {
-                Ok(held) if is_stale(&held, &ours) => {
-                    if fs::remove_file(&lock_path).is_ok() {
+            match stale_lock(&lock_path, &file) {
+                Ok(Some(held)) => {
+                    // Still the lock judged stale (not a fresh one someone made meanwhile).
+                    if fs::symlink_metadata(&lock_path).is_ok_and(|m| same_lock(&m, &held))
+                        && fs::remove_file(&lock_path).is_ok()
+                    {
                         continue;
                     }
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 // Released meanwhile: the next link() will tell.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -430,39 +506,111 @@ impl DotLock {
             }
         }
     }
+}
 
-    /// Refreshes the lock's mtime (server time) once a minute during long writes.
-    fn keep_fresh(&mut self) {
-        if self.touched.elapsed() >= TOUCH_EVERY {
-            let now = Timespec {
-                tv_sec: 0,
-                tv_nsec: UTIME_NOW,
-            };
-            let _ = futimens(
-                &self.file,
-                &Timestamps {
-                    last_access: now,
-                    last_modification: now,
-                },
-            );
-            self.touched = Instant::now();
-        }
+/// The metadata of the dotlock at `lock_path` if it is stale (see the module comment): its maker
+/// is a process of this host that no longer exists, or its mtime is too far from the file
+/// server's time, which `ours` (our unique file, touched now) gives.
+fn stale_lock(lock_path: &Path, ours: &File) -> io::Result<Option<fs::Metadata>> {
+    let held = fs::symlink_metadata(lock_path)?;
+    if held.is_file() && made_by_dead_local_process(lock_path, &held) {
+        return Ok(Some(held));
+    }
+    touch(ours)?;
+    let (Ok(held_time), Ok(now)) = (held.modified(), ours.metadata()?.modified()) else {
+        return Ok(None);
+    };
+    let stale = match now.duration_since(held_time) {
+        Ok(age) => age > STALE_LOCK,
+        Err(ahead) => ahead.duration() > FUTURE_LOCK,
+    };
+    Ok(stale.then_some(held))
+}
+
+/// Whether the dotlock `held` at `lock_path` names, as `PID:HOST`, a process of this host that
+/// no longer exists. A lock of another host, or one without a host, cannot tell.
+fn made_by_dead_local_process(lock_path: &Path, held: &fs::Metadata) -> bool {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(lock_path)
+    else {
+        return false;
+    };
+    let mut content = Vec::with_capacity(64);
+    // The content read must be that of the lock judged (not of one made since).
+    let same = file.metadata().is_ok_and(|m| same_lock(&m, held));
+    if !same || file.take(256).read_to_end(&mut content).is_err() {
+        return false;
+    }
+    match dotlock_holder(&content) {
+        Some((pid, Some(host))) => host == node_name().as_bytes() && !process_alive(pid),
+        _ => false,
     }
 }
 
-/// A lock is stale when its mtime is more than [`STALE_LOCK`] before the mtime of our unique
-/// file, which was just written: both come from the same (file server) clock.
-fn is_stale(held: &fs::Metadata, ours: &fs::Metadata) -> bool {
-    match (held.modified(), ours.modified()) {
-        (Ok(held), Ok(now)) => now.duration_since(held).is_ok_and(|age| age > STALE_LOCK),
-        _ => false,
+/// Whether two looks at a lock saw the same lock: the same inode, not changed in between (a
+/// freed inode number is soon given to a new file).
+fn same_lock(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    (a.dev(), a.ino(), a.ctime(), a.ctime_nsec()) == (b.dev(), b.ino(), b.ctime(), b.ctime_nsec())
+}
+
+/// Sets a file's mtime (and atime) to the file server's current time.
+fn touch(file: &File) -> io::Result<()> {
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: UTIME_NOW,
+    };
+    Ok(futimens(
+        file,
+        &Timestamps {
+            last_access: now,
+            last_modification: now,
+        },
+    )?)
+}
+
+/// A thread that touches a held dotlock every `every` until it is dropped, so that the lock
+/// never looks stale while its process lives, whatever the delivery is waiting for (a stalled
+/// input, a slow disk).
+struct Refresher {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Refresher {
+    fn start(lock: File, every: Duration) -> io::Result<Refresher> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("dotlock-refresh".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let _ = touch(&lock);
+                }
+            })?;
+        Ok(Refresher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the thread at once.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
 impl Drop for DotLock {
     fn drop(&mut self) {
-        // If we held it for more than 5 minutes someone may have broken it and taken their own:
-        // only remove the lock if it is still our inode.
+        drop(self.refresher.take());
+        // If someone judged it stale and took their own, only remove the lock if it is still
+        // our inode.
         if let Ok(m) = fs::symlink_metadata(&self.lock_path)
             && m.dev() == self.dev
             && m.ino() == self.ino
@@ -588,6 +736,24 @@ impl Quoter {
     }
 }
 
+/// Writes to the mbox, counting the bytes that reached it (for the rollback).
+struct Counted<'a> {
+    file: &'a File,
+    count: &'a mut u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        *self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes the message (with the separator the existing file needs, the `From ` line, the quoted
 /// payload and the final empty line) and returns the number of bytes appended.
 fn append(
@@ -596,21 +762,15 @@ fn append(
     sender: Option<&str>,
     payload: Payload<'_>,
 ) -> io::Result<u64> {
-    let mut out = Out::new(&session.file);
-    out.put(separator_needed(&session.file, orig_len)?)?;
-    out.put(from_line(sender, SystemTime::now()).as_bytes())?;
-    let mut dot = session.held.iter_mut().find_map(|h| match h {
-        Held::Dot(d) => Some(d),
-        Held::Fcntl => None,
+    let separator = separator_needed(&session.file, orig_len)?;
+    let mut out = Out::new(Counted {
+        file: &session.file,
+        count: &mut session.appended,
     });
+    out.put(separator)?;
+    out.put(from_line(sender, SystemTime::now()).as_bytes())?;
     let mut quoter = Quoter::new();
-    for_each_chunk(payload, |chunk| {
-        quoter.feed(chunk, &mut out)?;
-        if let Some(d) = dot.as_mut() {
-            d.keep_fresh();
-        }
-        Ok(())
-    })?;
+    for_each_chunk(payload, |chunk| quoter.feed(chunk, &mut out))?;
     quoter.finish(&mut out)?;
     let end: &[u8] = if out.last == Some(b'\n') {
         b"\n"
@@ -976,7 +1136,7 @@ mod tests {
             None,
             &DEFAULT_LOCKS,
             payload(b"x\n"),
-            Duration::from_millis(300),
+            quick(Duration::from_millis(300)),
         )
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -1001,11 +1161,327 @@ mod tests {
         assert_eq!(dir_names(t.path()), ["mbox"]);
     }
 
+    /// Lock timings for tests: `wait` for the locks, and a refresh every 20 ms.
+    fn quick(wait: Duration) -> Timing {
+        Timing {
+            lock_timeout: wait,
+            touch_every: Duration::from_millis(20),
+        }
+    }
+
+    /// A pid no process of this host has now: that of a child that has exited.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    /// Makes `lock` hold `content`, with the mtime `at`.
+    fn held_lock(lock: &Path, content: &str, at: SystemTime) {
+        fs::write(lock, content).unwrap();
+        File::options()
+            .write(true)
+            .open(lock)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    }
+
+    #[test]
+    fn dotlock_names_its_process_and_host() {
+        let t = tempfile::tempdir().unwrap();
+        let mbox = t.path().join("mbox");
+        let dot =
+            DotLock::acquire(&mbox, Instant::now() + Duration::from_secs(1), TOUCH_EVERY).unwrap();
+        let content = fs::read(dotlock_path(&mbox)).unwrap();
+        assert_eq!(
+            dotlock_holder(&content),
+            Some((std::process::id(), Some(node_name().as_bytes())))
+        );
+        drop(dot);
+        assert_eq!(dotlock_holder(b"123\n"), Some((123, None)));
+        assert_eq!(dotlock_holder(b"7:a:b"), Some((7, Some(b"a:b".as_slice()))));
+        assert_eq!(dotlock_holder(b""), None);
+        assert_eq!(dotlock_holder(b"x:host"), None);
+    }
+
+    #[test]
+    fn dotlock_of_a_dead_process_of_this_host_is_broken_at_once() {
+        // What a delivery killed with SIGKILL leaves: a fresh NAME.lock naming its pid.
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("mbox");
+        let lock = dotlock_path(&path);
+        for locks in [&DEFAULT_LOCKS[..], &[Lock::Dotlock]] {
+            let content = format!("{}:{}\n", dead_pid(), node_name());
+            held_lock(&lock, &content, SystemTime::now());
+            deliver_within(
+                &path,
+                None,
+                locks,
+                payload(b"x\n"),
+                quick(Duration::from_secs(5)),
+            )
+            .unwrap();
+            assert_eq!(dir_names(t.path()), ["mbox"]);
+        }
+    }
+
+    #[test]
+    fn dotlock_of_a_live_or_unknown_holder_is_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("mbox");
+        let lock = dotlock_path(&path);
+        let kept = [
+            // This very process: alive.
+            format!("{}:{}\n", std::process::id(), node_name()),
+            // Another host's process: its pid says nothing here.
+            format!("{}:elsewhere.example\n", dead_pid()),
+            // No host (an older version, liblockfile): it may be another host's.
+            format!("{}\n", dead_pid()),
+            String::new(),
+            // A minute's margin for a clock stepped back a little.
+            "someone\n".into(),
+        ];
+        for (i, content) in kept.iter().enumerate() {
+            let at = if i == kept.len() - 1 {
+                SystemTime::now() + Duration::from_secs(20)
+            } else {
+                SystemTime::now()
+            };
+            held_lock(&lock, content, at);
+            let err = deliver_within(
+                &path,
+                None,
+                &[Lock::Dotlock],
+                payload(b"x\n"),
+                quick(Duration::from_millis(200)),
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{content:?}");
+            assert_eq!(fs::read_to_string(&lock).unwrap(), *content);
+        }
+    }
+
+    #[test]
+    fn dotlock_from_the_future_is_broken() {
+        // Never made by a holder touching it: its mtime is ahead of the file server's clock.
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("mbox");
+        held_lock(
+            &dotlock_path(&path),
+            "someone\n",
+            SystemTime::now() + Duration::from_secs(3600),
+        );
+        deliver_within(
+            &path,
+            None,
+            &[Lock::Dotlock],
+            payload(b"x\n"),
+            quick(Duration::from_secs(5)),
+        )
+        .unwrap();
+        assert_eq!(dir_names(t.path()), ["mbox"]);
+    }
+
+    /// A tail that hands out one chunk, then stalls: it makes the held dotlock look 10 minutes
+    /// old (as a 10-minute stall would without a refresh), waits until the lock is fresh again
+    /// (30 s at most), and meanwhile lets a rival delivery try for the lock.
+    struct Stall {
+        mbox: PathBuf,
+        step: u8,
+        rival: Option<io::Result<Stored>>,
+    }
+
+    impl Read for Stall {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.step += 1;
+            if self.step == 1 {
+                buf[..5].copy_from_slice(b"part\n");
+                return Ok(5);
+            }
+            if self.step == 2 {
+                let lock = dotlock_path(&self.mbox);
+                let old = SystemTime::now() - Duration::from_secs(600);
+                File::options().write(true).open(&lock)?.set_modified(old)?;
+                let until = Instant::now() + Duration::from_secs(30);
+                while fs::metadata(&lock)?.modified()? < old + STALE_LOCK && Instant::now() < until
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                self.rival = Some(deliver_within(
+                    &self.mbox,
+                    Some("rival"),
+                    &[Lock::Dotlock],
+                    payload(b"rival\n"),
+                    quick(Duration::from_millis(300)),
+                ));
+            }
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn a_stalled_writer_keeps_its_dotlock() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("mbox");
+        let mut stall = Stall {
+            mbox: path.clone(),
+            step: 0,
+            rival: None,
+        };
+        deliver_within(
+            &path,
+            Some("first"),
+            &[Lock::Dotlock],
+            Payload {
+                head: b"",
+                body: b"Subject: first\n\n",
+                tail: Some(&mut stall),
+            },
+            quick(Duration::from_secs(5)),
+        )
+        .unwrap();
+        let rival = stall.rival.expect("the stall happened");
+        assert_eq!(
+            rival.map_err(|e| e.kind()).unwrap_err(),
+            io::ErrorKind::TimedOut
+        );
+        let data = fs::read(&path).unwrap();
+        assert_eq!(
+            split_from_line(&data, "first"),
+            b"Subject: first\n\npart\n\n"
+        );
+        assert_eq!(dir_names(t.path()), ["mbox"]);
+    }
+
+    /// A tail that hands out a chunk (written at once), then appends another writer's message
+    /// to the mbox behind our back, then fails.
+    struct Interloper {
+        mbox: PathBuf,
+        step: u8,
+    }
+
+    const THEIRS: &[u8] = b"From other Thu Jan  1 00:00:00 1970\n\ntheirs\n\n";
+
+    impl Read for Interloper {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.step += 1;
+            if self.step == 1 {
+                buf.fill(b'p');
+                return Ok(buf.len());
+            }
+            OpenOptions::new()
+                .append(true)
+                .open(&self.mbox)?
+                .write_all(THEIRS)?;
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "stdin broke",
+            ))
+        }
+    }
+
+    #[test]
+    fn rollback_never_cuts_what_another_writer_appended() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("mbox");
+        let before = b"From a Thu Jan  1 00:00:00 1970\n\nold\n\n";
+        fs::write(&path, before).unwrap();
+        let mut tail = Interloper {
+            mbox: path.clone(),
+            step: 0,
+        };
+        // No lock, as if ours had been broken: the other writer's message must survive.
+        let err = deliver(
+            &path,
+            None,
+            &[],
+            Payload {
+                head: b"",
+                body: b"X: y\n\n",
+                tail: Some(&mut tail),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        let data = fs::read(&path).unwrap();
+        assert!(data.starts_with(before));
+        assert!(data.ends_with(THEIRS), "the other writer's message was cut");
+    }
+
+    #[test]
+    fn mbox_link_of_another_user_is_refused() {
+        use rustix::fs::{AtFlags, CWD, Uid, chownat};
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        let link = t.path().join("mbox");
+        fs::write(&real, b"").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        chownat(
+            CWD,
+            &link,
+            Some(Uid::from_raw(54_321)),
+            None,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .expect("lchown (this test needs root, as CI has)");
+        let err = deliver(&link, None, &DEFAULT_LOCKS, payload(b"x\n")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert_eq!(fs::read(&real).unwrap(), b"");
+        assert_eq!(dir_names(t.path()), ["mbox", "real"]);
+    }
+
+    #[test]
+    fn mbox_link_of_its_owner_is_followed_and_locked_on_both_sides() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("dir")).unwrap();
+        let real = t.path().join("dir/real");
+        let link = t.path().join("mbox");
+        fs::write(&real, b"").unwrap();
+        // A relative target is relative to the link's directory.
+        std::os::unix::fs::symlink("dir/real", &link).unwrap();
+        let stored = deliver(&link, Some("a"), &DEFAULT_LOCKS, payload(b"one\n")).unwrap();
+        assert_eq!(stored.path, link);
+        assert_eq!(split_from_line(&fs::read(&real).unwrap(), "a"), b"one\n\n");
+        assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+        // Writers naming the file lock beside it, writers naming the link beside the link:
+        // the delivery respects both.
+        for held in [dotlock_path(&real), dotlock_path(&link)] {
+            fs::write(&held, b"someone\n").unwrap();
+            let err = deliver_within(
+                &link,
+                None,
+                &[Lock::Dotlock],
+                payload(b"x\n"),
+                quick(Duration::from_millis(200)),
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{}", held.display());
+            fs::remove_file(&held).unwrap();
+        }
+        assert_eq!(dir_names(t.path()), ["dir", "mbox"]);
+        assert_eq!(dir_names(&t.path().join("dir")), ["real"]);
+        // A link to a link is not followed.
+        let chain = t.path().join("chain");
+        std::os::unix::fs::symlink(&link, &chain).unwrap();
+        let err = deliver(&chain, None, &DEFAULT_LOCKS, payload(b"x\n")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert_eq!(split_from_line(&fs::read(&real).unwrap(), "a"), b"one\n\n");
+        // A link to a file not made yet: the file is made.
+        let later = t.path().join("later");
+        std::os::unix::fs::symlink("dir/new", &later).unwrap();
+        deliver(&later, Some("b"), &DEFAULT_LOCKS, payload(b"two\n")).unwrap();
+        let made = fs::read(t.path().join("dir/new")).unwrap();
+        assert_eq!(split_from_line(&made, "b"), b"two\n\n");
+    }
+
     #[test]
     fn dotlock_is_not_removed_if_someone_else_took_it() {
         let t = tempfile::tempdir().unwrap();
         let mbox = t.path().join("mbox");
-        let dot = DotLock::acquire(&mbox, Instant::now() + Duration::from_secs(1)).unwrap();
+        let dot =
+            DotLock::acquire(&mbox, Instant::now() + Duration::from_secs(1), TOUCH_EVERY).unwrap();
         assert_eq!(dir_names(t.path()), ["mbox.lock"]);
         // Someone judged it stale and replaced it with their own.
         fs::remove_file(t.path().join("mbox.lock")).unwrap();

@@ -1575,3 +1575,116 @@ fn a_hundred_thousand_nested_messages_do_not_crash() {
         }
     }
 }
+
+#[test]
+fn a_killed_mbox_delivery_does_not_hold_off_the_next() {
+    // A delivery over max_size streams its tail while it holds the locks; killed with SIGKILL
+    // there, it leaves NAME.lock behind, fresh. The next delivery breaks it at once (the pid in
+    // it is gone), instead of deferring every message for 5 minutes.
+    let home = temp_home();
+    let mbox = home.path().join("mbox");
+    let lock = home.path().join("mbox.lock");
+    let small = write_config(
+        home.path(),
+        "small.yaml",
+        &format!("{OWN}max_size: 65536\n"),
+    );
+    let message = large_message("killed");
+    for round in 0..3 {
+        let mut child = deliver_mbox_cmd(home.path(), &mbox, Some(&small))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let part = message[..message.len() / 2].to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&part);
+            stdin // kept open: the delivery blocks reading the rest, holding the locks
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !lock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the streamed write never took the lock"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(writer.join().unwrap());
+        assert!(
+            lock.exists(),
+            "round {round}: the killed delivery left no lock"
+        );
+        let tag = format!("after-{round}");
+        deliver_ok(
+            &mut deliver_mbox_cmd(home.path(), &mbox, Some(&small)),
+            &message_of_lines(&tag, 10),
+            "the delivery after a kill",
+        );
+        let data = fs::read(&mbox).unwrap();
+        let (_, last) = mbox_messages(&data).pop().unwrap();
+        assert!(
+            String::from_utf8_lossy(&last).contains(&format!("Subject: large {tag}")),
+            "round {round}: the next message is the last in the mbox"
+        );
+        assert!(!lock.exists(), "round {round}: a lock is left");
+    }
+}
+
+#[test]
+fn symbolic_links_out_of_the_maildir_are_not_followed() {
+    // Someone made the backscatter folder a link out of the Maildir: the message goes to the
+    // inbox (never lost), and nothing is written where the link leads.
+    let home = temp_home();
+    let config = write_config(home.path(), "own.yaml", OWN);
+    let maildir = home.path().join("Maildir");
+    let outside = home.path().join("elsewhere");
+    for sub in ["cur", "new", "tmp"] {
+        fs::create_dir_all(maildir.join(sub)).unwrap();
+        fs::create_dir_all(outside.join(sub)).unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, maildir.join(".Backscatter")).unwrap();
+    let out = deliver_exits(
+        &mut deliver_cmd(home.path(), &maildir, Some(&config)),
+        BACKSCATTER.as_bytes(),
+        0,
+        "the backscatter folder is a link",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("symbolic link") && stderr.contains("filed in the inbox"),
+        "{stderr}"
+    );
+    let (path, stored) = take_only_message(&maildir, "the backscatter, in the inbox");
+    assert!(path.starts_with(maildir.join("new")), "{}", path.display());
+    assert_traced(
+        &stored,
+        BACKSCATTER.as_bytes(),
+        "backscatter",
+        "in the inbox",
+    );
+    for sub in ["cur", "new", "tmp"] {
+        assert!(
+            all_files(&outside, sub).is_empty(),
+            "written to {sub}/ outside"
+        );
+    }
+    // tmp/ itself a link: the inbox cannot be written, and the MTA keeps the message.
+    fs::remove_file(maildir.join(".Backscatter")).unwrap();
+    fs::remove_dir(maildir.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(outside.join("tmp"), maildir.join("tmp")).unwrap();
+    deliver_deferred(
+        &mut deliver_cmd(home.path(), &maildir, Some(&config)),
+        b"Subject: hello\n\nclean\n",
+        "tmp/ is a link",
+    );
+    for sub in ["cur", "new", "tmp"] {
+        assert!(
+            all_files(&outside, sub).is_empty(),
+            "written to {sub}/ outside"
+        );
+    }
+}

@@ -861,3 +861,47 @@ fn stats_counts_match_a_log_written_by_deliver() {
     );
     assert!(text.contains(&format!("{} entries", files.len())), "{text}");
 }
+
+#[test]
+fn apply_moves_nothing_through_a_symbolic_link() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    let root = home.path().join("Maildir");
+    let files = subset(4);
+    let inbox = fill_maildir(&root, &files, 0);
+    let n_bs = verdicts_of(home.path(), &conf, &inbox)
+        .iter()
+        .filter(|v| v.0 == "backscatter")
+        .count();
+    assert!(n_bs > 0);
+    // A folder that is a link to a Maildir elsewhere, with backscatter in it too: not a folder
+    // of this Maildir, so a tree scan does not take messages out of it.
+    let outside = home.path().join("outside");
+    fill_maildir(&outside, &files, 5000);
+    std::os::unix::fs::symlink(&outside, root.join(".Linked")).unwrap();
+    let outside_before = tree(&outside);
+    // The backscatter folder is a link out of the Maildir: --apply moves nothing.
+    let away = home.path().join("away");
+    make_maildir(&away);
+    std::os::unix::fs::symlink(&away, root.join(".Backscatter")).unwrap();
+    let inbox_before = (tree(&root.join("cur")), tree(&root.join("new")));
+    let out = scan_cmd(home.path(), &conf, &["-r", "--apply"], &root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("symbolic link"),
+        "{stderr}"
+    );
+    assert!(tree(&away).is_empty(), "moved out of the Maildir");
+    assert_eq!(
+        (tree(&root.join("cur")), tree(&root.join("new"))),
+        inbox_before
+    );
+    assert!(tree(&outside) == outside_before);
+    // Without that link, the inbox's backscatter moves, and still nothing of `.Linked`.
+    fs::remove_file(root.join(".Backscatter")).unwrap();
+    let applied = scan_json(home.path(), &conf, &["-r", "--apply"], &root);
+    assert_eq!(applied["moved"], n_bs);
+    assert!(tree(&outside) == outside_before);
+}
