@@ -90,10 +90,10 @@ pub fn check_mailbox_owner(path: &Path) -> Result<(), String> {
     ))
 }
 
-/// The path itself or its nearest ancestor that exists, with its metadata (symlinks not
-/// followed for the path itself: a link's owner is who placed it).
+/// The path itself or its nearest ancestor that exists, with its metadata. A link is judged by
+/// what it leads to: that is the mailbox written (the store decides which links it follows).
 fn nearest_existing(path: &Path) -> Option<(PathBuf, std::fs::Metadata)> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
+    if let Ok(meta) = std::fs::metadata(path).or_else(|_| std::fs::symlink_metadata(path)) {
         return Some((path.to_path_buf(), meta));
     }
     path.ancestors()
