@@ -5,7 +5,7 @@
 //!
 //! Messages: a clean 10 KB mail and a 10 KB DSN from `tests/fixtures/corpus` (licensed
 //! fixtures), and a 200 KB multipart mail built here from the clean one plus a base64
-//! attachment made of fixture bytes. `bench/peers.sh` times the same cases as whole processes.
+//! attachment made of fixture bytes. `benches/process/peers.sh` times the same cases as whole processes.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ fn message(name: &str) -> Vec<u8> {
 }
 
 /// `base` turned into multipart/mixed: its text, then a base64 attachment of fixture bytes,
-/// to about `target` bytes in all (bench/peers.sh builds its large messages the same way).
+/// to about `target` bytes in all (benches/process/peers.sh builds its large messages the same way).
 pub fn with_attachment(base: &[u8], target: usize) -> Vec<u8> {
     let split = base
         .windows(2)
@@ -142,7 +142,7 @@ maildir: ~/Maildir
 threshold: 5
 ";
 
-/// A config with one user rule of 500 subject patterns (also written by bench/peers.sh).
+/// A config with one user rule of 500 subject patterns (also written by benches/process/peers.sh).
 pub fn user_rules_500() -> String {
     let mut text = String::from(
         "rules:\n  - id: user-subjects\n    field: subject\n    score: 1\n    match:\n",

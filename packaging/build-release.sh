@@ -1,5 +1,5 @@
 #!/bin/bash
-# The release build of the backstop binary that the packages ship and bench/peers.sh
+# The release build of the backstop binary that the packages ship and benches/process/peers.sh
 # measures: $CARGO_TARGET_DIR/release/backstop (target/release/backstop by default).
 #
 #   bash packaging/build-release.sh [CARGO OPTIONS...]     e.g. --offline
@@ -7,7 +7,7 @@
 # It is statically linked with glibc as a static PIE, with packed relative relocations:
 # backstop is a new process for every message delivered, and loading libc, libm and
 # libgcc_s and resolving their symbols was a fifth of a clean delivery's CPU time.
-# Measured with `bench/peers.sh` (bench/RESULTS.md): clean 10 KB delivery 1.82 ms CPU
+# Measured with `benches/process/peers.sh` (benches/process/RESULTS.md): clean 10 KB delivery 1.82 ms CPU
 # dynamic, 1.45 ms static PIE (procmail 1.52 ms in the same run). The relocations
 # packed (DT_RELR) keep 0.5 MB of the binary out of memory at no CPU cost. It stays a
 # PIE, so address-space randomisation still applies.

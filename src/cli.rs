@@ -36,16 +36,16 @@ pub enum Command {
     /// Check a config or rules file without reading any message.
     Lint(LintArgs),
     /// Decide and deliver one message from standard input (exit 0 or 75 only).
-    Deliver(crate::deliver::DeliverArgs),
+    Deliver(crate::cmd::deliver::DeliverArgs),
     /// Print the message with X-Backstop-Verdict and X-Backstop-Reason headers added.
     ///
     /// Any X-Backstop-* header the message came with is removed, so that the rules after it
     /// act on backstop's own verdict alone.
     Filter(InputArgs),
     /// Classify a Maildir or mbox and move its backscatter away (a dry run without --apply).
-    Scan(crate::scan::ScanArgs),
+    Scan(crate::cmd::scan::ScanArgs),
     /// Summarise the decision log: verdicts per day, top bounce senders, the current wave.
-    Stats(crate::stats::StatsArgs),
+    Stats(crate::cmd::stats::StatsArgs),
 }
 
 /// `deliver`'s help line when it is parsed alone (the same as its doc line above: a test).
@@ -111,7 +111,7 @@ pub fn run() -> ExitCode {
     // alone, which spares building the whole command tree (a tenth of a delivery's work).
     if std::env::args_os().nth(1).is_some_and(|a| a == "deliver") {
         return match parse_deliver(std::env::args_os().skip(1)) {
-            Ok(args) => crate::deliver::run(&args),
+            Ok(args) => crate::cmd::deliver::run(&args),
             Err(err) => usage_error(err, true),
         };
     }
@@ -126,27 +126,27 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Explain(args) => explain_cmd(&args),
         Command::Lint(args) => lint(&args),
-        Command::Deliver(args) => crate::deliver::run(&args),
-        Command::Filter(args) => crate::filter::run(&args),
-        Command::Scan(args) => crate::scan::run(&args),
-        Command::Stats(args) => crate::stats::run(&args),
+        Command::Deliver(args) => crate::cmd::deliver::run(&args),
+        Command::Filter(args) => crate::cmd::filter::run(&args),
+        Command::Scan(args) => crate::cmd::scan::run(&args),
+        Command::Stats(args) => crate::cmd::stats::run(&args),
     }
 }
 
 /// The arguments of `deliver` (`args` starts with the word `deliver`), parsed by the same
 /// definitions as in the whole command line.
-pub fn parse_deliver<I, T>(args: I) -> Result<crate::deliver::DeliverArgs, clap::Error>
+pub fn parse_deliver<I, T>(args: I) -> Result<crate::cmd::deliver::DeliverArgs, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::FromArgMatches;
     // The flattened CommonArgs would lend its doc line: the about comes after.
-    crate::deliver::DeliverArgs::augment_args(clap::Command::new("deliver"))
+    crate::cmd::deliver::DeliverArgs::augment_args(clap::Command::new("deliver"))
         .bin_name("backstop deliver")
         .about(DELIVER_ABOUT)
         .try_get_matches_from(args)
-        .and_then(|m| crate::deliver::DeliverArgs::from_arg_matches(&m))
+        .and_then(|m| crate::cmd::deliver::DeliverArgs::from_arg_matches(&m))
 }
 
 /// Reports a usage error and gives the exit status. A mistyped hook-up must defer mail,
@@ -158,7 +158,7 @@ fn usage_error(err: clap::Error, delivering: bool) -> ExitCode {
         let text = err.to_string();
         let first = text.lines().next().unwrap_or("usage error");
         say!("backstop: {first}; the MTA will try again");
-        return ExitCode::from(crate::deliver::EX_TEMPFAIL);
+        return ExitCode::from(crate::cmd::deliver::EX_TEMPFAIL);
     }
     err.exit();
 }

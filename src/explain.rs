@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::received::HopRole;
+use crate::evidence::received::HopRole;
 use crate::verdict::Evaluation;
 
 /// The explain text for one evaluation.

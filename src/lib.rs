@@ -12,19 +12,14 @@ macro_rules! say {
 
 pub mod budget;
 pub mod cli;
+pub mod cmd;
 pub mod config;
-pub mod deliver;
+pub mod evidence;
 pub mod explain;
-pub mod filter;
 pub mod log;
 pub mod message;
-pub mod original;
-pub mod ownership;
 pub mod perms;
-pub mod received;
 pub mod rules;
-pub mod scan;
-pub mod stats;
 pub mod store;
 pub mod trace;
 pub mod verdict;

@@ -3,10 +3,10 @@
 use serde::Serialize;
 
 use crate::config::{Action, Config, Own};
+use crate::evidence::original::{self, Original};
+use crate::evidence::ownership::{self, DECISION_MARGIN, Evidence};
+use crate::evidence::received::{Hop, JudgedHop, judge_chain};
 use crate::message::{self, EnvVars, Envelope, Facts};
-use crate::original::{self, Original};
-use crate::ownership::{self, DECISION_MARGIN, Evidence};
-use crate::received::{Hop, JudgedHop, judge_chain};
 use crate::rules::{Kind, RuleHit, RuleSet};
 
 /// What a message is.
@@ -299,7 +299,7 @@ fn bounce_made_here(mail: &mail_parser::Message<'_>, own: &Own) -> bool {
     let hops = Hop::all(mail);
     !hops.is_empty()
         && hops.iter().all(|h| {
-            crate::received::by_own(h, own)
+            crate::evidence::received::by_own(h, own)
                 && h.from_ip
                     .is_none_or(|ip| own.is_own_ip(ip) || ip.is_loopback())
         })

@@ -3,7 +3,7 @@
 //! exactly for that one process with wait4(2) (no shell in between). The commands take turns
 //! run by run, so that a busy moment of a shared machine weighs on all of them alike.
 //!
-//! Built by bench/peers.sh with plain `rustc -O` (no dependencies, offline).
+//! Built by benches/process/peers.sh with plain `rustc -O` (no dependencies, offline).
 //!
 //! Usage: cpuruns RUNS WARMUP STDIN_FILE NAME PROGRAM [ARGS...] [-- NAME PROGRAM [ARGS...]]...
 //! Prints one line per command:

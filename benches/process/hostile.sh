@@ -4,10 +4,10 @@
 #     quadratic case (a linear search per ID) before the fix;
 #   - a 200 MB message through `filter` (max_size bounds what is held in memory);
 #   - deliver of the 6.4 MB References message into a Maildir.
-# Usage: bash bench/hostile.sh [BACKSTOP_BINARY]   (default: target/release/backstop)
+# Usage: bash benches/process/hostile.sh [BACKSTOP_BINARY]   (default: target/release/backstop)
 # Prints one Markdown table. Needs GNU time (/usr/bin/time) and python3.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 BIN=${1:-target/release/backstop}
 [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build --release)" >&2; exit 1; }
 W=$(mktemp -d)

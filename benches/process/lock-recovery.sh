@@ -1,7 +1,7 @@
 #!/bin/bash
 # Lock recovery after a killed mbox delivery (issue 11, defect 7): a delivery of a message over
 # max_size stalls on stdin while it holds the fcntl lock and NAME.lock; it is SIGKILLed there;
-# the next delivery is timed. Usage: bash bench/lock-recovery.sh [BACKSTOP] (default: the debug build).
+# the next delivery is timed. Usage: bash benches/process/lock-recovery.sh [BACKSTOP] (default: the debug build).
 set -u
 B=${1:-target/debug/backstop}
 D=$(mktemp -d /tmp/lockrecov.XXXXXX)

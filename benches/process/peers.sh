@@ -6,11 +6,11 @@
 # peak RSS of many runs for each case, the ratios, and PASS/FAIL per goal of issue 5.
 #
 # Usage (as root; installs what it needs with apt-get):
-#   bench/peers.sh                 # about 3-4 minutes on 2 cores, once built
-#   RUNS=100 SA_RUNS=5 bench/peers.sh
+#   benches/process/peers.sh                 # about 3-4 minutes on 2 cores, once built
+#   RUNS=100 SA_RUNS=5 benches/process/peers.sh
 #
 # How it measures:
-# - cpuruns (bench/cpuruns.rs, built here with rustc, no dependencies) starts each command
+# - cpuruns (benches/process/cpuruns.rs, built here with rustc, no dependencies) starts each command
 #   RUNS times with standard input from the message and takes user+sys time, wall time and
 #   max RSS of that one process from wait4(2): no shell in between. The programs of a case take
 #   turns run by run, so a busy moment on the shared machine weighs on all of them alike.
@@ -22,7 +22,7 @@
 # Compare ratios within one run: the machine is shared, and absolute times drift.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUNS=${RUNS:-300}
 WARMUP=${WARMUP:-20}
 SA_RUNS=${SA_RUNS:-10}
@@ -69,7 +69,7 @@ EOF
 echo 'fn main() { println!("Hello, world!"); }' >"$W/hello/src/main.rs"
 (cd "$W/hello" && CARGO_TARGET_DIR="$W/hello/target" cargo build --release --offline --quiet)
 HELLO="$W/hello/target/release/hello"
-rustc --edition 2024 -O "$ROOT/bench/cpuruns.rs" -o "$W/cpuruns"
+rustc --edition 2024 -O "$ROOT/benches/process/cpuruns.rs" -o "$W/cpuruns"
 CPURUNS="$W/cpuruns"
 
 # --- Messages -------------------------------------------------------------------------------

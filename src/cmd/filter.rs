@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::budget::evaluate_within;
 use crate::cli::{InputArgs, Loaded, env_vars, load, read_limited};
+use crate::cmd::deliver::EX_TEMPFAIL;
 use crate::config::DEFAULT_MAX_SIZE;
-use crate::deliver::EX_TEMPFAIL;
 use crate::message::split_from_line;
 use crate::trace::{incoming_fields, trace_headers, trace_line};
 use crate::verdict::Evaluation;
@@ -86,7 +86,7 @@ fn headers_for(raw: &Arc<Vec<u8>>, oversized: bool, loaded: Loaded, args: &Input
                     Default::default(),
                 )
             } else {
-                crate::deliver::fault_point("evaluate");
+                crate::cmd::deliver::fault_point("evaluate");
                 evaluate_within(raw, &config, rules, &env_vars(&args.common))
             };
             if let Some(path) = &config.log {

@@ -26,9 +26,9 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
+use crate::cmd::scan::{ReportFormat, bar, day_string};
 use crate::config::Config;
 use crate::log::Entry;
-use crate::scan::{ReportFormat, bar, day_string};
 
 /// How many days before a wave its baseline median is taken over.
 pub const BASELINE_DAYS: usize = 14;

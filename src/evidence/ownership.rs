@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use crate::config::Own;
-use crate::original::{Form, Original, id_domain};
-use crate::received::{HopRole, JudgedHop};
+use crate::evidence::original::{Form, Original, id_domain};
+use crate::evidence::received::{HopRole, JudgedHop};
 
 /// One piece of evidence: positive for "I sent it", negative for "forged".
 #[derive(Debug, Clone, Serialize)]

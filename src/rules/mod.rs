@@ -14,7 +14,7 @@ use crate::config::ConfigError;
 use pattern::{Found, Haystack, Inst, Look, Needle, Pattern};
 
 /// The default rule set, compiled into the binary.
-pub const DEFAULT_RULES: &str = include_str!("../rules/default.yaml");
+pub const DEFAULT_RULES: &str = include_str!("../../rules/default.yaml");
 /// The name the default rules go by in messages.
 pub const DEFAULT_RULES_NAME: &str = "rules/default.yaml";
 
