@@ -125,7 +125,7 @@ fn doc_date() -> Result<String, String> {
         }
         Err(_) => std::time::SystemTime::now(),
     };
-    Ok(backstop::log::rfc3339(when)[..10].to_string())
+    Ok(backstop::util::dates::rfc3339(when)[..10].to_string())
 }
 
 fn fill_title(template: &str, date: &str) -> String {

@@ -22,6 +22,7 @@ pub mod perms;
 pub mod rules;
 pub mod store;
 pub mod trace;
+pub mod util;
 pub mod verdict;
 
 /// The version and the git revision it was built from.

@@ -8,6 +8,7 @@ use std::ops::Deref;
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
 use crate::rules::{Field, FieldSource};
+use crate::util::text::cut_at_char;
 
 /// At most this many bytes of text are given to body rules.
 pub const BODY_TEXT_LIMIT: usize = 64 * 1024;
@@ -320,18 +321,6 @@ pub fn body_text(mail: &Message<'_>, limit: usize) -> String {
         }
     }
     out
-}
-
-/// The longest prefix of `text` of at most `max` bytes that ends on a char boundary.
-pub fn cut_at_char(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// What rules see of one message.

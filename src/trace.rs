@@ -32,7 +32,7 @@ pub fn trace_line(bytes: &[u8], name: &str, value: &str) -> Vec<u8> {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    let cut = crate::message::cut_at_char(&clean, 900);
+    let cut = crate::util::text::cut_at_char(&clean, 900);
     let mut line = format!("{name}: {cut}").into_bytes();
     line.extend_from_slice(line_end(bytes));
     line

@@ -26,9 +26,11 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cmd::scan::{ReportFormat, bar, day_string};
+use crate::cmd::scan::ReportFormat;
 use crate::config::Config;
 use crate::log::Entry;
+use crate::util::dates::{day_number, day_string};
+use crate::util::text::bar;
 
 /// How many days before a wave its baseline median is taken over.
 pub const BASELINE_DAYS: usize = 14;
@@ -290,30 +292,6 @@ fn sender_address(from: Option<&str>) -> String {
     }
 }
 
-/// The day number (days since 1970-01-01) of an RFC 3339 time's date part.
-fn day_number(time: &str) -> Option<i64> {
-    let date = time.get(..10)?;
-    let mut parts = date.split('-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: u32 = parts.next()?.parse().ok()?;
-    let d: u32 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    Some(days_from_civil(y, m, d))
-}
-
-/// (year, month, day) to days since 1970-01-01, proleptic Gregorian (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Backscatter per day from the first to the last day, days without entries as 0.
 fn filled_series(days: &BTreeMap<i64, DayCounts>) -> Vec<(i64, usize)> {
     let (Some((&first, _)), Some((&last, _))) = (days.first_key_value(), days.last_key_value())
@@ -470,16 +448,6 @@ mod tests {
             .enumerate()
             .map(|(i, &c)| (i as i64, c))
             .collect()
-    }
-
-    #[test]
-    fn civil_days_round_trip() {
-        for day in [-1000, 0, 11_016, 20_000, 20_419] {
-            let (y, m, d) = crate::log::civil_from_days(day);
-            assert_eq!(days_from_civil(y, m, d), day);
-        }
-        assert_eq!(day_number("2000-02-29T10:00:00Z"), Some(11_016));
-        assert_eq!(day_number("garbage"), None);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use mail_parser::{Message, MessageParser, MessagePart, PartType};
 use serde::Serialize;
 
 use crate::evidence::received::Hop;
-use crate::message::{cut_at_char, from_text, header_values, part_type};
+use crate::message::{from_text, header_values, part_type};
+use crate::util::text::cut_at_char;
 
 /// At most this many Message-IDs are read from In-Reply-To and References: a reply names
 /// the message it answers first, and a thread's own References rarely pass a few dozen.

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::{Own, canonical_ip};
 use crate::message::header_values;
-use crate::rules::shorten;
+use crate::util::text::shorten;
 
 /// Hops beyond this many are not read (a real chain has a dozen at most).
 const MAX_HOPS: usize = 64;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::config::ConfigError;
+use crate::util::text::shorten;
 use pattern::{Found, Haystack, Inst, Look, Needle, Pattern};
 
 /// The default rule set, compiled into the binary.
@@ -620,21 +621,6 @@ fn one_line(text: &str) -> String {
         .unwrap_or(text)
         .trim()
         .to_string()
-}
-
-/// Cuts `text` to at most `max` characters on one line.
-pub fn shorten(text: &str, max: usize) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let trimmed = one_line.trim();
-    if trimmed.chars().count() <= max {
-        trimmed.to_string()
-    } else {
-        let cut: String = trimmed.chars().take(max).collect();
-        format!("{cut}…")
-    }
 }
 
 #[cfg(test)]

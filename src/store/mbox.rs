@@ -51,6 +51,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustix::fs::{FlockOperation, Timespec, Timestamps, UTIME_NOW, fcntl_lock, futimens};
 use rustix::io::Errno;
 
+use crate::util::dates::asctime;
+
 use super::{
     CHUNK, Payload, Stored, for_each_chunk, host_name, no_follow_error, node_name, process_alive,
     resolve_link, sync_parent,
@@ -819,34 +821,6 @@ fn from_line(sender: Option<&str>, now: SystemTime) -> String {
     format!("From {sender} {}\n", asctime(now))
 }
 
-/// C `asctime()` of a UTC time: `Thu Nov 27 07:38:00 2025` (day of month padded with a space).
-fn asctime(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // secs / 86,400 of a u64 always fits an i64.
-    let (year, month, day) = crate::log::civil_from_days(days as i64);
-    format!(
-        "{} {} {:2} {:02}:{:02}:{:02} {}",
-        DAYS.get((days % 7) as usize).unwrap_or(&"Thu"),
-        MONTHS
-            .get(month.saturating_sub(1) as usize)
-            .unwrap_or(&"Jan"),
-        day,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        year
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1036,18 +1010,6 @@ mod tests {
             from_line(Some("bounce@example.org"), at),
             "From bounce@example.org Fri Feb 13 23:31:30 2009\n"
         );
-    }
-
-    #[test]
-    fn asctime_format() {
-        for (secs, want) in [
-            (0, "Thu Jan  1 00:00:00 1970"),
-            (951_782_400, "Tue Feb 29 00:00:00 2000"),
-            (1_700_000_000, "Tue Nov 14 22:13:20 2023"),
-            (4_102_444_800, "Fri Jan  1 00:00:00 2100"),
-        ] {
-            assert_eq!(asctime(UNIX_EPOCH + Duration::from_secs(secs)), want);
-        }
     }
 
     #[test]

@@ -111,6 +111,8 @@ use crate::rules::{Kind, RuleSet};
 use crate::store::maildir::{self, Layout, Maildir};
 use crate::store::mbox::{self, Locked};
 use crate::store::{OpenDir, host_name, node_name, process_alive, resolve_link, sync_parent};
+use crate::util::dates::day_string;
+use crate::util::text::bar;
 use crate::verdict::Verdict;
 
 /// How a report is printed.
@@ -655,21 +657,6 @@ fn day_rows(days: &BTreeMap<i64, usize>) -> Vec<DayRow> {
     } else {
         days.keys().map(|&d| row(d)).collect()
     }
-}
-
-/// `YYYY-MM-DD` of a day number.
-pub(crate) fn day_string(day: i64) -> String {
-    let (y, m, d) = crate::log::civil_from_days(day);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// A bar of `n` out of `max`, at most `width` wide (at least one `#` for a non-zero count).
-pub(crate) fn bar(n: usize, max: usize, width: usize) -> String {
-    if n == 0 || max == 0 {
-        return String::new();
-    }
-    let len = (n * width).div_ceil(max).clamp(1, width);
-    "#".repeat(len)
 }
 
 fn render_text(r: &Report) -> String {
@@ -2018,14 +2005,6 @@ mod tests {
         let future = b"Date: Mon, 1 Jan 2035 00:00:00 +0000\n\n";
         assert_eq!(message_time(future, arrived), arrived);
         assert_eq!(message_time(b"Subject: x\n\n", None), None);
-    }
-
-    #[test]
-    fn bars_scale() {
-        assert_eq!(bar(0, 10, 50), "");
-        assert_eq!(bar(1, 1000, 50), "#");
-        assert_eq!(bar(10, 10, 50).len(), 50);
-        assert_eq!(bar(5, 10, 50).len(), 25);
     }
 
     #[test]

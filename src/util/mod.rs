@@ -1,0 +1,5 @@
+//! Small pure helpers every stage may use: date arithmetic and text cutting. A leaf: it
+//! imports nothing from the crate.
+
+pub mod dates;
+pub mod text;
