@@ -17,9 +17,6 @@ use crate::message::EnvVars;
 use crate::rules::RuleSet;
 use crate::verdict::{Evaluation, evaluate};
 
-/// The default budget, in milliseconds of CPU time.
-pub const DEFAULT_CPU_BUDGET_MS: u64 = 2000;
-
 /// The evaluating thread's stack: as deep as a main thread's usual 8 MiB limit, and more
 /// (address space only; pages are used as they are touched).
 const STACK: usize = 64 * 1024 * 1024;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::budget::evaluate_within;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
+use crate::error::ConfigError;
 use crate::explain;
 use crate::message::EnvVars;
 use crate::rules::RuleSet;

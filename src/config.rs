@@ -1,93 +1,19 @@
 //! The user's configuration: own domains, hosts and networks, actions and delivery targets.
 
-use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::error::ConfigError;
+use crate::evidence::own::{HostPattern, Own, parse_network};
 use crate::rules::RuleSpec;
 use crate::store::maildir::Layout;
 use crate::store::mbox::{DEFAULT_LOCKS, Lock};
 
 /// Default limit above which a message is delivered to the inbox without being parsed.
 pub const DEFAULT_MAX_SIZE: u64 = 32 * 1024 * 1024;
-
-/// A config or rules error, with the file, line and column it points at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: u64,
-    pub column: u64,
-    pub message: String,
-    /// The file may have been written by someone else: nothing in it may be used, not even
-    /// leniently (the inbox and log keys a broken file still gives).
-    pub untrusted: bool,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            // About the file as a whole: no position to give.
-            return write!(f, "{}: {}", self.file, self.message);
-        }
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl ConfigError {
-    pub fn at<T>(file: &str, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: file.to_string(),
-            line: spanned.referenced.line(),
-            column: spanned.referenced.column(),
-            message: message.into(),
-            untrusted: false,
-        }
-    }
-
-    /// An error about the file as a whole (it cannot be read, say): line and column 0.
-    pub fn whole(file: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: file.to_string(),
-            line: 0,
-            column: 0,
-            message: message.into(),
-            untrusted: false,
-        }
-    }
-
-    /// Turns a YAML error into ours, keeping its line and column.
-    pub fn from_yaml(file: &str, err: &serde_saphyr::Error) -> ConfigError {
-        let (line, column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let text = err.without_snippet().to_string();
-        // serde-saphyr prefixes "line L column C: "; we say it our way.
-        let message = match text.split_once(": ") {
-            Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
-            _ => text,
-        };
-        // serde-saphyr may also end with " at line L, column C": the prefix says it already.
-        let message = match message.rfind(" at line ") {
-            Some(i) if message[i..].contains(", column ") => message[..i].to_string(),
-            _ => message,
-        };
-        ConfigError {
-            file: file.to_string(),
-            line,
-            column,
-            message,
-            untrusted: false,
-        }
-    }
-}
 
 /// What to do with a message of a given verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -191,100 +117,6 @@ pub struct ConfigFile {
     pub trace_headers: Option<bool>,
 }
 
-/// A host name pattern: an exact name or a `*` glob, matched without regard to case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPattern(String);
-
-impl HostPattern {
-    pub fn new(text: &str) -> HostPattern {
-        HostPattern(text.trim().trim_end_matches('.').to_ascii_lowercase())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn matches(&self, name: &str) -> bool {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        glob_match(self.0.as_bytes(), name.as_bytes())
-    }
-}
-
-/// `*` matches any run of characters (including dots); everything else is literal.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// The user's own infrastructure, ready to match against.
-#[derive(Debug, Clone, Default)]
-pub struct Own {
-    pub domains: Vec<String>,
-    pub message_id_domains: Vec<String>,
-    pub hosts: Vec<HostPattern>,
-    pub networks: Vec<IpNet>,
-    /// True when hosts or networks came from the config, not only from defaults.
-    pub relays_configured: bool,
-    /// True when message_id_domains came from the config.
-    pub message_id_domains_configured: bool,
-    /// Where each part came from, for explain.
-    pub origin: Vec<String>,
-}
-
-impl Own {
-    pub fn is_own_domain(&self, domain: &str) -> bool {
-        domain_in(&self.domains, domain)
-    }
-
-    pub fn is_own_msgid_domain(&self, domain: &str) -> bool {
-        domain_in(&self.message_id_domains, domain)
-    }
-
-    pub fn is_own_host(&self, name: &str) -> bool {
-        self.hosts.iter().any(|h| h.matches(name))
-    }
-
-    pub fn is_own_ip(&self, ip: IpAddr) -> bool {
-        let ip = canonical_ip(ip);
-        self.networks.iter().any(|n| n.contains(&ip))
-    }
-}
-
-/// Maps IPv4-mapped IPv6 addresses to IPv4, so that `::ffff:192.0.2.1` matches `192.0.2.0/24`.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// True when `domain` is one of `list` or a subdomain of one.
-fn domain_in(list: &[String], domain: &str) -> bool {
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    list.iter().any(|d| {
-        domain == *d
-            || (domain.len() > d.len()
-                && domain.ends_with(d.as_str())
-                && domain.as_bytes()[domain.len() - d.len() - 1] == b'.')
-    })
-}
-
 /// Where delivered mail goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbox {
@@ -298,6 +130,8 @@ pub struct Config {
     /// The file it came from, or None for built-in defaults only.
     pub path: Option<PathBuf>,
     pub own: OwnSpec,
+    /// `own`, ready to match against: built once at load (see [`Config::own`]).
+    own_built: Own,
     pub user_rules: Vec<RuleSpec>,
     pub actions: Actions,
     pub threshold: i32,
@@ -318,6 +152,9 @@ pub struct Config {
 const MIN_CPU_BUDGET_MS: u64 = 10;
 const MAX_CPU_BUDGET_MS: u64 = 60_000;
 
+/// The default CPU budget (`cpu_budget_ms`), in milliseconds of CPU time for judging one message.
+pub const DEFAULT_CPU_BUDGET_MS: u64 = 2000;
+
 /// Default bounce score threshold.
 pub const DEFAULT_THRESHOLD: i32 = 5;
 
@@ -326,6 +163,7 @@ impl Default for Config {
         Config {
             path: None,
             own: OwnSpec::default(),
+            own_built: build_own(&OwnSpec::default()),
             user_rules: Vec::new(),
             actions: Actions::default(),
             threshold: DEFAULT_THRESHOLD,
@@ -336,7 +174,7 @@ impl Default for Config {
             mbox_folder: expand_home("~/mail/Backscatter"),
             log: None,
             max_size: DEFAULT_MAX_SIZE,
-            cpu_budget_ms: crate::budget::DEFAULT_CPU_BUDGET_MS,
+            cpu_budget_ms: DEFAULT_CPU_BUDGET_MS,
             trace_headers: true,
         }
     }
@@ -437,69 +275,78 @@ impl Config {
                     format!(
                         "cpu_budget_ms must be between {MIN_CPU_BUDGET_MS} and {MAX_CPU_BUDGET_MS} \
                          (milliseconds of CPU time for judging one message; the default is {})",
-                        crate::budget::DEFAULT_CPU_BUDGET_MS
+                        DEFAULT_CPU_BUDGET_MS
                     ),
                 ));
             }
             config.cpu_budget_ms = b.value;
         }
         config.trace_headers = file.trace_headers.unwrap_or(true);
+        config.own_built = build_own(&file.own);
         config.own = file.own;
         config.user_rules = file.rules;
         Ok(config)
     }
 
-    /// The user's own infrastructure, with defaults filled in from the envelope
-    /// recipient and this machine's host name.
+    /// The user's own infrastructure for one message: the one built at load, with the
+    /// envelope recipient's domain as the own domain when the config names none.
     pub fn own(&self, recipient_domain: Option<&str>) -> Own {
-        let mut own = Own::default();
-        own.domains = self
-            .own
-            .domains
-            .iter()
-            .map(|d| normalize_domain(&d.value))
-            .collect();
-        if own.domains.is_empty() {
-            if let Some(d) = recipient_domain {
-                own.domains.push(normalize_domain(d));
-                own.origin
-                    .push(format!("own domain {d} from the envelope recipient"));
-            }
-        } else {
-            own.origin.push("own domains from the config".to_string());
-        }
-        own.message_id_domains = self
-            .own
-            .message_id_domains
-            .iter()
-            .map(|d| normalize_domain(&d.value))
-            .collect();
-        own.message_id_domains_configured = !own.message_id_domains.is_empty();
-        if own.message_id_domains.is_empty() {
-            own.message_id_domains = own.domains.clone();
-        }
-        own.hosts = self
-            .own
-            .hosts
-            .iter()
-            .map(|h| HostPattern::new(&h.value))
-            .collect();
-        own.networks = self
-            .own
-            .networks
-            .iter()
-            .filter_map(|n| parse_network(&n.value))
-            .collect();
-        own.relays_configured = !own.hosts.is_empty() || !own.networks.is_empty();
-        if !own.relays_configured
-            && let Some(host) = this_host_name()
+        let mut own = self.own_built.clone();
+        if own.domains.is_empty()
+            && let Some(d) = recipient_domain
         {
+            own.domains.push(normalize_domain(d));
             own.origin
-                .push(format!("own host {host}: this machine's name"));
-            own.hosts.push(HostPattern::new(&host));
+                .insert(0, format!("own domain {d} from the envelope recipient"));
+            if !own.message_id_domains_configured {
+                own.message_id_domains = own.domains.clone();
+            }
         }
         own
     }
+}
+
+/// The user's own infrastructure as far as the config and this machine say, built once at
+/// load: the domains, message-id domains, hosts and networks written, and this machine's
+/// host name when no relay is.
+fn build_own(spec: &OwnSpec) -> Own {
+    let mut own = Own::default();
+    own.domains = spec
+        .domains
+        .iter()
+        .map(|d| normalize_domain(&d.value))
+        .collect();
+    if !own.domains.is_empty() {
+        own.origin.push("own domains from the config".to_string());
+    }
+    own.message_id_domains = spec
+        .message_id_domains
+        .iter()
+        .map(|d| normalize_domain(&d.value))
+        .collect();
+    own.message_id_domains_configured = !own.message_id_domains.is_empty();
+    if own.message_id_domains.is_empty() {
+        own.message_id_domains = own.domains.clone();
+    }
+    own.hosts = spec
+        .hosts
+        .iter()
+        .map(|h| HostPattern::new(&h.value))
+        .collect();
+    own.networks = spec
+        .networks
+        .iter()
+        .filter_map(|n| parse_network(&n.value))
+        .collect();
+    own.relays_configured = !own.hosts.is_empty() || !own.networks.is_empty();
+    if !own.relays_configured
+        && let Some(host) = this_host_name()
+    {
+        own.origin
+            .push(format!("own host {host}: this machine's name"));
+        own.hosts.push(HostPattern::new(host));
+    }
+    own
 }
 
 fn normalize_domain(d: &str) -> String {
@@ -509,22 +356,15 @@ fn normalize_domain(d: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// This machine's host name, if it has a dotted one.
-fn this_host_name() -> Option<String> {
-    let uname = rustix::system::uname();
-    let name = uname.nodename().to_str().ok()?.to_string();
-    name.contains('.').then_some(name)
-}
-
-/// Parses `192.0.2.0/24`, `2001:db8::/32` or a single address.
-pub fn parse_network(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Some(net.trunc());
-    }
-    text.parse::<IpAddr>()
-        .ok()
-        .map(|ip| IpNet::from(canonical_ip(ip)))
+/// This machine's host name, if it has a dotted one (asked of the kernel once per process).
+fn this_host_name() -> Option<&'static str> {
+    static NAME: OnceLock<Option<String>> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let uname = rustix::system::uname();
+        let name = uname.nodename().to_str().ok()?.to_string();
+        name.contains('.').then_some(name)
+    })
+    .as_deref()
 }
 
 fn check_own(own: &OwnSpec, name: &str) -> Result<(), ConfigError> {
@@ -623,36 +463,6 @@ pub fn expand_home(path: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_match_whole_names() {
-        let p = HostPattern::new("*.out.example.org");
-        assert!(p.matches("a.out.example.org"));
-        assert!(p.matches("A.B.OUT.example.org."));
-        assert!(!p.matches("out.example.org"));
-        assert!(!p.matches("a.out.example.org.evil"));
-        assert!(HostPattern::new("mail.example.org").matches("MAIL.example.org"));
-    }
-
-    #[test]
-    fn domains_match_subdomains_only_at_dots() {
-        let list = vec!["example.org".to_string()];
-        assert!(domain_in(&list, "example.org"));
-        assert!(domain_in(&list, "mx.example.org"));
-        assert!(!domain_in(&list, "badexample.org"));
-    }
-
-    #[test]
-    fn networks_accept_addresses_and_cidrs() {
-        assert!(parse_network("192.0.2.7").is_some());
-        assert!(parse_network("2001:db8::/32").is_some());
-        assert!(parse_network("192.0.2.0/33").is_none());
-        let own = Own {
-            networks: vec![parse_network("192.0.2.0/24").unwrap()],
-            ..Own::default()
-        };
-        assert!(own.is_own_ip("::ffff:192.0.2.9".parse().unwrap()));
-    }
 
     #[test]
     fn errors_carry_line_and_column() {

@@ -14,6 +14,7 @@ pub mod budget;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod error;
 pub mod evidence;
 pub mod explain;
 pub mod log;

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-use crate::config::{Action, Config, Own};
+use crate::config::{Action, Config};
 use crate::evidence::original::{self, Original};
+use crate::evidence::own::Own;
 use crate::evidence::ownership::{self, DECISION_MARGIN, Evidence};
 use crate::evidence::received::{Hop, JudgedHop, judge_chain};
 use crate::message::{self, EnvVars, Envelope, Facts};

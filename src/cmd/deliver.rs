@@ -17,7 +17,8 @@ use clap::Args;
 
 use crate::budget::evaluate_within;
 use crate::cli::{CommonArgs, env_vars, load};
-use crate::config::{Action, Config, ConfigError, Inbox, expand_home, lenient_inbox};
+use crate::config::{Action, Config, Inbox, expand_home, lenient_inbox};
+use crate::error::ConfigError;
 use crate::log;
 use crate::perms::check_mailbox_owner;
 use crate::store::{self, Payload, Stored};

@@ -2,5 +2,6 @@
 //! by hop, and the weighing of that evidence against the user's own hosts and domains.
 
 pub mod original;
+pub mod own;
 pub mod ownership;
 pub mod received;

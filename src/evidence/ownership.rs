@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::config::Own;
 use crate::evidence::original::{Form, Original, id_domain};
+use crate::evidence::own::Own;
 use crate::evidence::received::{HopRole, JudgedHop};
 
 /// One piece of evidence: positive for "I sent it", negative for "forged".
@@ -373,7 +373,7 @@ fn weigh_ids(original: &Original, own: &Own, has_hops: bool, ev: &mut Vec<Eviden
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HostPattern;
+    use crate::evidence::own::HostPattern;
 
     #[test]
     fn misspellings_of_own_names_are_found() {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use mail_parser::{Host, Message};
 use serde::Serialize;
 
-use crate::config::{Own, canonical_ip};
+use crate::evidence::own::{Own, canonical_ip};
 use crate::message::header_values;
 use crate::util::text::shorten;
 
@@ -323,7 +323,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HostPattern, parse_network};
+    use crate::evidence::own::{HostPattern, parse_network};
 
     fn own() -> Own {
         Own {

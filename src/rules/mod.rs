@@ -10,7 +10,7 @@ use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::util::text::shorten;
 use pattern::{Found, Haystack, Inst, Look, Needle, Pattern};
 
