@@ -7,8 +7,8 @@ use crate::evidence::original::{self, Original};
 use crate::evidence::own::Own;
 use crate::evidence::ownership::{self, DECISION_MARGIN, Evidence};
 use crate::evidence::received::{Hop, JudgedHop, judge_chain};
-use crate::message::{self, EnvVars, Envelope, Facts};
-use crate::rules::{Kind, RuleHit, RuleSet};
+use crate::message::{self, EnvVars, Envelope};
+use crate::rules::{Facts, Kind, RuleHit, RuleSet};
 
 /// What a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]

@@ -4,7 +4,10 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::sync::{Arc, OnceLock};
 
+mod facts;
 mod pattern;
+
+pub use facts::Facts;
 
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
@@ -788,7 +791,7 @@ mod tests {
             let Some(mail) = crate::message::parse(bytes) else {
                 continue;
             };
-            let facts = crate::message::Facts::new(&mail, Some(""));
+            let facts = Facts::new(&mail, Some(""));
             for rule in &set.rules {
                 assert_eq!(
                     rule.test(&facts),
