@@ -1,19 +1,10 @@
-//! The command line: arguments, and the glue from each command to the modules that do the work.
+//! The command line, as clap types only: every command's arguments. `main.rs` parses them and
+//! runs the command in `cmd`.
 
-use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use crate::budget::evaluate_within;
-use crate::config::Config;
-use crate::error::ConfigError;
-use crate::explain;
-use crate::message::EnvVars;
-use crate::rules::RuleSet;
-use crate::verdict::{Evaluation, Verdict, evaluate};
 
 /// Stops e-mail backscatter: tells bounces of your own mail from forged ones.
 #[derive(Debug, Parser)]
@@ -37,16 +28,16 @@ pub enum Command {
     /// Check a config or rules file without reading any message.
     Lint(LintArgs),
     /// Decide and deliver one message from standard input (exit 0 or 75 only).
-    Deliver(crate::cmd::deliver::DeliverArgs),
+    Deliver(DeliverArgs),
     /// Print the message with X-Backstop-Verdict and X-Backstop-Reason headers added.
     ///
     /// Any X-Backstop-* header the message came with is removed, so that the rules after it
     /// act on backstop's own verdict alone.
     Filter(InputArgs),
     /// Classify a Maildir or mbox and move its backscatter away (a dry run without --apply).
-    Scan(crate::cmd::scan::ScanArgs),
+    Scan(ScanArgs),
     /// Summarise the decision log: verdicts per day, top bounce senders, the current wave.
-    Stats(crate::cmd::stats::StatsArgs),
+    Stats(StatsArgs),
 }
 
 /// `deliver`'s help line when it is parsed alone (the same as its doc line above: a test).
@@ -103,247 +94,88 @@ pub struct LintArgs {
     pub file: Option<PathBuf>,
 }
 
-/// Exit status for usage and config errors.
-const EXIT_ERROR: u8 = 2;
-
-/// Runs the command line; returns the process exit code.
-pub fn run() -> ExitCode {
-    // `deliver` runs once per message: its arguments are parsed by its own subcommand
-    // alone, which spares building the whole command tree (a tenth of a delivery's work).
-    if std::env::args_os().nth(1).is_some_and(|a| a == "deliver") {
-        return match parse_deliver(std::env::args_os().skip(1)) {
-            Ok(args) => crate::cmd::deliver::run(&args),
-            Err(err) => usage_error(err, true),
-        };
-    }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) => {
-            let delivering = std::env::args().skip(1).any(|a| a == "deliver");
-            return usage_error(err, delivering);
-        }
-    };
-    match cli.command {
-        Command::Check(args) => check(&args),
-        Command::Explain(args) => explain_cmd(&args),
-        Command::Lint(args) => lint(&args),
-        Command::Deliver(args) => crate::cmd::deliver::run(&args),
-        Command::Filter(args) => crate::cmd::filter::run(&args),
-        Command::Scan(args) => crate::cmd::scan::run(&args),
-        Command::Stats(args) => crate::cmd::stats::run(&args),
-    }
-}
-
 /// The arguments of `deliver` (`args` starts with the word `deliver`), parsed by the same
 /// definitions as in the whole command line.
-pub fn parse_deliver<I, T>(args: I) -> Result<crate::cmd::deliver::DeliverArgs, clap::Error>
+pub fn parse_deliver<I, T>(args: I) -> Result<DeliverArgs, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::FromArgMatches;
     // The flattened CommonArgs would lend its doc line: the about comes after.
-    crate::cmd::deliver::DeliverArgs::augment_args(clap::Command::new("deliver"))
+    DeliverArgs::augment_args(clap::Command::new("deliver"))
         .bin_name("backstop deliver")
         .about(DELIVER_ABOUT)
         .try_get_matches_from(args)
-        .and_then(|m| crate::cmd::deliver::DeliverArgs::from_arg_matches(&m))
+        .and_then(|m| DeliverArgs::from_arg_matches(&m))
 }
 
-/// Reports a usage error and gives the exit status. A mistyped hook-up must defer mail,
-/// never bounce or drop it: deliver exits 0 or 75 only, and when a host (not a terminal)
-/// feeds it a message, even help and version output must not pass for a delivery.
-fn usage_error(err: clap::Error, delivering: bool) -> ExitCode {
-    let from_a_host = !std::io::stdin().is_terminal();
-    if delivering && (err.use_stderr() || from_a_host) {
-        let text = err.to_string();
-        let first = text.lines().next().unwrap_or("usage error");
-        say!("backstop: {first}; the MTA will try again");
-        return ExitCode::from(crate::cmd::deliver::EX_TEMPFAIL);
-    }
-    err.exit();
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    /// The inbox Maildir (default: the config's, else ~/Maildir).
+    pub maildir_path: Option<PathBuf>,
+    /// The inbox Maildir.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["mbox", "maildir_path"])]
+    pub maildir: Option<PathBuf>,
+    /// The inbox mbox file, instead of a Maildir.
+    #[arg(long, value_name = "FILE", conflicts_with = "maildir_path")]
+    pub mbox: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
-/// Loads the config and builds the rules it asks for.
-pub fn load(config: Option<&Path>) -> Result<(Config, RuleSet), ConfigError> {
-    let config = Config::load(config)?;
-    let name = config
-        .path
-        .as_ref()
-        .map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
-    let rules = RuleSet::build(&config.user_rules, &name)?;
-    Ok((config, rules))
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Tables and a bar chart for people.
+    Text,
+    /// One JSON object for scripts.
+    Json,
 }
 
-/// The envelope as the environment and the flags give it.
-pub fn env_vars(args: &CommonArgs) -> EnvVars {
-    let mut env = EnvVars::from_process();
-    if let Some(s) = &args.sender {
-        env.sender = Some(s.clone());
-    }
-    if let Some(r) = &args.recipient {
-        env.recipient = Some(("--recipient".to_string(), r.clone()));
-    }
-    env
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// A Maildir folder (its cur/ and new/) or an mbox file.
+    pub path: PathBuf,
+    /// Scan the whole Maildir tree under PATH: every folder but the backscatter folder.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// Move the backscatter into the backscatter folder (without it nothing changes).
+    #[arg(long)]
+    pub apply: bool,
+    /// Move unverified bounces too.
+    #[arg(long)]
+    pub include_unverified: bool,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Worker threads (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<NonZeroUsize>,
 }
 
-/// A config and its rules, or why they could not be loaded.
-pub type Loaded = Result<(Config, RuleSet), ConfigError>;
+/// The default `--wave-min` of `stats`.
+pub const DEFAULT_WAVE_MIN: u32 = 10;
 
-/// The unread rest of an input longer than the limit.
-pub type Rest = Box<dyn Read>;
-
-/// Reads the input (the file, or standard input for none or "-") up to `limit` bytes. When it
-/// is longer, gives the first `limit + 1` bytes and the reader of the rest. Errors name the
-/// file.
-pub fn read_limited(file: Option<&Path>, limit: u64) -> Result<(Vec<u8>, Option<Rest>), String> {
-    let mut reader: Rest = match file {
-        Some(p) if p != Path::new("-") => Box::new(
-            std::fs::File::open(p)
-                .map_err(|e| format!("cannot read the message {}: {e}", p.display()))?,
-        ),
-        _ => Box::new(std::io::stdin()),
-    };
-    let name = || file.map_or_else(|| "standard input".to_string(), |p| p.display().to_string());
-    let mut bytes = Vec::new();
-    let cap = limit.saturating_add(1);
-    (&mut reader)
-        .take(cap)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read the message {}: {e}", name()))?;
-    let over = bytes.len() as u64 >= cap;
-    Ok((bytes, over.then_some(reader)))
-}
-
-/// Reads and evaluates the message the arguments name, within the size limit and the CPU
-/// budget.
-fn evaluate_input(args: &InputArgs) -> Result<Evaluation, String> {
-    let (config, rules) = load(args.common.config.as_deref()).map_err(|e| e.to_string())?;
-    let (raw, rest) = read_limited(args.file.as_deref(), config.max_size)?;
-    if rest.is_some() {
-        let note = format!(
-            "the message is larger than max_size ({} bytes): not parsed, goes to the inbox",
-            config.max_size
-        );
-        return Ok(Evaluation::unparsed(note, Default::default()));
-    }
-    Ok(evaluate_within(
-        &Arc::new(raw),
-        &Arc::new(config),
-        rules,
-        &env_vars(&args.common),
-    ))
-}
-
-/// Evaluates bytes, honouring the size limit.
-pub fn evaluate_bytes(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> Evaluation {
-    if raw.len() as u64 > config.max_size {
-        let note = format!(
-            "the message ({} bytes) is larger than max_size ({} bytes): not parsed, goes to the inbox",
-            raw.len(),
-            config.max_size
-        );
-        return Evaluation::unparsed(note, Default::default());
-    }
-    evaluate(raw, config, rules, env)
-}
-
-fn check(args: &CheckArgs) -> ExitCode {
-    let eval = match evaluate_input(&args.input) {
-        Ok(e) => e,
-        Err(msg) => {
-            say!("backstop: {msg}");
-            return ExitCode::from(EXIT_ERROR);
-        }
-    };
-    let text = match args.format {
-        Format::Word => eval.verdict.as_str().to_string(),
-        Format::Json => match serde_json::to_string(&eval) {
-            Ok(j) => j + "\n",
-            Err(e) => {
-                say!("backstop: cannot write JSON: {e}");
-                return ExitCode::from(EXIT_ERROR);
-            }
-        },
-        Format::Text => {
-            let kind = eval.kind.map_or("-", |k| k.as_str());
-            let mut t = format!(
-                "{} {} {}\n",
-                eval.verdict.as_str(),
-                kind,
-                eval.action.as_str()
-            );
-            for r in &eval.reasons {
-                t.push_str(&format!("  {r}\n"));
-            }
-            t
-        }
-    };
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        say!("backstop: cannot write the verdict: {e}");
-        return ExitCode::from(EXIT_ERROR);
-    }
-    if args.exit_status {
-        return ExitCode::from(u8::from(eval.verdict != Verdict::Backscatter));
-    }
-    ExitCode::SUCCESS
-}
-
-fn explain_cmd(args: &InputArgs) -> ExitCode {
-    match evaluate_input(args) {
-        Ok(eval) => {
-            let mut out = std::io::stdout().lock();
-            match out
-                .write_all(explain::render(&eval).as_bytes())
-                .and_then(|()| out.flush())
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    say!("backstop: cannot write the explanation: {e}");
-                    ExitCode::from(EXIT_ERROR)
-                }
-            }
-        }
-        Err(msg) => {
-            say!("backstop: {msg}");
-            ExitCode::from(EXIT_ERROR)
-        }
-    }
-}
-
-fn lint(args: &LintArgs) -> ExitCode {
-    let path = match args.file.clone().or_else(Config::default_path) {
-        Some(p) => p,
-        None => {
-            say!("backstop: no file given and no default config location");
-            return ExitCode::from(EXIT_ERROR);
-        }
-    };
-    let result = Config::from_file(&path).and_then(|config| {
-        let rules = RuleSet::build(&config.user_rules, &path.display().to_string())?;
-        for rule in &rules.rules {
-            rule.compile()
-                .map_err(|e| ConfigError::whole(&rule.origin, e))?;
-        }
-        Ok(rules.rules.len())
-    });
-    match result {
-        Ok(n) => {
-            let mut out = std::io::stdout().lock();
-            match writeln!(out, "{}: ok ({n} rules in effect)", path.display()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    say!("backstop: cannot write the result: {e}");
-                    ExitCode::from(EXIT_ERROR)
-                }
-            }
-        }
-        Err(e) => {
-            say!("{e}");
-            ExitCode::from(EXIT_ERROR)
-        }
-    }
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The decision log (default: the config's `log:` path).
+    pub logfile: Option<PathBuf>,
+    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// How many bounce senders to list.
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub top: usize,
+    /// The least backscatter in a day that can start a wave.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_WAVE_MIN, value_parser = clap::value_parser!(u32).range(1..))]
+    pub wave_min: u32,
 }
 
 #[cfg(test)]

@@ -310,43 +310,48 @@ impl Config {
 /// load: the domains, message-id domains, hosts and networks written, and this machine's
 /// host name when no relay is.
 fn build_own(spec: &OwnSpec) -> Own {
-    let mut own = Own::default();
-    own.domains = spec
+    let domains: Vec<String> = spec
         .domains
         .iter()
         .map(|d| normalize_domain(&d.value))
         .collect();
-    if !own.domains.is_empty() {
-        own.origin.push("own domains from the config".to_string());
+    let mut origin = Vec::new();
+    if !domains.is_empty() {
+        origin.push("own domains from the config".to_string());
     }
-    own.message_id_domains = spec
+    let mut message_id_domains: Vec<String> = spec
         .message_id_domains
         .iter()
         .map(|d| normalize_domain(&d.value))
         .collect();
-    own.message_id_domains_configured = !own.message_id_domains.is_empty();
-    if own.message_id_domains.is_empty() {
-        own.message_id_domains = own.domains.clone();
+    let message_id_domains_configured = !message_id_domains.is_empty();
+    if message_id_domains.is_empty() {
+        message_id_domains = domains.clone();
     }
-    own.hosts = spec
+    let mut hosts: Vec<HostPattern> = spec
         .hosts
         .iter()
         .map(|h| HostPattern::new(&h.value))
         .collect();
-    own.networks = spec
+    let networks: Vec<_> = spec
         .networks
         .iter()
         .filter_map(|n| parse_network(&n.value))
         .collect();
-    own.relays_configured = !own.hosts.is_empty() || !own.networks.is_empty();
-    if !own.relays_configured
-        && let Some(host) = this_host_name()
-    {
-        own.origin
-            .push(format!("own host {host}: this machine's name"));
-        own.hosts.push(HostPattern::new(host));
+    let relays_configured = !hosts.is_empty() || !networks.is_empty();
+    if !relays_configured && let Some(host) = this_host_name() {
+        origin.push(format!("own host {host}: this machine's name"));
+        hosts.push(HostPattern::new(host));
     }
-    own
+    Own {
+        domains,
+        message_id_domains,
+        hosts,
+        networks,
+        relays_configured,
+        message_id_domains_configured,
+        origin,
+    }
 }
 
 fn normalize_domain(d: &str) -> String {

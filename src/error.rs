@@ -77,3 +77,31 @@ impl ConfigError {
         }
     }
 }
+
+/// Why a command could not judge the message it was given.
+#[derive(Debug)]
+pub enum InputError {
+    /// The config or its rules did not load.
+    Config(ConfigError),
+    /// The message could not be read: `what` is the file, or "standard input".
+    Read { what: String, error: std::io::Error },
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::Config(e) => e.fmt(f),
+            InputError::Read { what, error } => {
+                write!(f, "cannot read the message {what}: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+impl From<ConfigError> for InputError {
+    fn from(e: ConfigError) -> InputError {
+        InputError::Config(e)
+    }
+}

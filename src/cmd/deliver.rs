@@ -9,38 +9,21 @@
 use std::borrow::Cow;
 use std::io::{BufRead, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Args;
-
 use crate::budget::evaluate_within;
-use crate::cli::{CommonArgs, env_vars, load};
+use crate::cli::{CommonArgs, DeliverArgs};
 use crate::config::{Action, Config, Inbox, expand_home, lenient_inbox};
 use crate::error::ConfigError;
+use crate::exit::Exit;
 use crate::log;
 use crate::perms::check_mailbox_owner;
+use crate::run::{env_vars, fault_point, load, quiet_panics};
 use crate::store::{self, Payload, Stored};
 use crate::trace::{trace_headers, trace_line, without_incoming};
 use crate::verdict::Evaluation;
-
-/// EX_TEMPFAIL: the MTA keeps the message and tries again later.
-pub const EX_TEMPFAIL: u8 = 75;
-
-#[derive(Debug, Args)]
-pub struct DeliverArgs {
-    /// The inbox Maildir (default: the config's, else ~/Maildir).
-    pub maildir_path: Option<PathBuf>,
-    /// The inbox Maildir.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["mbox", "maildir_path"])]
-    pub maildir: Option<PathBuf>,
-    /// The inbox mbox file, instead of a Maildir.
-    #[arg(long, value_name = "FILE", conflicts_with = "maildir_path")]
-    pub mbox: Option<PathBuf>,
-    #[command(flatten)]
-    pub common: CommonArgs,
-}
 
 impl DeliverArgs {
     /// The inbox: the flags, else the config's, else ~/Maildir.
@@ -58,16 +41,14 @@ impl DeliverArgs {
 /// Runs `deliver`. Returns 0 or 75, whatever happens (a panic included).
 pub fn run(args: &DeliverArgs) -> ExitCode {
     // Quiet panics: the message goes to stderr in our words, never starting with a status code.
-    std::panic::set_hook(Box::new(|info| {
-        let _ = writeln!(std::io::stderr(), "backstop: internal error: {info}");
-    }));
+    quiet_panics();
     match catch_unwind(AssertUnwindSafe(|| deliver(args))) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(msg)) => {
             let _ = writeln!(std::io::stderr(), "backstop: {msg}; the MTA will try again");
-            ExitCode::from(EX_TEMPFAIL)
+            ExitCode::from(Exit::TempFail)
         }
-        Err(_) => ExitCode::from(EX_TEMPFAIL),
+        Err(_) => ExitCode::from(Exit::TempFail),
     }
 }
 
@@ -299,12 +280,4 @@ fn mbox_sender(args: &CommonArgs, input: &Input) -> Option<String> {
             .trim_end_matches('>')
             .to_string(),
     )
-}
-
-/// Test-only fault injection, compiled into debug builds alone: with
-/// `BACKSTOP_FAULT=<point>` set, the named point panics.
-pub(crate) fn fault_point(point: &str) {
-    if cfg!(debug_assertions) && std::env::var("BACKSTOP_FAULT").is_ok_and(|v| v == point) {
-        panic!("fault injected at {point}");
-    }
 }

@@ -7,18 +7,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::budget::evaluate_within;
-use crate::cli::{InputArgs, Loaded, env_vars, load, read_limited};
-use crate::cmd::deliver::EX_TEMPFAIL;
+use crate::cli::InputArgs;
 use crate::config::DEFAULT_MAX_SIZE;
+use crate::exit::Exit;
 use crate::message::split_from_line;
+use crate::run::{Loaded, env_vars, fault_point, load, quiet_panics, read_limited};
 use crate::trace::{incoming_fields, trace_headers, trace_line};
 use crate::verdict::Evaluation;
 
 /// Runs `filter`: exit 0 with the full message on stdout, or 75 with nothing usable.
 pub fn run(args: &InputArgs) -> ExitCode {
-    std::panic::set_hook(Box::new(|info| {
-        let _ = writeln!(std::io::stderr(), "backstop: internal error: {info}");
-    }));
+    quiet_panics();
     let loaded = load(args.common.config.as_deref());
     let limit = loaded
         .as_ref()
@@ -29,7 +28,7 @@ pub fn run(args: &InputArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "backstop: {e}");
-            return ExitCode::from(EX_TEMPFAIL);
+            return ExitCode::from(Exit::TempFail);
         }
     };
     let raw = Arc::new(raw);
@@ -68,7 +67,7 @@ pub fn run(args: &InputArgs) -> ExitCode {
                 std::io::stderr(),
                 "backstop: cannot pass the message on: {e}"
             );
-            ExitCode::from(EX_TEMPFAIL)
+            ExitCode::from(Exit::TempFail)
         }
     }
 }
@@ -86,7 +85,7 @@ fn headers_for(raw: &Arc<Vec<u8>>, oversized: bool, loaded: Loaded, args: &Input
                     Default::default(),
                 )
             } else {
-                crate::cmd::deliver::fault_point("evaluate");
+                fault_point("evaluate");
                 evaluate_within(raw, &config, rules, &env_vars(&args.common))
             };
             if let Some(path) = &config.log {

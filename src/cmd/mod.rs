@@ -1,7 +1,10 @@
 //! One module per command. A command reads its input, calls the library, and writes its
 //! output; commands never import each other (shared glue lives in `crate::run`).
 
+pub mod check;
 pub mod deliver;
+pub mod explain;
 pub mod filter;
+pub mod lint;
 pub mod scan;
 pub mod stats;

@@ -20,14 +20,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
 use serde::Serialize;
 
-use crate::cmd::scan::ReportFormat;
+use crate::cli::{ReportFormat, StatsArgs};
 use crate::config::Config;
+use crate::exit::Exit;
 use crate::log::Entry;
 use crate::util::dates::{day_number, day_string};
 use crate::util::text::bar;
@@ -36,29 +35,7 @@ use crate::util::text::bar;
 pub const BASELINE_DAYS: usize = 14;
 /// How many times the baseline median a wave day must reach.
 pub const WAVE_FACTOR: f64 = 3.0;
-/// The default `--wave-min`.
-pub const DEFAULT_WAVE_MIN: u32 = 10;
 const BAR_WIDTH: usize = 30;
-/// Exit status for usage errors and an unreadable log.
-const EXIT_ERROR: u8 = 2;
-
-#[derive(Debug, Args)]
-pub struct StatsArgs {
-    /// The decision log (default: the config's `log:` path).
-    pub logfile: Option<PathBuf>,
-    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// How to print the report.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: ReportFormat,
-    /// How many bounce senders to list.
-    #[arg(long, value_name = "N", default_value = "10")]
-    pub top: usize,
-    /// The least backscatter in a day that can start a wave.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_WAVE_MIN, value_parser = clap::value_parser!(u32).range(1..))]
-    pub wave_min: u32,
-}
 
 /// Counts of one day.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -150,12 +127,12 @@ pub fn run(args: &StatsArgs) -> ExitCode {
                 Some(p) => p,
                 None => {
                     say!("backstop: no LOGFILE given and the config sets no log: path");
-                    return ExitCode::from(EXIT_ERROR);
+                    return ExitCode::from(Exit::Error);
                 }
             },
             Err(e) => {
                 say!("backstop: {e}");
-                return ExitCode::from(EXIT_ERROR);
+                return ExitCode::from(Exit::Error);
             }
         },
     };
@@ -163,7 +140,7 @@ pub fn run(args: &StatsArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => {
             say!("backstop: cannot read {}: {e}", path.display());
-            return ExitCode::from(EXIT_ERROR);
+            return ExitCode::from(Exit::Error);
         }
     };
     let stats = match summarise(
@@ -175,7 +152,7 @@ pub fn run(args: &StatsArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             say!("backstop: cannot read {}: {e}", path.display());
-            return ExitCode::from(EXIT_ERROR);
+            return ExitCode::from(Exit::Error);
         }
     };
     let text = match args.format {
@@ -184,7 +161,7 @@ pub fn run(args: &StatsArgs) -> ExitCode {
             Ok(j) => j + "\n",
             Err(e) => {
                 say!("backstop: cannot write JSON: {e}");
-                return ExitCode::from(EXIT_ERROR);
+                return ExitCode::from(Exit::Error);
             }
         },
     };

@@ -99,15 +99,16 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rustix::io::Errno;
 use serde::Serialize;
 
-use crate::cli::{evaluate_bytes, load};
+use crate::cli::{ReportFormat, ScanArgs};
 use crate::config::{Config, Inbox};
+use crate::exit::Exit;
 use crate::message::{self, EnvVars};
 use crate::rules::{Kind, RuleSet};
+use crate::run::{evaluate_bytes, load};
 use crate::store::maildir::{self, Layout, Maildir};
 use crate::store::mbox::{self, Locked};
 use crate::store::{OpenDir, host_name, node_name, process_alive, resolve_link, sync_parent};
@@ -115,45 +116,6 @@ use crate::util::dates::day_string;
 use crate::util::text::bar;
 use crate::verdict::Verdict;
 
-/// How a report is printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    /// Tables and a bar chart for people.
-    Text,
-    /// One JSON object for scripts.
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub struct ScanArgs {
-    /// A Maildir folder (its cur/ and new/) or an mbox file.
-    pub path: PathBuf,
-    /// Scan the whole Maildir tree under PATH: every folder but the backscatter folder.
-    #[arg(long, short = 'r')]
-    pub recursive: bool,
-    /// Move the backscatter into the backscatter folder (without it nothing changes).
-    #[arg(long)]
-    pub apply: bool,
-    /// Move unverified bounces too.
-    #[arg(long)]
-    pub include_unverified: bool,
-    /// How to print the report.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: ReportFormat,
-    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Worker threads (default: the number of cores).
-    #[arg(long, short = 'j', value_name = "N")]
-    pub jobs: Option<NonZeroUsize>,
-}
-
-/// Exit status when some message could not be read or moved.
-const EXIT_PARTIAL: u8 = 1;
-/// Exit status for usage and config errors.
-const EXIT_ERROR: u8 = 2;
-/// Exit status after SIGINT or SIGTERM (128 + SIGINT).
-const EXIT_INTERRUPTED: u8 = 130;
 /// The error of a Maildir file that was gone when it was read.
 const VANISHED: &str = "vanished";
 /// Width of the longest histogram bar.
@@ -170,7 +132,7 @@ pub fn run(args: &ScanArgs) -> ExitCode {
         Ok((config, _)) => config,
         Err(e) => {
             say!("backstop: {e}");
-            return ExitCode::from(EXIT_ERROR);
+            return ExitCode::from(Exit::Error);
         }
     };
     let stop = interrupt_flag();
@@ -216,31 +178,31 @@ pub fn run(args: &ScanArgs) -> ExitCode {
                     Ok(j) => j + "\n",
                     Err(e) => {
                         say!("backstop: cannot write JSON: {e}");
-                        return ExitCode::from(EXIT_ERROR);
+                        return ExitCode::from(Exit::Error);
                     }
                 },
             };
             let mut out = io::stdout().lock();
             let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
             if report.interrupted {
-                ExitCode::from(EXIT_INTERRUPTED)
+                ExitCode::from(Exit::Interrupted)
             } else if report.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(EXIT_PARTIAL)
+                ExitCode::from(Exit::Partial)
             }
         }
         Err(Failure::Usage(msg)) => {
             say!("backstop: {msg}");
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(Exit::Error)
         }
         Err(Failure::Io(msg)) => {
             say!("backstop: {msg}");
-            ExitCode::from(EXIT_PARTIAL)
+            ExitCode::from(Exit::Partial)
         }
         Err(Failure::Interrupted) => {
             say!("backstop: interrupted; nothing was moved");
-            ExitCode::from(EXIT_INTERRUPTED)
+            ExitCode::from(Exit::Interrupted)
         }
     }
 }
@@ -302,7 +264,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
         // Order matters: the conditional exit must see the flag before this signal sets it.
         let _ = signal_hook::flag::register_conditional_shutdown(
             sig,
-            EXIT_INTERRUPTED.into(),
+            i32::from(Exit::Interrupted.code()),
             Arc::clone(&flag),
         );
         let _ = signal_hook::flag::register(sig, Arc::clone(&flag));

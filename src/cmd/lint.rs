@@ -1,0 +1,45 @@
+//! `backstop lint`: check a config or rules file without reading any message.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use crate::cli::LintArgs;
+use crate::config::Config;
+use crate::error::ConfigError;
+use crate::exit::Exit;
+use crate::rules::RuleSet;
+
+/// Runs `lint`.
+pub fn run(args: &LintArgs) -> ExitCode {
+    let path = match args.file.clone().or_else(Config::default_path) {
+        Some(p) => p,
+        None => {
+            say!("backstop: no file given and no default config location");
+            return ExitCode::from(Exit::Error);
+        }
+    };
+    let result = Config::from_file(&path).and_then(|config| {
+        let rules = RuleSet::build(&config.user_rules, &path.display().to_string())?;
+        for rule in &rules.rules {
+            rule.compile()
+                .map_err(|e| ConfigError::whole(&rule.origin, e))?;
+        }
+        Ok(rules.rules.len())
+    });
+    match result {
+        Ok(n) => {
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{}: ok ({n} rules in effect)", path.display()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    say!("backstop: cannot write the result: {e}");
+                    ExitCode::from(Exit::Error)
+                }
+            }
+        }
+        Err(e) => {
+            say!("{e}");
+            ExitCode::from(Exit::Error)
+        }
+    }
+}
