@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 mod facts;
 mod pattern;
@@ -298,7 +298,17 @@ struct Fast {
     patterns: Cow<'static, [Pattern]>,
     /// Each pattern as it stands in the rule's alternation, `(?:p)`.
     pieces: Cow<'static, [Cow<'static, str>]>,
+    /// The regexes built for non-ASCII text, by the patterns they hold: `scan` meets the same
+    /// selection again and again. Shared by the clones of a rule set (one per worker).
+    regexes: Mutex<Vec<(Selection, Regex)>>,
 }
+
+/// Which patterns of a [`Fast`] a regex holds (bit i: pattern i), and its case sensitivity.
+type Selection = (Vec<u64>, bool);
+
+/// At most this many regexes are kept per rule: the selections a mailbox gives are few, and
+/// memory stays bounded whatever the messages hold.
+const REGEX_CACHE: usize = 16;
 
 impl Fast {
     /// The fast path for these patterns, when all are in the subset and the whole rule is
@@ -315,6 +325,7 @@ impl Fast {
                 .iter()
                 .map(|p| Cow::Owned(format!("(?:{})", p.value)))
                 .collect(),
+            regexes: Mutex::default(),
         })
     }
 
@@ -343,22 +354,46 @@ impl Fast {
         best.map(|(s, e)| value[s..e].to_string())
     }
 
-    /// The regex way: the alternation of the patterns whose literals `value` holds.
+    /// The regex way: the alternation of the patterns whose literals `value` holds, built
+    /// once per selection of patterns (see [`Fast::regexes`]).
     fn find_by_regex(&self, value: &str, hay: &Haystack, case_sensitive: bool) -> Option<String> {
         // Letters that fold to ASCII ones (the Kelvin sign, the long s) hide ASCII literals.
         let bypass = !case_sensitive && (value.contains('\u{212A}') || value.contains('\u{17F}'));
-        let source = self
-            .patterns
-            .iter()
-            .zip(self.pieces.iter())
-            .filter(|(p, _)| bypass || p.may_match(hay))
-            .map(|(_, piece)| piece.as_ref())
-            .collect::<Vec<_>>()
-            .join("|");
-        if source.is_empty() {
+        let mut bits = vec![0u64; self.patterns.len().div_ceil(64)];
+        for (i, p) in self.patterns.iter().enumerate() {
+            if bypass || p.may_match(hay) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        if bits.iter().all(|&w| w == 0) {
             return None;
         }
-        let re = build_regex(&source, case_sensitive).ok()?;
+        let key = (bits, case_sensitive);
+        let cached = self.regexes.lock().ok().and_then(|list| {
+            list.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, re)| re.clone())
+        });
+        let re = match cached {
+            Some(re) => re,
+            None => {
+                let source = self
+                    .pieces
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| key.0[i / 64] & (1 << (i % 64)) != 0)
+                    .map(|(_, piece)| piece.as_ref())
+                    .collect::<Vec<_>>()
+                    .join("|");
+                let re = build_regex(&source, case_sensitive).ok()?;
+                if let Ok(mut list) = self.regexes.lock()
+                    && list.len() < REGEX_CACHE
+                {
+                    list.push((key, re.clone()));
+                }
+                re
+            }
+        };
         re.find(value).map(|m| m.as_str().to_string())
     }
 }
@@ -532,6 +567,7 @@ impl StaticRule {
                     Arc::new(Fast {
                         patterns: Cow::Borrowed(f),
                         pieces: Cow::Borrowed(pieces),
+                        regexes: Mutex::default(),
                     })
                 }),
             },
@@ -681,6 +717,36 @@ mod tests {
         }
     }
 
+    /// Non-ASCII text is searched by a regex of the patterns its literals allow: built once
+    /// per selection and kept, so a mailbox of such messages compiles each selection once.
+    #[test]
+    fn regexes_for_non_ascii_text_are_built_once_per_selection() {
+        let spanned = |p: &str| {
+            Spanned::new(
+                p.to_string(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            )
+        };
+        let fast = Fast::new(&[spanned("undeliverable"), spanned("returned mail")], false)
+            .expect("both patterns are in the fast subset");
+        let find = |text: &str| fast.find(text, &Haystack::new(text), false);
+        let cached = || fast.regexes.lock().unwrap().len();
+        assert_eq!(
+            find("Ünzustellbar: Undeliverable"),
+            Some("Undeliverable".into())
+        );
+        assert_eq!(cached(), 1);
+        assert_eq!(
+            find("Ärger: undeliverable again"),
+            Some("undeliverable".into())
+        );
+        assert_eq!(cached(), 1, "the same selection compiled again");
+        assert_eq!(find("Ärger: Returned mail"), Some("Returned mail".into()));
+        assert_eq!(cached(), 2);
+        assert_eq!(find("Ärger: nothing here"), None);
+        assert_eq!(cached(), 2, "no pattern selected, no regex built");
+    }
     #[test]
     fn static_defaults_equal_the_yaml() {
         let specs = parse_rules(DEFAULT_RULES, DEFAULT_RULES_NAME).expect("parses");

@@ -280,7 +280,6 @@ impl Pattern {
             .is_none_or(|ns| ns.iter().any(|n| hay.contains(n)))
     }
 
-    /// The leftmost-first match in ASCII `hay` that starts at or before `max_start`.
     /// The backtracking program (built now for a lazy pattern).
     pub(crate) fn program(&self) -> &[Inst] {
         match &self.lazy {
@@ -292,6 +291,7 @@ impl Pattern {
         }
     }
 
+    /// The leftmost-first match in ASCII `hay` that starts at or before `max_start`.
     pub(crate) fn find_ascii(&self, hay: &[u8], max_start: usize) -> Found {
         debug_assert!(hay.is_ascii());
         let prog = self.program();
