@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 #[allow(dead_code)]
-#[path = "src/rules/pattern.rs"]
+#[path = "src/rules/pattern/mod.rs"]
 mod pattern;
 
 fn main() {
@@ -29,7 +29,7 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/refs/heads");
     println!("cargo:rerun-if-env-changed=BACKSTOP_GIT_REV");
     println!("cargo:rerun-if-changed=rules/default.yaml");
-    println!("cargo:rerun-if-changed=src/rules/pattern.rs");
+    println!("cargo:rerun-if-changed=src/rules/pattern");
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let manifest = std::path::PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"),
