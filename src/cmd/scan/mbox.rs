@@ -1,0 +1,499 @@
+//! Scanning an mbox, and `--apply` on it: the kept and the moved messages rewritten under the
+//! lock, crash-safely (see the `scan` module comment).
+
+use super::*;
+
+pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failure> {
+    // Through a symbolic link only as `deliver` goes (see the `store` module): then the file
+    // itself is what is read, replaced and journaled beside, not the link.
+    let resolve = |p: &Path| resolve_link(p).map_err(|e| Failure::Io(e.to_string()));
+    let path = resolve(&args.path)?;
+    let path = path.as_path();
+    let folder = resolve(&ctx.config.mbox_folder)?;
+    let mut report = Report::new(path, "mbox", ctx.select);
+    report.target = folder.display().to_string();
+    let is_folder = same_file(path, &folder);
+    if is_folder {
+        report
+            .notes
+            .push("this is the backscatter mbox itself: nothing to move".into());
+    }
+    let journal = journal_path(path);
+    if journal.exists() && !args.apply {
+        report.notes.push(format!(
+            "an interrupted --apply left {}: run with --apply to finish it",
+            journal.display()
+        ));
+    }
+    if args.apply && journal.exists() {
+        report.recovered = recover(path, ctx.config).map_err(Failure::Io)?;
+    }
+    let arrived_fallback = fs::metadata(path).ok().as_ref().and_then(mtime_secs);
+    let data =
+        fs::read(path).map_err(|e| Failure::Io(format!("cannot read {}: {e}", path.display())))?;
+    let chunks =
+        split_mbox(&data).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+    let judged: Vec<Option<Judged>> =
+        judge_chunks(&data, &chunks, arrived_fallback, ctx, "scanning")?
+            .into_iter()
+            .map(|outcome| outcome.map_err(|e| report.errors.push(e)).ok())
+            .collect();
+    report.unreadable = report.errors.len();
+    let to_move = if is_folder {
+        0
+    } else {
+        judged
+            .iter()
+            .flatten()
+            .filter(|j| ctx.select.moves(j.verdict))
+            .count()
+    };
+    if !args.apply || to_move == 0 || is_folder {
+        report.tally(judged.iter().flatten());
+        report.to_move = to_move;
+        report.apply = args.apply;
+        return Ok(report);
+    }
+    if ctx.stop.load(Ordering::Relaxed) {
+        return Err(Failure::Interrupted);
+    }
+    report.apply = true;
+    let known = Known::new(&data, &chunks, &judged);
+    let done = apply_mbox(path, &folder, ctx, &known, arrived_fallback).map_err(Failure::Io)?;
+    report.tally(&done.judged);
+    // The locked pass judged again what the first could not: its word is the last.
+    report.unreadable = done.errors.len();
+    report.errors = done.errors;
+    report.to_move = done.moved;
+    report.moved = done.moved;
+    report.interrupted = ctx.stop.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+pub(super) fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Judges the messages `chunks` of `data`; a message that cannot be judged is an error that
+/// names it by number and offset.
+pub(super) fn judge_chunks(
+    data: &[u8],
+    chunks: &[Range<usize>],
+    arrived_fallback: Option<i64>,
+    ctx: &Ctx<'_>,
+    label: &str,
+) -> Result<Vec<Outcome>, Failure> {
+    let results = classify(chunks, ctx, label, |r| {
+        let chunk = data.get(r.clone()).unwrap_or_default();
+        let (line, _) = message::split_from_line(chunk);
+        let arrived = line.and_then(from_line_time).or(arrived_fallback);
+        Ok(Some(Input {
+            bytes: for_judging(chunk),
+            arrived,
+        }))
+    })?;
+    Ok(results
+        .into_iter()
+        .zip(chunks)
+        .map(|(r, range)| r.map_err(|e| format!("the message at byte {}: {e}", range.start)))
+        .collect())
+}
+
+/// The byte ranges of the messages of an mbox: each from its `From ` line to the next one
+/// (the separating empty line included). `From ` lines count at the start of the file and
+/// after an empty line, as `deliver` (and every mboxrd writer) puts them.
+pub(super) fn split_mbox(data: &[u8]) -> Result<Vec<Range<usize>>, String> {
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !data.starts_with(b"From ") {
+        return Err("not an mbox: it does not start with a \"From \" line".into());
+    }
+    let mut starts = vec![0];
+    for nl in memchr::memmem::find_iter(data, b"\nFrom ") {
+        let before = data.get(..=nl).unwrap_or_default();
+        if before.ends_with(b"\n\n") || before.ends_with(b"\n\r\n") {
+            starts.push(nl + 1);
+        }
+    }
+    let mut ranges: Vec<Range<usize>> = starts
+        .windows(2)
+        .filter_map(|w| Some(*w.first()?..*w.get(1)?))
+        .collect();
+    if let Some(&last) = starts.last() {
+        ranges.push(last..data.len());
+    }
+    Ok(ranges)
+}
+
+/// A message chunk without the empty line that separates it from the next.
+pub(super) fn without_separator(chunk: &[u8]) -> &[u8] {
+    let cut = if chunk.ends_with(b"\n\n") {
+        1
+    } else if chunk.ends_with(b"\n\r\n") {
+        2
+    } else {
+        0
+    };
+    chunk.get(..chunk.len() - cut).unwrap_or(chunk)
+}
+
+/// The message as `check` would see it: the separator dropped and the mboxrd quoting undone
+/// (one `>` less on every line matching `^>+From `), the `From ` line kept.
+pub(super) fn for_judging(chunk: &[u8]) -> Cow<'_, [u8]> {
+    let msg = without_separator(chunk);
+    if memchr::memmem::find(msg, b"\n>").is_none() {
+        return Cow::Borrowed(msg);
+    }
+    let mut out = Vec::with_capacity(msg.len());
+    let mut first = true;
+    for line in msg.split_inclusive(|&b| b == b'\n') {
+        let gts = line.iter().take_while(|&&b| b == b'>').count();
+        if !first
+            && gts > 0
+            && line
+                .get(gts..)
+                .is_some_and(|rest| rest.starts_with(b"From "))
+        {
+            out.extend_from_slice(line.get(1..).unwrap_or_default());
+        } else {
+            out.extend_from_slice(line);
+        }
+        first = false;
+    }
+    Cow::Owned(out)
+}
+
+/// Seconds since the epoch of the date in an mbox `From sender Www Mmm dd hh:mm:ss yyyy` line.
+pub(super) fn from_line_time(line: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(line).ok()?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let t = words
+        .iter()
+        .rposition(|w| w.contains(':') && w.bytes().all(|b| b.is_ascii_digit() || b == b':'))?;
+    let day = words.get(t.checked_sub(1)?)?;
+    let month = words.get(t.checked_sub(2)?)?;
+    let year = words
+        .iter()
+        .skip(t + 1)
+        .find(|w| w.len() == 4 && w.bytes().all(|b| b.is_ascii_digit()))?;
+    let time = words.get(t)?;
+    let d = mail_parser::DateTime::parse_rfc822(&format!("{day} {month} {year} {time} +0000"))?;
+    d.is_valid().then(|| d.to_timestamp())
+}
+
+/// The identity of a message in the journal: length and FNV-1a hash of its bytes without the
+/// trailing line ends (so the separator an append adds does not change it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Key {
+    pub(super) len: usize,
+    pub(super) hash: u64,
+}
+
+pub(super) fn key(chunk: &[u8]) -> Key {
+    let end = chunk
+        .iter()
+        .rposition(|&b| b != b'\n' && b != b'\r')
+        .map_or(0, |i| i + 1);
+    let body = chunk.get(..end).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in body {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    Key {
+        len: body.len(),
+        hash,
+    }
+}
+
+/// The judgements of the unlocked pass, found again by content in the locked read.
+pub(super) struct Known<'d> {
+    pub(super) by_key: HashMap<Key, Vec<(&'d [u8], Judged)>>,
+}
+
+impl<'d> Known<'d> {
+    pub(super) fn new(
+        data: &'d [u8],
+        chunks: &[Range<usize>],
+        judged: &[Option<Judged>],
+    ) -> Known<'d> {
+        let mut by_key: HashMap<Key, Vec<(&[u8], Judged)>> = HashMap::new();
+        for (r, j) in chunks.iter().zip(judged) {
+            let Some(j) = j else { continue };
+            let chunk = without_separator(data.get(r.clone()).unwrap_or_default());
+            by_key.entry(key(chunk)).or_default().push((chunk, *j));
+        }
+        Known { by_key }
+    }
+
+    pub(super) fn get(&self, chunk: &[u8]) -> Option<Judged> {
+        let chunk = without_separator(chunk);
+        self.by_key
+            .get(&key(chunk))?
+            .iter()
+            .find(|(c, _)| *c == chunk)
+            .map(|(_, j)| *j)
+    }
+}
+
+/// What the locked part of `--apply` did.
+pub(super) struct Applied {
+    /// Every message of the mbox as it was under the lock (but those that could not be judged).
+    pub(super) judged: Vec<Judged>,
+    /// Why some messages could not be judged (they stay where they are).
+    pub(super) errors: Vec<String>,
+    pub(super) moved: usize,
+}
+
+pub(super) fn journal_path(mbox: &Path) -> PathBuf {
+    beside(mbox, ".backstop-scan")
+}
+
+/// `DIR/.NAME<suffix>` for `DIR/NAME`.
+pub(super) fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+pub(super) fn staged_path(file: &Path) -> PathBuf {
+    beside(file, ".backstop-scan.tmp")
+}
+
+/// The whole of a locked file's content.
+pub(super) fn read_locked(lock: &Locked) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut file = lock.file();
+    file.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+pub(super) fn apply_mbox(
+    path: &Path,
+    folder: &Path,
+    ctx: &Ctx<'_>,
+    known: &Known<'_>,
+    arrived_fallback: Option<i64>,
+) -> Result<Applied, String> {
+    let mut journal = Journal::create(&journal_path(path))?;
+    crash_point("journal-created");
+    let inbox = Locked::acquire(path, &ctx.config.mbox_locks)
+        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+    crash_point("locked");
+    let data = read_locked(&inbox).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let chunks = split_mbox(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Messages that arrived (or changed) since the unlocked pass are judged now, under the lock.
+    let mut judged: Vec<Option<Judged>> = chunks
+        .iter()
+        .map(|r| known.get(data.get(r.clone()).unwrap_or_default()))
+        .collect();
+    let unknown: Vec<Range<usize>> = chunks
+        .iter()
+        .zip(&judged)
+        .filter(|(_, j)| j.is_none())
+        .map(|(r, _)| r.clone())
+        .collect();
+    // Under the lock a Ctrl-C is held off until the files are consistent again.
+    let quiet = Ctx {
+        config: ctx.config,
+        rules_name: ctx.rules_name.clone(),
+        jobs: ctx.jobs,
+        stop: Arc::new(AtomicBool::new(false)),
+        select: ctx.select,
+    };
+    let mut fresh = judge_chunks(&data, &unknown, arrived_fallback, &quiet, "new messages")
+        .map_err(Failure::into_message)?
+        .into_iter();
+    let mut errors = Vec::new();
+    for slot in judged.iter_mut().filter(|j| j.is_none()) {
+        match fresh.next() {
+            Some(Ok(j)) => *slot = Some(j),
+            Some(Err(e)) => errors.push(e),
+            None => {}
+        }
+    }
+    let moves: Vec<Key> = chunks
+        .iter()
+        .zip(&judged)
+        .filter(|(_, j)| j.is_some_and(|j| ctx.select.moves(j.verdict)))
+        .map(|(r, _)| key(data.get(r.clone()).unwrap_or_default()))
+        .collect();
+    let judged: Vec<Judged> = judged.into_iter().flatten().collect();
+    if moves.is_empty() {
+        drop(inbox);
+        journal.remove()?;
+        return Ok(Applied {
+            judged,
+            errors,
+            moved: 0,
+        });
+    }
+    journal.record(&format!("folder {}", hex(folder.as_os_str().as_bytes())))?;
+    let mut lines = String::new();
+    for k in &moves {
+        let _ = writeln!(lines, "move {} {:016x}", k.len, k.hash);
+    }
+    let _ = write!(lines, "moves-end {}", moves.len());
+    journal.record(&lines)?;
+    crash_point("moves-recorded");
+    let state = JournalState {
+        folder: Some(folder.to_path_buf()),
+        moves,
+        moves_end: true,
+        ..JournalState::default()
+    };
+    let moved = complete(path, &inbox, &data, &state, ctx.config, &mut journal)?;
+    drop(inbox);
+    crash_point("unlocked");
+    journal.remove()?;
+    Ok(Applied {
+        judged,
+        errors,
+        moved,
+    })
+}
+
+/// With the inbox `path` locked (its content `data`) and the journal naming the messages to
+/// move, brings the backscatter mbox and the inbox to the end state, recording every step.
+/// Returns how many messages this call moved.
+pub(super) fn complete(
+    path: &Path,
+    inbox: &Locked,
+    data: &[u8],
+    state: &JournalState,
+    config: &Config,
+    journal: &mut Journal,
+) -> Result<usize, String> {
+    let folder = state
+        .folder
+        .as_deref()
+        .ok_or("the journal names no backscatter mbox")?;
+    let chunks = split_mbox(data).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut wanted: HashMap<Key, usize> = HashMap::new();
+    for k in &state.moves {
+        *wanted.entry(*k).or_default() += 1;
+    }
+    let selected: Vec<bool> = chunks
+        .iter()
+        .map(|r| {
+            let k = key(data.get(r.clone()).unwrap_or_default());
+            match wanted.get_mut(&k) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
+        })
+        .collect();
+    let moving = selected.iter().filter(|&&s| s).count();
+    let inbox_replaced = state.mbox_done
+        || state
+            .mbox_staged
+            .is_some_and(|id| file_id(path) == Some(id));
+    if inbox_replaced {
+        return Ok(0);
+    }
+    let folder_replaced = state.folder_done
+        || state
+            .folder_staged
+            .is_some_and(|id| file_id(folder) == Some(id));
+    if !folder_replaced {
+        if let Some(parent) = folder.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| format!("cannot make {}: {e}", parent.display()))?;
+        }
+        let lock = Locked::acquire(folder, &config.mbox_locks)
+            .map_err(|e| format!("cannot lock {}: {e}", folder.display()))?;
+        let mut out =
+            read_locked(&lock).map_err(|e| format!("cannot read {}: {e}", folder.display()))?;
+        for (r, _) in chunks.iter().zip(&selected).filter(|(_, s)| **s) {
+            push_message(&mut out, data.get(r.clone()).unwrap_or_default());
+        }
+        let staged = staged_path(folder);
+        let id = write_staged(&staged, &out, lock.file())
+            .map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
+        journal.record(&format!("folder-staged {} {}", id.0, id.1))?;
+        crash_point("folder-staged");
+        fs::rename(&staged, folder)
+            .map_err(|e| format!("cannot replace {}: {e}", folder.display()))?;
+        crash_point("folder-renamed");
+        sync_parent(folder)
+            .map_err(|e| format!("cannot fsync the directory of {}: {e}", folder.display()))?;
+        journal.record("folder-done")?;
+        crash_point("folder-done");
+        drop(lock);
+    }
+    let mut rest = Vec::with_capacity(data.len());
+    for (r, _) in chunks.iter().zip(&selected).filter(|(_, s)| !**s) {
+        rest.extend_from_slice(data.get(r.clone()).unwrap_or_default());
+    }
+    let staged = staged_path(path);
+    let id = write_staged(&staged, &rest, inbox.file())
+        .map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
+    journal.record(&format!("mbox-staged {} {}", id.0, id.1))?;
+    crash_point("mbox-staged");
+    fs::rename(&staged, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+    crash_point("mbox-renamed");
+    sync_parent(path)
+        .map_err(|e| format!("cannot fsync the directory of {}: {e}", path.display()))?;
+    journal.record("mbox-done")?;
+    crash_point("mbox-done");
+    Ok(moving)
+}
+
+/// Appends one mbox message so that it is followed by an empty line, after making sure the
+/// data before it ends with one.
+pub(super) fn push_message(out: &mut Vec<u8>, chunk: &[u8]) {
+    if !(out.is_empty() || out.ends_with(b"\n\n") || out.ends_with(b"\n\r\n")) {
+        out.extend_from_slice(if out.ends_with(b"\n") { b"\n" } else { b"\n\n" });
+    }
+    out.extend_from_slice(chunk);
+    if !(chunk.ends_with(b"\n\n") || chunk.ends_with(b"\n\r\n")) {
+        out.extend_from_slice(if chunk.ends_with(b"\n") {
+            b"\n"
+        } else {
+            b"\n\n"
+        });
+    }
+}
+
+/// Writes `data` to a fresh `staged` (any leftover of a dead run is removed first; the caller
+/// holds the lock that any writer of that name holds), with the mode and owner of `like`,
+/// fsynced. Returns its (device, inode).
+pub(super) fn write_staged(staged: &Path, data: &[u8], like: &File) -> io::Result<(u64, u64)> {
+    match fs::remove_file(staged) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let meta = like.metadata()?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(staged)?;
+    // Same owner first (allowed when it is ours, or to root), then the same permissions.
+    let _ = rustix::fs::fchown(
+        &file,
+        Some(rustix::fs::Uid::from_raw(meta.uid())),
+        Some(rustix::fs::Gid::from_raw(meta.gid())),
+    );
+    file.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}

@@ -1,0 +1,266 @@
+//! The report of a scan: counts, per-day histogram, samples, and its text rendering.
+
+use super::*;
+
+/// Counts for one verdict and kind.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CountRow {
+    pub verdict: &'static str,
+    pub kind: Option<&'static str>,
+    pub count: usize,
+}
+
+/// Backscatter on one day.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DayRow {
+    /// `YYYY-MM-DD`, UTC.
+    pub date: String,
+    pub backscatter: usize,
+}
+
+/// What a scan found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub path: String,
+    /// "maildir" or "mbox".
+    pub format: &'static str,
+    /// The Maildir folders scanned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<String>,
+    /// Messages judged.
+    pub messages: usize,
+    /// Messages that could not be read.
+    pub unreadable: usize,
+    /// Per verdict (all four, zeros included).
+    pub verdicts: BTreeMap<&'static str, usize>,
+    /// Per verdict and kind (only the combinations seen).
+    pub counts: Vec<CountRow>,
+    pub backscatter_per_day: Vec<DayRow>,
+    /// Where the messages go (or would go).
+    pub target: String,
+    /// "backscatter", or "backscatter and unverified bounces".
+    pub moving: &'static str,
+    /// True with --apply.
+    pub apply: bool,
+    /// Messages that are (or, in a dry run, would be) moved.
+    pub to_move: usize,
+    /// Messages moved by this run.
+    pub moved: usize,
+    /// Messages an interrupted earlier run had already moved (found in the target, identical).
+    pub already_moved: usize,
+    /// Maildir messages that disappeared while the scan ran (the mail server moved or expunged
+    /// them): not counted, not moved; a second run picks up those that were only moved.
+    pub vanished: usize,
+    /// Messages an interrupted earlier run had left half moved and this run finished (mbox).
+    pub recovered: usize,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+    pub interrupted: bool,
+    pub jobs: usize,
+    pub elapsed_ms: u128,
+    pub messages_per_second: f64,
+}
+
+impl Report {
+    pub(super) fn new(path: &Path, format: &'static str, select: Select) -> Report {
+        Report {
+            path: path.display().to_string(),
+            format,
+            folders: Vec::new(),
+            messages: 0,
+            unreadable: 0,
+            verdicts: BTreeMap::new(),
+            counts: Vec::new(),
+            backscatter_per_day: Vec::new(),
+            target: String::new(),
+            moving: select.describe(),
+            apply: false,
+            to_move: 0,
+            moved: 0,
+            already_moved: 0,
+            vanished: 0,
+            recovered: 0,
+            notes: Vec::new(),
+            errors: Vec::new(),
+            interrupted: false,
+            jobs: 0,
+            elapsed_ms: 0,
+            messages_per_second: 0.0,
+        }
+    }
+
+    /// Fills the counts and the histogram from the judgements.
+    pub(super) fn tally<'a>(&mut self, judged: impl IntoIterator<Item = &'a Judged>) {
+        let mut per: BTreeMap<(Verdict, Option<Kind>), usize> = BTreeMap::new();
+        let mut days: BTreeMap<i64, usize> = BTreeMap::new();
+        let mut undated = 0;
+        for j in judged {
+            *per.entry((j.verdict, j.kind)).or_default() += 1;
+            if j.verdict == Verdict::Backscatter {
+                match j.day {
+                    Some(d) => *days.entry(d).or_default() += 1,
+                    None => undated += 1,
+                }
+            }
+        }
+        self.messages = per.values().sum();
+        self.verdicts = [
+            Verdict::Clean,
+            Verdict::LegitBounce,
+            Verdict::Backscatter,
+            Verdict::UnverifiedBounce,
+        ]
+        .iter()
+        .map(|v| (v.as_str(), 0))
+        .collect();
+        for (&(v, _), &n) in &per {
+            *self.verdicts.entry(v.as_str()).or_default() += n;
+        }
+        self.counts = per
+            .into_iter()
+            .map(|((v, k), count)| CountRow {
+                verdict: v.as_str(),
+                kind: k.map(Kind::as_str),
+                count,
+            })
+            .collect();
+        self.backscatter_per_day = day_rows(&days);
+        if undated > 0 {
+            self.notes.push(format!(
+                "{undated} backscatter messages have no date and are not in the histogram"
+            ));
+        }
+    }
+}
+
+/// Histogram rows: every day of the span when it is short, else only the days with messages.
+pub(super) fn day_rows(days: &BTreeMap<i64, usize>) -> Vec<DayRow> {
+    let (Some((&first, _)), Some((&last, _))) = (days.first_key_value(), days.last_key_value())
+    else {
+        return Vec::new();
+    };
+    let row = |d: i64| DayRow {
+        date: day_string(d),
+        backscatter: days.get(&d).copied().unwrap_or(0),
+    };
+    if last - first <= MAX_FILLED_SPAN {
+        (first..=last).map(row).collect()
+    } else {
+        days.keys().map(|&d| row(d)).collect()
+    }
+}
+
+pub(super) fn render_text(r: &Report) -> String {
+    let mut t = String::new();
+    let kind = if r.format == "mbox" {
+        "mbox"
+    } else {
+        "Maildir"
+    };
+    let _ = write!(t, "Scanned {} ({kind}", r.path);
+    if r.folders.len() > 1 {
+        let _ = write!(t, ", {} folders", r.folders.len());
+    }
+    let _ = writeln!(
+        t,
+        "): {} messages in {:.2} s ({:.0} messages/s, {} jobs)",
+        r.messages,
+        r.elapsed_ms as f64 / 1000.0,
+        r.messages_per_second,
+        r.jobs
+    );
+    let _ = writeln!(t, "\n{:<20} {:<20} {:>8}", "verdict", "kind", "count");
+    let order = [
+        Verdict::Clean,
+        Verdict::LegitBounce,
+        Verdict::Backscatter,
+        Verdict::UnverifiedBounce,
+    ];
+    for verdict in order.map(Verdict::as_str) {
+        let total = r.verdicts.get(verdict).copied().unwrap_or(0);
+        let rows: Vec<&CountRow> = r.counts.iter().filter(|c| c.verdict == verdict).collect();
+        if rows.len() > 1 {
+            for c in &rows {
+                let _ = writeln!(
+                    t,
+                    "{:<20} {:<20} {:>8}",
+                    c.verdict,
+                    c.kind.unwrap_or("-"),
+                    c.count
+                );
+            }
+            let _ = writeln!(t, "{:<20} {:<20} {:>8}", verdict, "(all kinds)", total);
+        } else {
+            let k = rows.first().and_then(|c| c.kind).unwrap_or("-");
+            let _ = writeln!(t, "{:<20} {:<20} {:>8}", verdict, k, total);
+        }
+    }
+    let _ = writeln!(t, "{:<20} {:<20} {:>8}", "total", "", r.messages);
+    if r.unreadable > 0 {
+        let _ = writeln!(t, "{:<20} {:<20} {:>8}", "unreadable", "", r.unreadable);
+    }
+    if !r.backscatter_per_day.is_empty() {
+        let max = r
+            .backscatter_per_day
+            .iter()
+            .map(|d| d.backscatter)
+            .max()
+            .unwrap_or(0);
+        let _ = writeln!(t, "\nBackscatter per day (Date header, UTC):");
+        for d in &r.backscatter_per_day {
+            let _ = writeln!(
+                t,
+                "{} |{:<BAR_WIDTH$}| {}",
+                d.date,
+                bar(d.backscatter, max, BAR_WIDTH),
+                d.backscatter
+            );
+        }
+    }
+    t.push('\n');
+    if r.apply {
+        let _ = write!(
+            t,
+            "Moved {} of {} messages ({}) to {}",
+            r.moved, r.to_move, r.moving, r.target
+        );
+        if r.already_moved > 0 {
+            let _ = write!(
+                t,
+                "; {} were already there from an interrupted run",
+                r.already_moved
+            );
+        }
+        t.push_str(".\n");
+    } else {
+        let _ = writeln!(
+            t,
+            "Dry run: {} messages ({}) would be moved to {}; nothing was changed (use --apply).",
+            r.to_move, r.moving, r.target
+        );
+    }
+    if r.recovered > 0 {
+        let _ = writeln!(
+            t,
+            "Finished an interrupted run: {} messages moved.",
+            r.recovered
+        );
+    }
+    if r.vanished > 0 {
+        let _ = writeln!(
+            t,
+            "Note: {} messages disappeared while the scan ran (moved or deleted by the mail server); run again to pick up those that were only moved.",
+            r.vanished
+        );
+    }
+    for n in &r.notes {
+        let _ = writeln!(t, "Note: {n}");
+    }
+    for e in &r.errors {
+        let _ = writeln!(t, "Error: {e}");
+    }
+    if r.interrupted {
+        t.push_str("Interrupted: run the same command again to go on.\n");
+    }
+    t
+}
