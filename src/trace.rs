@@ -25,6 +25,11 @@ pub fn line_end(bytes: &[u8]) -> &'static [u8] {
 
 /// One header line, cleaned of anything that could break the header block.
 pub fn trace_line(bytes: &[u8], name: &str, value: &str) -> Vec<u8> {
+    field_line(name, value, line_end(bytes))
+}
+
+/// [`trace_line`] with the message's line end already known.
+fn field_line(name: &str, value: &str, end: &[u8]) -> Vec<u8> {
     let clean: String = value
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -34,7 +39,7 @@ pub fn trace_line(bytes: &[u8], name: &str, value: &str) -> Vec<u8> {
         .join(" ");
     let cut = crate::util::text::cut_at_char(&clean, 900);
     let mut line = format!("{name}: {cut}").into_bytes();
-    line.extend_from_slice(line_end(bytes));
+    line.extend_from_slice(end);
     line
 }
 
@@ -46,11 +51,12 @@ pub fn trace_headers(bytes: &[u8], eval: &Evaluation) -> Vec<u8> {
         verdict.push_str(&format!("; kind={}", k.as_str()));
     }
     verdict.push_str(&format!("; action={}", eval.action.as_str()));
-    let mut head = trace_line(bytes, "X-Backstop-Verdict", &verdict);
+    let end = line_end(bytes);
+    let mut head = field_line("X-Backstop-Verdict", &verdict, end);
     let reason = eval.reasons.last().cloned().unwrap_or_default();
-    head.extend(trace_line(bytes, "X-Backstop-Reason", &reason));
+    head.extend(field_line("X-Backstop-Reason", &reason, end));
     if let Some(error) = &eval.error {
-        head.extend(trace_line(bytes, "X-Backstop-Error", error));
+        head.extend(field_line("X-Backstop-Error", error, end));
     }
     head
 }

@@ -57,6 +57,12 @@ struct Input {
     /// Shared with the evaluating thread (see [`crate::budget`]).
     bytes: Arc<Vec<u8>>,
     oversized: bool,
+    /// The length of a leading mbox From_ line (without its line end), split off once here.
+    from_line: Option<usize>,
+    /// Where the message to store starts: after the From_ line and its line end. A From_ line
+    /// whose end was not read (longer than the limit plus [`FIRST_LINES_MAX`]) is kept rather
+    /// than cut in two, since its rest is in the tail.
+    start: usize,
     /// The envelope sender for an mbox `From ` line: --sender or $SENDER, else the input's
     /// From_ line; None (MAILER-DAEMON) when neither says.
     sender: Option<String>,
@@ -84,8 +90,17 @@ fn read_input(limit: u64) -> std::io::Result<Input> {
             }
         }
     }
+    let (line, rest) = crate::message::split_from_line(&bytes);
+    let from_line = line.map(<[u8]>::len);
+    let start = if oversized && from_line == Some(bytes.len()) {
+        0
+    } else {
+        bytes.len() - rest.len()
+    };
     Ok(Input {
         oversized,
+        from_line,
+        start,
         bytes: Arc::new(bytes),
         sender: None,
     })
@@ -255,21 +270,17 @@ fn body_for_store(input: &Input) -> Cow<'_, [u8]> {
     without_incoming(split_for_store(input))
 }
 
-/// The bytes to store: the input in memory less a leading mbox From_ line. A From_ line whose
-/// end was not read (longer than the limit plus [`FIRST_LINES_MAX`]) is kept rather than cut in
-/// two, since its rest is in the tail.
+/// The bytes to store: the input in memory less a leading mbox From_ line (see
+/// [`Input::start`]).
 fn split_for_store(input: &Input) -> &[u8] {
-    match crate::message::split_from_line(&input.bytes) {
-        (Some(line), _) if input.oversized && line.len() == input.bytes.len() => &input.bytes,
-        (_, rest) => rest,
-    }
+    &input.bytes[input.start..]
 }
 
 /// The sender for an mbox `From ` line: the envelope the host gave (--sender, $SENDER), else
 /// the input's own From_ line. `<>` and "" mean the null sender (written MAILER-DAEMON).
 fn mbox_sender(args: &CommonArgs, input: &Input) -> Option<String> {
     let from_line = || {
-        let (line, _) = crate::message::split_from_line(&input.bytes);
+        let line = input.from_line.map(|end| &input.bytes[..end]);
         line.and_then(crate::message::from_line_sender)
     };
     let sender = env_vars(args).sender.or_else(from_line)?;
