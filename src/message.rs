@@ -74,23 +74,6 @@ pub struct EnvVars {
     pub recipient: Option<(String, String)>,
 }
 
-impl EnvVars {
-    pub fn from_process() -> EnvVars {
-        let get = |name: &str| std::env::var(name).ok();
-        let recipient = ["RECIPIENT", "ORIGINAL_RECIPIENT", "ORIG_RECIPIENT"]
-            .iter()
-            .find_map(|n| {
-                get(n)
-                    .filter(|v| v.contains('@'))
-                    .map(|v| (n.to_string(), v))
-            });
-        EnvVars {
-            sender: get("SENDER"),
-            recipient,
-        }
-    }
-}
-
 /// The envelope sender and recipient, each with where it was learnt.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Envelope {

@@ -31,7 +31,7 @@ pub type Loaded = Result<(Config, RuleSet), ConfigError>;
 
 /// The envelope as the environment and the flags give it.
 pub fn env_vars(args: &CommonArgs) -> EnvVars {
-    let mut env = EnvVars::from_process();
+    let mut env = process_env_vars();
     if let Some(s) = &args.sender {
         env.sender = Some(s.clone());
     }
@@ -39,6 +39,23 @@ pub fn env_vars(args: &CommonArgs) -> EnvVars {
         env.recipient = Some(("--recipient".to_string(), r.clone()));
     }
     env
+}
+
+/// The envelope variables the delivery agent set: SENDER, and RECIPIENT, ORIGINAL_RECIPIENT or
+/// ORIG_RECIPIENT (the first that holds an address).
+fn process_env_vars() -> EnvVars {
+    let get = |name: &str| std::env::var(name).ok();
+    let recipient = ["RECIPIENT", "ORIGINAL_RECIPIENT", "ORIG_RECIPIENT"]
+        .iter()
+        .find_map(|n| {
+            get(n)
+                .filter(|v| v.contains('@'))
+                .map(|v| (n.to_string(), v))
+        });
+    EnvVars {
+        sender: get("SENDER"),
+        recipient,
+    }
 }
 
 /// The unread rest of an input longer than the limit.

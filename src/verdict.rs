@@ -305,3 +305,169 @@ fn bounce_made_here(mail: &mail_parser::Message<'_>, own: &Own) -> bool {
                     .is_none_or(|ip| own.is_own_ip(ip) || ip.is_loopback())
         })
 }
+
+/// The verdict rules, as a specification: each test is one rule of `evaluate`, shown on a
+/// small message.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "own:\n  domains: [own.example]\n  hosts: [mail.own.example]\n  networks: [198.51.100.0/24]\n";
+
+    fn judge(config: &str, message: &str) -> Evaluation {
+        let config = Config::from_str(config, "test.yaml").expect("the config loads");
+        let rules = RuleSet::build(&config.user_rules, "test.yaml").expect("the rules build");
+        let env = EnvVars {
+            sender: Some(String::new()),
+            recipient: Some(("RECIPIENT".into(), "user@own.example".into())),
+        };
+        evaluate(message.as_bytes(), &config, &rules, &env)
+    }
+
+    /// A delivery status notification, returning `original` (a header, then a line of body)
+    /// when there is one.
+    fn dsn(original: Option<&str>) -> String {
+        let returned = original.map_or_else(String::new, |o| {
+            format!("--b\nContent-Type: message/rfc822\n\n{o}\nhello\n\n")
+        });
+        format!(
+            "From: Mail Delivery System <MAILER-DAEMON@mx.remote.example>\n\
+             To: user@own.example\n\
+             Subject: Undelivered Mail Returned to Sender\n\
+             MIME-Version: 1.0\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\
+             \n\
+             --b\n\
+             Content-Type: text/plain\n\
+             \n\
+             I'm sorry to have to inform you that your message could not be delivered.\n\
+             \n\
+             --b\n\
+             Content-Type: message/delivery-status\n\
+             \n\
+             Reporting-MTA: dns; mx.remote.example\n\
+             \n\
+             Final-Recipient: rfc822; nobody@remote.example\n\
+             Action: failed\n\
+             Status: 5.1.1\n\
+             \n\
+             {returned}--b--\n"
+        )
+    }
+
+    /// The original as the user's own server sent it: submitted to mail.own.example, which
+    /// handed it to the remote MX.
+    const SENT_BY_US: &str = "Received: from mail.own.example (mail.own.example [198.51.100.7])\n\tby mx.remote.example (Postfix) with ESMTPS id 1; Fri, 2 Jan 2026 00:00:02 +0000\nReceived: from laptop (unknown [10.0.0.5])\n\tby mail.own.example (Postfix) with ESMTPSA id 2; Fri, 2 Jan 2026 00:00:01 +0000\nFrom: user@own.example\nTo: nobody@remote.example\nMessage-ID: <1@own.example>\nSubject: hello\n";
+
+    /// The original as a spammer sent it in the user's name, from a host that is not theirs.
+    const FORGED: &str = "Received: from bot.spam.example (bot.spam.example [203.0.113.9])\n\tby mx.remote.example (Postfix) with ESMTP id 1; Fri, 2 Jan 2026 00:00:02 +0000\nFrom: user@own.example\nTo: nobody@remote.example\nMessage-ID: <x@bot.spam.example>\nSubject: buy now\n";
+
+    #[test]
+    fn mail_scoring_below_the_threshold_is_clean_and_goes_to_the_inbox() {
+        let e = judge(
+            CONFIG,
+            "From: friend@remote.example\nTo: user@own.example\nSubject: lunch?\n\nat noon\n",
+        );
+        assert_eq!(
+            (e.verdict, e.kind, e.action),
+            (Verdict::Clean, None, Action::Inbox)
+        );
+        assert!(e.score < e.threshold, "{e:?}");
+        assert!(e.original.is_none() && e.evidence.is_empty());
+    }
+
+    #[test]
+    fn input_without_a_header_is_clean_and_delivered_as_it_is() {
+        let e = judge(CONFIG, "");
+        assert_eq!((e.verdict, e.action), (Verdict::Clean, Action::Inbox));
+        assert_eq!(e.reasons, ["the input has no header: delivered as it is"]);
+    }
+
+    #[test]
+    fn a_bounce_without_its_original_is_unverified_and_takes_the_unverified_action() {
+        let message = dsn(None);
+        let e = judge(CONFIG, &message);
+        assert_eq!(e.kind, Some(Kind::Dsn), "{:?}", e.reasons);
+        assert_eq!(e.verdict, Verdict::UnverifiedBounce, "{:?}", e.reasons);
+        assert_eq!(e.action, Action::Folder, "the default unverified action");
+        assert!(e.original.is_none());
+        let inbox = format!("{CONFIG}actions:\n  unverified-bounce: inbox\n");
+        assert_eq!(judge(&inbox, &message).action, Action::Inbox);
+    }
+
+    #[test]
+    fn a_bounce_of_mail_sent_through_an_own_relay_is_legit_and_goes_to_the_inbox() {
+        let e = judge(CONFIG, &dsn(Some(SENT_BY_US)));
+        assert_eq!(e.verdict, Verdict::LegitBounce, "{:?}", e.reasons);
+        assert!(e.ownership >= ownership::DECISION_MARGIN, "{e:?}");
+        assert_eq!(e.action, Action::Inbox);
+        let discard = format!("{CONFIG}actions:\n  backscatter: discard\n");
+        assert_eq!(
+            judge(&discard, &dsn(Some(SENT_BY_US))).action,
+            Action::Inbox,
+            "a legit bounce is never moved or dropped"
+        );
+    }
+
+    #[test]
+    fn a_bounce_of_mail_that_entered_from_a_foreign_host_is_backscatter() {
+        let e = judge(CONFIG, &dsn(Some(FORGED)));
+        assert_eq!(e.verdict, Verdict::Backscatter, "{:?}", e.reasons);
+        assert!(e.ownership <= -ownership::DECISION_MARGIN, "{e:?}");
+        assert!(
+            e.evidence
+                .iter()
+                .any(|x| x.points < 0 && ownership::STRONG_NEGATIVE.contains(&x.tag)),
+            "backscatter needs strong evidence: {:?}",
+            e.evidence
+        );
+        assert_eq!(e.action, Action::Folder, "the default backscatter action");
+        let discard = format!("{CONFIG}actions:\n  backscatter: discard\n");
+        assert_eq!(judge(&discard, &dsn(Some(FORGED))).action, Action::Discard);
+    }
+
+    #[test]
+    fn own_relay_evidence_rules_out_backscatter() {
+        // The same forged original, but the user's network holds the spammer's address: the
+        // chain entered the foreign side from an own relay, whatever else speaks against it.
+        let config = CONFIG.replace("198.51.100.0/24", "203.0.113.0/24");
+        let e = judge(&config, &dsn(Some(FORGED)));
+        assert_ne!(e.verdict, Verdict::Backscatter, "{:?}", e.reasons);
+        assert_ne!(e.action, Action::Discard);
+    }
+
+    fn hit(kind: Option<Kind>, score: i32) -> RuleHit {
+        RuleHit {
+            id: format!("{kind:?}-{score}"),
+            field: "subject".into(),
+            score,
+            kind,
+            matched: String::new(),
+            describe: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_kind_is_the_structure_first_then_the_highest_total() {
+        // A feedback report, then a DSN, win by structure whatever the scores.
+        let hits = [
+            hit(Some(Kind::AutoReply), 9),
+            hit(Some(Kind::Dsn), 1),
+            hit(Some(Kind::FeedbackReport), 1),
+        ];
+        assert_eq!(choose_kind(&hits), Kind::FeedbackReport);
+        assert_eq!(choose_kind(&hits[..2]), Kind::Dsn);
+        // Otherwise the highest total of positive scores; rules naming no kind, or scoring
+        // against, do not count.
+        let hits = [
+            hit(Some(Kind::AutoReply), 3),
+            hit(Some(Kind::AutoReply), 3),
+            hit(Some(Kind::VirusNotice), 5),
+            hit(Some(Kind::VirusNotice), -4),
+            hit(None, 20),
+        ];
+        assert_eq!(choose_kind(&hits), Kind::AutoReply);
+        // A bounce no rule names a kind for is a non-delivery report.
+        assert_eq!(choose_kind(&[hit(None, 9)]), Kind::Ndr);
+    }
+}
