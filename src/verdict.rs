@@ -427,13 +427,18 @@ mod tests {
     }
 
     #[test]
-    fn own_relay_evidence_rules_out_backscatter() {
-        // The same forged original, but the user's network holds the spammer's address: the
-        // chain entered the foreign side from an own relay, whatever else speaks against it.
-        let config = CONFIG.replace("198.51.100.0/24", "203.0.113.0/24");
-        let e = judge(&config, &dsn(Some(FORGED)));
-        assert_ne!(e.verdict, Verdict::Backscatter, "{:?}", e.reasons);
-        assert_ne!(e.action, Action::Discard);
+    fn weak_or_guessed_evidence_alone_never_decides_backscatter() {
+        // Only the Message-ID speaks against this original, judged by own Message-ID domains
+        // guessed from the own domains; the hop our server recorded is not vouched for.
+        let original = "From: user@own.example\nTo: nobody@remote.example\nMessage-ID: <x@bot.spam.example>\nSubject: buy now\nReceived: from bot.spam.example (bot.spam.example [203.0.113.9]) by mail.own.example; Fri, 2 Jan 2026 00:00:02 +0000\n";
+        let e = judge(CONFIG, &dsn(Some(original)));
+        assert!(e.ownership <= -ownership::DECISION_MARGIN, "{e:?}");
+        assert_eq!(e.verdict, Verdict::UnverifiedBounce, "{:?}", e.reasons);
+        assert_eq!(e.action, Action::Folder, "the unverified action");
+        // With the Message-ID domains configured, the same Message-ID is strong evidence.
+        let configured = format!("{CONFIG}  message_id_domains: [own.example]\n");
+        let e = judge(&configured, &dsn(Some(original)));
+        assert_eq!(e.verdict, Verdict::Backscatter, "{:?}", e.reasons);
     }
 
     fn hit(kind: Option<Kind>, score: i32) -> RuleHit {
