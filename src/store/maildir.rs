@@ -13,7 +13,7 @@
 //!
 //! Symbolic links: the Maildir's own path may be one (see the `store` module comment), but
 //! nothing below it is followed: `cur/`, `new/`, `tmp/`, a folder's directories, the tmp file,
-//! `subscriptions` and `maildirfolder` are all reached through [`OpenDir`] with `O_NOFOLLOW`.
+//! `subscriptions` and `maildirfolder` are all reached through `OpenDir` with `O_NOFOLLOW`.
 //! A symbolic link where a directory should be fails the delivery; the sweep of stale `tmp/`
 //! files only ever removes regular files in the Maildir's own `tmp/`.
 

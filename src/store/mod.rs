@@ -7,11 +7,11 @@
 //!
 //! Symbolic links: a path from the config or the command line (the Maildir, an mbox, the log)
 //! is followed through a symbolic link in its last component only when root or this user owns
-//! the link ([`resolve_link`]; Postfix's local(8) trusts root's alone, but backstop runs as the
+//! the link (`resolve_link`; Postfix's local(8) trusts root's alone, but backstop runs as the
 //! user, who could as well have configured the link's target), and never through a chain of
 //! links. Inside a Maildir nothing is followed: every directory and file below the Maildir is
 //! opened one name at a time relative to its parent's descriptor, with `O_NOFOLLOW`
-//! ([`OpenDir`]), so nothing is ever written or removed outside it. A refusal is an error like
+//! (`OpenDir`), so nothing is ever written or removed outside it. A refusal is an error like
 //! any other: the delivery fails (the message then goes to the inbox, or the MTA retries).
 
 pub mod maildir;

@@ -95,7 +95,7 @@ const FROM: &[u8] = b"From ";
 /// `From <sender or MAILER-DAEMON> <asctime date in UTC>` (sender: envelope sender, "MAILER-DAEMON" when None or empty),
 /// then the message with every line matching ^>*From  given one more '>', ending with a newline and then one empty line.
 /// A leading mbox "From " line in the payload is NOT expected (the caller strips it). Locks in the order given
-/// (default [Fcntl, Dotlock]); dotlock is NFS-safe: create a unique file NAME.lock.<host>.<pid>.<n>, link() it to NAME.lock,
+/// (default [Fcntl, Dotlock]); dotlock is NFS-safe: create a unique file `NAME.lock.<host>.<pid>.<n>`, link() it to NAME.lock,
 /// accept if link succeeded or the unique file's link count is 2, retry with backoff up to ~10 s total, break stale locks
 /// (their process on this host is gone, or their mtime is 5 minutes old or a minute ahead), keep the held lock fresh
 /// from a thread; remove the lock afterwards. fcntl = write lock on the whole file (see the module comment
