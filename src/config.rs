@@ -130,8 +130,9 @@ pub struct Config {
     /// The file it came from, or None for built-in defaults only.
     pub path: Option<PathBuf>,
     pub own: OwnSpec,
-    /// `own`, ready to match against: built once at load (see [`Config::own`]).
-    own_built: Own,
+    /// `own`, ready to match against: built once, when first asked for (see [`Config::own`]);
+    /// clean mail never needs it.
+    own_built: OnceLock<Own>,
     pub user_rules: Vec<RuleSpec>,
     pub actions: Actions,
     pub threshold: i32,
@@ -163,7 +164,7 @@ impl Default for Config {
         Config {
             path: None,
             own: OwnSpec::default(),
-            own_built: build_own(&OwnSpec::default()),
+            own_built: OnceLock::new(),
             user_rules: Vec::new(),
             actions: Actions::default(),
             threshold: DEFAULT_THRESHOLD,
@@ -282,16 +283,16 @@ impl Config {
             config.cpu_budget_ms = b.value;
         }
         config.trace_headers = file.trace_headers.unwrap_or(true);
-        config.own_built = build_own(&file.own);
         config.own = file.own;
         config.user_rules = file.rules;
         Ok(config)
     }
 
-    /// The user's own infrastructure for one message: the one built at load, with the
-    /// envelope recipient's domain as the own domain when the config names none.
+    /// The user's own infrastructure for one message: the one the config describes (built
+    /// once per config), with the envelope recipient's domain as the own domain when the
+    /// config names none.
     pub fn own(&self, recipient_domain: Option<&str>) -> Own {
-        let mut own = self.own_built.clone();
+        let mut own = self.own_built.get_or_init(|| build_own(&self.own)).clone();
         if own.domains.is_empty()
             && let Some(d) = recipient_domain
         {
@@ -306,8 +307,7 @@ impl Config {
     }
 }
 
-/// The user's own infrastructure as far as the config and this machine say, built once at
-/// load: the domains, message-id domains, hosts and networks written, and this machine's
+/// The user's own infrastructure as far as the config and this machine say: the domains, message-id domains, hosts and networks written, and this machine's
 /// host name when no relay is.
 fn build_own(spec: &OwnSpec) -> Own {
     let domains: Vec<String> = spec
@@ -477,5 +477,35 @@ mod tests {
         let err = Config::from_str("own:\n  domain: [x]\n", "c.yaml").unwrap_err();
         assert_eq!(err.line, 2, "{err}");
         assert!(err.to_string().starts_with("c.yaml:2:"), "{err}");
+    }
+
+    #[test]
+    fn own_takes_the_recipient_domain_only_when_the_config_names_none() {
+        let c = Config::from_str("own:\n  hosts: [mx.own.example]\n", "c.yaml").unwrap();
+        let own = c.own(Some("Own.Example."));
+        assert_eq!(own.domains, ["own.example"]);
+        assert_eq!(own.message_id_domains, ["own.example"]);
+        assert_eq!(
+            own.origin,
+            ["own domain Own.Example. from the envelope recipient"]
+        );
+        assert!(own.relays_configured && !own.message_id_domains_configured);
+        // Built once, the config's part is not changed by one message's recipient.
+        assert!(c.own(None).domains.is_empty());
+        let c = Config::from_str(
+            "own:\n  domains: [a.example]\n  message_id_domains: [id.example]\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let own = c.own(Some("b.example"));
+        assert_eq!(own.domains, ["a.example"]);
+        assert_eq!(own.message_id_domains, ["id.example"]);
+        assert_eq!(
+            own.origin.first().map(String::as_str),
+            Some("own domains from the config")
+        );
+        // Without relays, this machine's dotted name (if it has one) is the own host, last.
+        assert!(!own.relays_configured);
+        assert_eq!(own.hosts.len(), usize::from(this_host_name().is_some()));
     }
 }
