@@ -10,6 +10,7 @@ macro_rules! say {
     }};
 }
 
+pub mod anchor;
 pub mod budget;
 pub mod cli;
 pub mod config;
