@@ -49,6 +49,17 @@ bash fuzz/run.sh "${FUZZ_SECONDS:-60}"
 step "accuracy on the DEV corpus ($corpus): bash tests/corpus-gate.sh"
 bash tests/corpus-gate.sh "$corpus"
 
+step "the fixtures: their bytes match the sha256 column, their manifest rows are the corpus's"
+fixtures=tests/fixtures/corpus
+awk -F'\t' -v dir="$fixtures" 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+  { print $(c["sha256"]) "  " dir "/" $(c["file"]) }' "$fixtures/manifest.tsv" | sha256sum --check --quiet
+if [ -n "${BACKSTOP_CORPUS:-}" ]; then
+  if tail -n +2 "$fixtures/manifest.tsv" | grep -vxF -f "$corpus/manifest.tsv"; then
+    echo "run-all: the rows above of $fixtures/manifest.tsv are not rows of $corpus/manifest.tsv" >&2
+    exit 1
+  fi
+fi
+
 step "Debian package: build, lintian, install, run through procmail, remove"
 bash packaging/test-deb.sh
 
