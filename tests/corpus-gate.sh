@@ -24,6 +24,7 @@ else
 fi
 set_name=${CORPUS_SET:-dev}
 floors=$root/tests/corpus-floors.tsv
+eval_bin=${CORPUS_EVAL:+$(realpath -m -- "$CORPUS_EVAL")}
 cd "$root"
 
 if [ ! -f "$corpus/manifest.tsv" ]; then
@@ -35,11 +36,12 @@ if [ ! -f "$corpus/manifest.tsv" ]; then
     exit 1
 fi
 
-if [ -n "${CORPUS_EVAL:-}" ]; then
-    eval_bin=$CORPUS_EVAL
-else
-    cargo build --release --locked --example corpus_eval >&2
-    eval_bin=$root/target/release/examples/corpus_eval
+if [ -z "$eval_bin" ]; then
+    if ! cargo build --release --locked --example corpus_eval >&2; then
+        echo "corpus gate: FAILED, corpus_eval does not build"
+        exit 1
+    fi
+    eval_bin=$(realpath -m -- "${CARGO_TARGET_DIR:-target}")/release/examples/corpus_eval
 fi
 
 mkdir -p target
