@@ -63,7 +63,8 @@ install -D -m 0644 packaging/debian/lintian-overrides "$root/usr/share/lintian/o
 # The binary is linked statically (packaging/build-release.sh): it must need no shared
 # library, and the package names the sources of the static libraries linked in
 # (Built-Using), so that their security updates are known to need a rebuild.
-if readelf -d "$bin" | grep -q NEEDED; then
+dynamic=$(readelf -d "$bin")
+if grep -q NEEDED <<<"$dynamic"; then
     echo "build-deb: $bin needs shared libraries; it should be static" >&2
     exit 1
 fi

@@ -32,7 +32,9 @@ fi
 
 # The revision the build will see (taken now: a commit during the build would
 # otherwise make the check below compare against a newer one).
-rev=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "")
+# Outside a checkout it is BACKSTOP_GIT_REV (as for build-deb.sh); without either, the version
+# check fails rather than skip the revision.
+rev=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "${BACKSTOP_GIT_REV:-}")
 version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 deb=""
 build() {
@@ -67,7 +69,8 @@ version_ok() {
     local v
     v=$(/usr/bin/backstop --version) || return 1
     echo "$v"
-    [[ $v == "backstop $version ("*")" ]] && [[ -z $rev || $v == *"$rev"* ]]
+    [ -n "$rev" ] || { echo "no revision to check: not a git checkout and no BACKSTOP_GIT_REV"; return 1; }
+    [[ $v == "backstop $version ("*")" ]] && [[ $v == *"$rev"* ]]
 }
 check "/usr/bin/backstop --version names $version and revision ${rev:-?}" version_ok
 
@@ -148,12 +151,14 @@ rm -rf "$home"
 
 check "dpkg -r removes the package" dpkg -r backstop
 gone() {
-    local left=0
+    local left=0 status
     for f in /usr/bin/backstop /usr/share/backstop /usr/share/doc/backstop /usr/share/man/man1/backstop.1.gz \
         /usr/share/man/man5/backstop.yaml.5.gz /usr/share/bash-completion/completions/backstop; do
         [ -e "$f" ] && { echo "still there: $f"; left=1; }
     done
-    ! dpkg -s backstop 2>/dev/null | grep -q '^Status: install ok installed' && [ $left -eq 0 ]
+    status=$(dpkg-query -W -f '${Status}' backstop 2>&1) && [ "$status" = "install ok installed" ] &&
+        { echo "still installed: $status"; left=1; }
+    [ $left -eq 0 ]
 }
 check "after dpkg -r, /usr/bin/backstop and the package's files are gone" gone
 

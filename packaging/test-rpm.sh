@@ -31,6 +31,8 @@ check "rpmbuild and rpmlint are installed (Debian's rpm and rpmlint)" install_rp
 command -v rpmbuild >/dev/null || finish
 
 version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+# The revision --version must name: git's, or BACKSTOP_GIT_REV outside a checkout (without
+# either, the version check fails rather than skip the revision).
 rev=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "${BACKSTOP_GIT_REV:-}")
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 # rpmbuild's tree lies outside the source tree: cargo, building in
@@ -119,7 +121,13 @@ else
     fail "rpmlint: no errors and no warnings but those packaging/rpm/rpmlint.toml accepts"
 fi
 grep -E '^[^ ]+: [EW]: |errors, ' "$log/out" | sed 's/^/    rpmlint: /'
-check "the binary needs no shared library (static PIE)" bash -c "! rpm -qp --requires '$rpm' | tee /dev/stderr | grep -q '\.so'"
+no_shared_library() {
+    local requires
+    requires=$(rpm -qp --requires "$rpm") || return 1
+    echo "$requires"
+    [ -n "$requires" ] && ! grep -q '\.so' <<<"$requires"
+}
+check "the binary needs no shared library (static PIE)" no_shared_library
 
 root=$(mktemp -d /tmp/backstop-rpmroot.XXXXXX)
 check "the RPM installs into a scratch root (rpm --root -i)" bash -c "
@@ -128,7 +136,8 @@ version_ok() {
     local v
     v=$("$root/usr/bin/backstop" --version) || return 1
     echo "$v"
-    [[ $v == "backstop $version ("*")" ]] && [[ -z $rev || $v == *"$rev"* ]]
+    [ -n "$rev" ] || { echo "no revision to check: not a git checkout and no BACKSTOP_GIT_REV"; return 1; }
+    [[ $v == "backstop $version ("*")" ]] && [[ $v == *"$rev"* ]]
 }
 check "the packaged backstop --version names $version and revision ${rev:-?}" version_ok
 check "the packaged backstop works: check on a bounce" bash -c "

@@ -123,6 +123,8 @@ fn write_trace(out: &mut String, e: &Evaluation) -> std::fmt::Result {
                 )?;
                 if o.judged.is_empty() {
                     writeln!(out, "    received:   (none)")?;
+                } else {
+                    writeln!(out, "    bouncer:    {}", o.anchor.describe())?;
                 }
                 for (i, h) in o.judged.iter().enumerate() {
                     let role = match h.role {
@@ -143,6 +145,9 @@ fn write_trace(out: &mut String, e: &Evaluation) -> std::fmt::Result {
                     let by = if h.by_own { "by own" } else { "by not own" };
                     writeln!(out, "    hop {} [{role}; {from_own}; {by}]", i + 1)?;
                     writeln!(out, "      {}", h.hop.raw)?;
+                    if !h.link.is_empty() {
+                        writeln!(out, "      {}", h.link)?;
+                    }
                 }
                 for ref_id in orig.references.iter().skip(1) {
                     writeln!(out, "    also refers to: {ref_id}")?;

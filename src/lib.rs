@@ -46,6 +46,7 @@ macro_rules! say {
     }};
 }
 
+pub mod anchor;
 pub mod budget;
 pub mod cli;
 pub mod cmd;

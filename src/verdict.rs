@@ -2,11 +2,12 @@
 
 use serde::Serialize;
 
+use crate::anchor::Anchor;
 use crate::config::{Action, Config};
 use crate::evidence::original::{self, Original};
 use crate::evidence::own::Own;
 use crate::evidence::ownership::{self, DECISION_MARGIN, Evidence};
-use crate::evidence::received::{Hop, JudgedHop, judge_chain};
+use crate::evidence::received::{JudgedHop, judge_chain};
 use crate::message::{self, EnvVars, Envelope};
 use crate::rules::{Facts, Kind, RuleHit, RuleSet};
 
@@ -60,6 +61,8 @@ pub struct OriginalView {
     pub original: Original,
     #[serde(rename = "hops")]
     pub judged: Vec<JudgedHop>,
+    /// Who wrote the report: the hops are believed from it down.
+    pub anchor: Anchor,
 }
 
 /// The whole decision and the path it took.
@@ -191,9 +194,9 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
         eval.action = config.actions.unverified_bounce.value;
         return eval;
     };
-    let judged = judge_chain(&original.received, &own);
-    let made_here = bounce_made_here(&mail, &own);
-    let evidence = ownership::weigh(&original, &judged, &own, made_here);
+    let anchor = Anchor::find(&mail, &own);
+    let judged = judge_chain(&original.received, &own, &anchor);
+    let evidence = ownership::weigh(&original, &judged, &own, &anchor);
     let total: i32 = evidence.iter().map(|e| e.points).sum();
     eval.verdict = if total >= DECISION_MARGIN {
         Verdict::LegitBounce
@@ -215,6 +218,13 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
         Some("only weak or guessed evidence speaks against it, and that never decides backscatter")
     } else if eval.verdict == Verdict::LegitBounce && has(ownership::FORGED_OWN_HOP) {
         Some("a forged own hop rules out a legitimate bounce")
+    } else if eval.verdict == Verdict::LegitBounce
+        && !ownership::RELAY_POSITIVE.iter().any(|t| has(t))
+    {
+        Some(
+            "a legitimate bounce needs what a sender cannot write: a hop the bouncer recorded \
+             from an own relay, or a proof",
+        )
     } else {
         None
     };
@@ -249,7 +259,11 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     eval.evidence = evidence;
     eval.ownership = total;
     eval.own = Some(OwnView::from(&own));
-    eval.original = Some(OriginalView { original, judged });
+    eval.original = Some(OriginalView {
+        original,
+        judged,
+        anchor,
+    });
     eval
 }
 
@@ -292,18 +306,6 @@ fn kind_sentence(kind: Kind) -> &'static str {
         Kind::VirusNotice => "a virus or content-filter notice",
         Kind::FeedbackReport => "an abuse or feedback report (RFC 5965)",
     }
-}
-
-/// True when the report was written by an own server: its Received chain has
-/// hops, all recorded by own servers, none from a foreign address.
-fn bounce_made_here(mail: &mail_parser::Message<'_>, own: &Own) -> bool {
-    let hops = Hop::all(mail);
-    !hops.is_empty()
-        && hops.iter().all(|h| {
-            crate::evidence::received::by_own(h, own)
-                && h.from_ip
-                    .is_none_or(|ip| own.is_own_ip(ip) || ip.is_loopback())
-        })
 }
 
 /// The verdict rules, as a specification: each test is one rule of `evaluate`, shown on a

@@ -439,15 +439,19 @@ mod tests {
         // The wave ended: the latest one is reported, not ongoing.
         let w = latest_wave(&series(&[0, 50, 60, 0, 1, 2]), 10).unwrap();
         assert_eq!((w.start, w.end, w.ongoing), (1, 2, false));
-        // A steady level is no wave, however high; a small bump is none either.
+        // A log that starts high starts with a wave (no days before it to compare with), and
+        // a steady level then starts no new one: the one wave runs to the end.
+        let w = latest_wave(&series(&[30; 20]), 10).unwrap();
         assert_eq!(
-            latest_wave(&series(&[30; 20]), 10).map(|w| w.start),
-            Some(0)
+            (w.start, w.end, w.backscatter, w.ongoing),
+            (0, 19, 600, true)
         );
-        assert_eq!(
-            latest_wave(&series(&[30; 20])[1..], 10).map(|w| w.start),
-            Some(1)
-        );
+        assert_eq!(w.baseline, 0.0);
+        // A level that rises to less than WAVE_FACTOR times its baseline is no wave, however
+        // long it lasts; a small bump is none either.
+        let mut steady = vec![5; 14];
+        steady.extend([12; 6]);
+        assert_eq!(latest_wave(&series(&steady), 10), None);
         assert_eq!(latest_wave(&series(&[0, 1, 0, 5, 2]), 10), None);
         assert_eq!(latest_wave(&[], 10), None);
         // Two waves: the latest counts.

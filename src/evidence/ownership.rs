@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::anchor::Anchor;
 use crate::evidence::original::{Form, Original, id_domain};
 use crate::evidence::own::Own;
 use crate::evidence::received::{HopRole, JudgedHop};
@@ -21,12 +22,10 @@ impl Evidence {
     }
 }
 
-/// Evidence tags that say the message passed through an own host.
-pub const RELAY_POSITIVE: &[&str] = &[
-    "entered-from-own-relay",
-    "entered-from-own-name",
-    "returned-by-own-server",
-];
+/// Evidence tags that say the message passed through an own host, from a hop the bouncer
+/// vouches for: what a sender cannot forge. A legitimate bounce needs one of these (or a
+/// proof); everything else that speaks for the user is a claim anyone could write.
+pub const RELAY_POSITIVE: &[&str] = &["entered-from-own-relay", "returned-by-own-server"];
 /// Evidence tags strong enough to call a message backscatter; guesses and identifiers
 /// alone never are.
 pub const STRONG_NEGATIVE: &[&str] = &[
@@ -43,9 +42,6 @@ pub const FORGED_OWN_HOP: &str = "forged-own-hop";
 /// Totals at or above this are a legitimate bounce; at or below the negative, backscatter.
 pub const DECISION_MARGIN: i32 = 2;
 
-/// Weighs the original's Received chain and identifiers against the user's own
-/// hosts, networks and domains. `bounce_made_here` says the report itself was
-/// written by an own server (then hops our servers recorded are believable).
 /// Looks for own names used where they should not be: an own mail domain as a bare HELO
 /// from an address that is not own, and names one or two letters off an own host or
 /// domain (`exarnple.org`), both forgery signs (Postfix's BACKSCATTER_README).
@@ -126,45 +122,40 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-pub fn weigh(
-    original: &Original,
-    hops: &[JudgedHop],
-    own: &Own,
-    bounce_made_here: bool,
-) -> Vec<Evidence> {
+/// Weighs the original's Received chain and identifiers against the user's own
+/// hosts, networks and domains. Only hops the bouncer vouches for ([`Anchor`], see
+/// [`crate::evidence::received::judge_chain`]) count for the user; any hop may count against.
+pub fn weigh(original: &Original, hops: &[JudgedHop], own: &Own, anchor: &Anchor) -> Vec<Evidence> {
     let mut ev = Vec::new();
-    weigh_relays(hops, own, bounce_made_here, &mut ev);
+    weigh_relays(hops, own, anchor, &mut ev);
     weigh_name_abuse(hops, own, &mut ev);
     let has_hops = hops.iter().any(|h| h.role != HopRole::Ignored);
     weigh_ids(original, own, has_hops, &mut ev);
     ev
 }
 
-fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut Vec<Evidence>) {
+fn weigh_relays(hops: &[JudgedHop], own: &Own, anchor: &Anchor, ev: &mut Vec<Evidence>) {
     let Some(top) = hops.iter().find(|h| h.role != HopRole::Ignored) else {
         return;
     };
     let Some(entry) = hops.iter().find(|h| h.role == HopRole::Entry) else {
-        // The top hop says an own server recorded it.
+        // The top hop claims an own server, and the report was not written here.
         let by = top.hop.by.clone().unwrap_or_default();
-        if bounce_made_here {
-            ev.push(Evidence::new(
-                4,
-                "returned-by-own-server",
-                format!("an own server ({by}) recorded the top hop and wrote the report itself"),
-            ));
-        } else {
-            ev.push(Evidence::new(
-                0,
-                "own-hops-unvouched",
-                format!(
-                    "the top hop claims an own server ({by}), but no foreign server vouches for it: \
-                     it could be forged"
-                ),
-            ));
-        }
+        ev.push(Evidence::new(
+            0,
+            "own-hops-unvouched",
+            format!(
+                "the top hop claims an own server ({by}), but the bouncer ({}) does not vouch \
+                 for it: it could be forged",
+                anchor.describe()
+            ),
+        ));
         return;
     };
+    if anchor.own && entry.believed {
+        weigh_own_report(entry, ev);
+        return;
+    }
     let by = entry
         .hop
         .by
@@ -208,10 +199,21 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
         return;
     }
     match (&entry.from.own_by, entry.from.strong) {
+        (Some(what), _) if !entry.believed => ev.push(Evidence::new(
+            0,
+            "own-relay-unvouched",
+            format!(
+                "{by} says it received it from {source}, which is own ({what}), but the \
+                 bouncer ({}) recorded no hop linked to it: anyone could have written it",
+                anchor.describe()
+            ),
+        )),
         (Some(what), true) => ev.push(Evidence::new(
             5,
             "entered-from-own-relay",
-            format!("{by} (foreign) received it from {source}, which is own ({what})"),
+            format!(
+                "{by}, vouched for by the bouncer, received it from {source}, which is own ({what})"
+            ),
         )),
         (Some(what), false) => ev.push(Evidence::new(
             1,
@@ -260,6 +262,50 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, bounce_made_here: bool, ev: &mut 
             format!("the bottom hop gives the origin: {}", describe_from(origin)),
         ));
     }
+}
+
+/// For a report an own server wrote: where did that server get the original? From an own
+/// address, by an authenticated submission or on the server itself, it was the user's;
+/// from anywhere else, the own server is bouncing mail someone else sent in the user's name.
+fn weigh_own_report(entry: &JudgedHop, ev: &mut Vec<Evidence>) {
+    let by = entry.hop.by.clone().unwrap_or_default();
+    let source = describe_from(entry);
+    let how = if entry.from.own_by.is_some() && entry.from.strong {
+        Some(format!("from {source}, which is own"))
+    } else if !entry.hop.has_from() || entry.hop.from_ip.is_some_and(|ip| ip.is_loopback()) {
+        Some("on that server itself".to_string())
+    } else if authenticated(&entry.hop.raw) {
+        Some(format!("from {source} by an authenticated submission"))
+    } else {
+        None
+    };
+    match how {
+        Some(how) => ev.push(Evidence::new(
+            4,
+            "returned-by-own-server",
+            format!("an own server ({by}) wrote the report, and it received the original {how}"),
+        )),
+        None => ev.push(Evidence::new(
+            -3,
+            "entered-from-foreign-host",
+            format!(
+                "an own server ({by}) wrote the report, but it received the original from \
+                 {source}, which is not own and did not authenticate"
+            ),
+        )),
+    }
+}
+
+/// True when a Received line records an authenticated submission (RFC 3848's ESMTPA and
+/// ESMTPSA, LMTPA, or Postfix's and Exim's "Authenticated sender" / "authenticated" notes).
+fn authenticated(raw: &str) -> bool {
+    let lower = raw.to_ascii_lowercase();
+    lower.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+        matches!(
+            w,
+            "esmtpa" | "esmtpsa" | "lmtpa" | "lmtpsa" | "authenticated"
+        )
+    })
 }
 
 /// Flags the first untrusted hop that claims an own server or an own sending address.
@@ -312,18 +358,23 @@ fn weigh_ids(original: &Original, own: &Own, has_hops: bool, ev: &mut Vec<Eviden
         original.message_id_domain().into_iter().collect()
     };
     if let Some(d) = domains.iter().find(|d| own.is_own_msgid_domain(d)) {
+        // The sender writes Message-IDs, In-Reply-To and References: spamware writes them in
+        // the forged sender's domain. They may count against the user, never for.
         if reference {
             ev.push(Evidence::new(
-                2,
+                0,
                 "reply-to-own-message-id",
-                format!("it answers a message whose ID is in own domain {d}"),
+                format!(
+                    "it answers a message whose ID is in own domain {d} (no proof: the sender \
+                     of the original wrote that ID)"
+                ),
             ));
         } else {
             ev.push(Evidence::new(
-                1,
+                0,
                 "own-message-id",
                 format!(
-                    "the original's Message-ID is in own domain {d} (weak: spamware forges it too)"
+                    "the original's Message-ID is in own domain {d} (no proof: spamware forges it too)"
                 ),
             ));
         }

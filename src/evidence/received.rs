@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use mail_parser::{Host, Message};
 use serde::Serialize;
 
+use crate::anchor::Anchor;
 use crate::evidence::own::{Own, canonical_ip};
 use crate::message::header_values;
 use crate::util::text::shorten;
@@ -30,7 +31,17 @@ impl Hop {
     /// Reads every Received header of `mail`.
     pub fn all(mail: &Message<'_>) -> Vec<Hop> {
         let raws = header_values(mail, "Received");
-        let parsed: Vec<_> = mail.received_all().collect();
+        let mut parsed: Vec<Option<mail_parser::Received<'_>>> =
+            mail.received_all().cloned().map(Some).collect();
+        if parsed.len() != raws.len() {
+            // The message was parsed with Received left raw (see `message::parse`): read
+            // each line alone, as the parser would have.
+            parsed = raws
+                .iter()
+                .take(MAX_HOPS)
+                .map(|raw| parse_received(raw))
+                .collect();
+        }
         raws.iter()
             .take(MAX_HOPS)
             .enumerate()
@@ -45,10 +56,10 @@ impl Hop {
                 let bare = strip_comments(&raw.to_ascii_lowercase());
                 let has_from = bare.trim_start().starts_with("from");
                 let has_by = bare.split_whitespace().any(|w| w == "by");
-                if parsed.len() == raws.len()
+                if (parsed.len() == raws.len() || parsed.len() == MAX_HOPS)
                     && has_from
                     && has_by
-                    && let Some(r) = parsed.get(i)
+                    && let Some(Some(r)) = parsed.get(i)
                 {
                     hop.from_name = r.from.as_ref().map(host_text);
                     hop.from_rdns = r.from_iprev.as_ref().map(|s| s.to_string());
@@ -104,6 +115,13 @@ impl Hop {
     }
 }
 
+/// One Received value parsed by mail-parser, owned.
+fn parse_received(raw: &str) -> Option<mail_parser::Received<'static>> {
+    let text = format!("Received: {raw}\r\n\r\n");
+    let mail = mail_parser::MessageParser::new().parse_headers(text.as_bytes())?;
+    mail.received().map(|r| r.clone().into_owned())
+}
+
 /// Removes parenthesised comments (one level of nesting is enough for Received).
 fn strip_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -136,10 +154,10 @@ fn clean_name(word: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HopRole {
-    /// Recorded by a foreign server, above the entry point, in an unbroken chain: trustworthy.
+    /// Above the entry: recorded inside the bouncer's organisation.
     Foreign,
-    /// The lowest hop the trusted chain reaches: where the message entered the foreign side,
-    /// or where it was created if it names no sender.
+    /// The lowest hop of the chain the bouncer vouches for: where the message entered the
+    /// bouncer's organisation (or, for a report written here, the user's own servers).
     Entry,
     /// Recorded by an own server, below an entry that came from an own host.
     Own,
@@ -154,14 +172,17 @@ pub enum HopRole {
 pub struct FromJudgement {
     /// The address or name that matched an own network or host, if any.
     pub own_by: Option<String>,
-    /// How strong the match is: an IP or rDNS name the receiver looked up is strong; a
-    /// HELO name the client chose is weak.
+    /// How strong the match is: an address, or a reverse-DNS name where no address was
+    /// recorded (or no own network of its family is known), is strong; a HELO name the
+    /// client chose is weak.
     pub strong: bool,
-    /// A foreign IP that claimed an own name as HELO: a forgery sign.
+    /// An own name beside an address that is not own: a forgery sign.
     pub own_name_from_foreign_ip: bool,
 }
 
-/// Judges the `from` side of a hop against the user's own hosts and networks.
+/// Judges the `from` side of a hop against the user's own hosts and networks. Where an
+/// address is recorded and own networks of its family are known, the address decides: an own
+/// name beside a foreign address is a forgery sign, whoever looked the name up.
 pub fn judge_from(hop: &Hop, own: &Own) -> FromJudgement {
     let mut j = FromJudgement {
         own_by: None,
@@ -173,9 +194,19 @@ pub fn judge_from(hop: &Hop, own: &Own) -> FromJudgement {
         j.strong = true;
         return j;
     }
+    // An address of a family with own networks that is not in them says "not own".
+    let address_decides = hop.from_ip.is_some_and(|ip| {
+        own.networks
+            .iter()
+            .any(|n| n.addr().is_ipv4() == ip.is_ipv4())
+    });
     if let Some(rdns) = hop.from_rdns.as_deref().filter(|n| own.is_own_host(n)) {
-        j.own_by = Some(format!("rDNS {rdns}"));
-        j.strong = true;
+        if address_decides {
+            j.own_name_from_foreign_ip = true;
+        } else {
+            j.own_by = Some(format!("rDNS {rdns}"));
+            j.strong = true;
+        }
         return j;
     }
     let claimed = [hop.from_name.as_deref(), hop.helo.as_deref()]
@@ -183,14 +214,8 @@ pub fn judge_from(hop: &Hop, own: &Own) -> FromJudgement {
         .flatten()
         .find(|n| own.is_own_host(n) || n.parse::<IpAddr>().is_ok_and(|ip| own.is_own_ip(ip)));
     if let Some(name) = claimed {
-        // An own name from an address of a family with own networks is a forgery sign;
-        // with no own networks of that family, the address proves nothing either way.
-        let family_known = hop.from_ip.is_some_and(|ip| {
-            own.networks
-                .iter()
-                .any(|n| n.addr().is_ipv4() == ip.is_ipv4())
-        });
-        if family_known {
+        // With no own networks of that family, the address proves nothing either way.
+        if address_decides {
             j.own_name_from_foreign_ip = true;
         } else {
             j.own_by = Some(format!("name {name}"));
@@ -214,50 +239,236 @@ pub struct JudgedHop {
     pub role: HopRole,
     pub by_own: bool,
     pub from: FromJudgement,
+    /// Recorded by the bouncer (or linked to a hop it recorded, inside its organisation):
+    /// only such a hop counts for the user.
+    pub believed: bool,
+    /// Why it is believed or not, for explain.
+    pub link: String,
 }
 
-/// Judges a chain (top first). Only hops written after the message reached an
-/// honest server can be believed, so trust runs down from the top hop, one hop at
-/// a time, while the chain stays unbroken: the next hop must be recorded by the
-/// host this one came from (same name, or an internal address), must not be an
-/// own server's, and this one must not already come from an own host. The last
-/// hop reached is the entry. Hops below it are own only if the entry came from
-/// an own host; otherwise they are untrusted (and, if they claim own servers, forged).
-pub fn judge_chain(hops: &[Hop], own: &Own) -> Vec<JudgedHop> {
+/// Judges a chain (top first) from the bouncer down.
+///
+/// The top hop is believed only when the bouncer ([`Anchor`]) recorded it. A hop below a
+/// believed hop is believed only when it is linked to it and recorded inside the bouncer's
+/// organisation; linked means one of:
+/// - its `by` is the host (reverse-DNS name) or address the hop above received from;
+/// - the hop above came from loopback or names no sender (a hand-off inside one host), and
+///   this hop's `by` is that same host;
+/// - the hop above came from a private address, and this hop's `by` is in the bouncer's
+///   organisation.
+///
+/// The HELO name a client gave is never a link: the client chose it. The walk stops where the
+/// message crossed from an own host into the bouncer's organisation, and at the first hop
+/// that is not linked: nothing at or below it is believed. The lowest believed hop is the
+/// entry.
+///
+/// When the bouncer recorded no hop of the chain (its own lines were trimmed, or the report
+/// names no bouncer), nothing is believed; the entry is then guessed as before, by names that
+/// agree from hop to hop, for evidence against the user only.
+pub fn judge_chain(hops: &[Hop], own: &Own, anchor: &Anchor) -> Vec<JudgedHop> {
     let mut judged: Vec<JudgedHop> = hops
         .iter()
         .map(|h| JudgedHop {
             hop: h.clone(),
-            role: HopRole::Untrusted,
+            role: HopRole::Ignored,
             by_own: by_own(h, own),
             from: judge_from(h, own),
+            believed: false,
+            link: String::new(),
         })
         .collect();
     let informative: Vec<usize> = (0..judged.len())
         .filter(|&i| judged[i].hop.by.is_some() || judged[i].hop.has_from())
         .collect();
-    for h in judged.iter_mut() {
-        h.role = HopRole::Ignored;
-    }
     let Some(&top) = informative.first() else {
         return judged;
     };
+    let vouched = judged[top]
+        .hop
+        .by
+        .as_deref()
+        .and_then(|b| anchor.vouches_for(b, own));
+    let Some(why) = vouched else {
+        judged[top].link = match judged[top].hop.by.as_deref() {
+            Some(b) => format!(
+                "not believed: {b} is not the bouncer (the bouncer: {})",
+                anchor.describe()
+            ),
+            None => "not believed: it names no receiving host".into(),
+        };
+        guess_entry(&mut judged, &informative);
+        return judged;
+    };
+    judged[top].believed = true;
+    judged[top].link = format!("believed: {why}");
+    let mut entry = 0;
+    for k in 1..informative.len() {
+        let (prev, next) = (&judged[informative[k - 1]], &judged[informative[k]]);
+        if !anchor.own && prev.from.own_by.is_some() && prev.from.strong {
+            // The hop above came from an own host: below it is the user's own side.
+            break;
+        }
+        match link(&prev.hop, &next.hop, anchor, own) {
+            Ok(why) => {
+                let next = &mut judged[informative[k]];
+                next.believed = true;
+                next.link = format!("linked: {why}");
+                entry = k;
+            }
+            Err(why) => {
+                judged[informative[k]].link =
+                    format!("not linked: {why}; the believed chain ends here");
+                break;
+            }
+        }
+    }
+    let entry_hop = &judged[informative[entry]];
+    let entry_from_own = !anchor.own && entry_hop.from.own_by.is_some() && entry_hop.from.strong;
+    for (k, &i) in informative.iter().enumerate() {
+        judged[i].role = match k {
+            _ if k < entry => HopRole::Foreign,
+            _ if k == entry => HopRole::Entry,
+            _ if entry_from_own && judged[i].by_own => HopRole::Own,
+            _ => HopRole::Untrusted,
+        };
+        if k > entry && judged[i].link.is_empty() {
+            judged[i].link = "not believed: below the end of the believed chain".into();
+        }
+    }
+    judged
+}
+
+/// How `next` (the hop below) is linked to the believed hop `prev`, inside the bouncer's
+/// organisation; or why it is not.
+fn link(prev: &Hop, next: &Hop, anchor: &Anchor, own: &Own) -> Result<String, String> {
+    let Some(by) = next.by.as_deref() else {
+        return Err("it names no receiving host".into());
+    };
+    let inside = anchor.inside(by, own);
+    let by_ip = by
+        .trim_matches(['[', ']'])
+        .parse::<IpAddr>()
+        .ok()
+        .map(canonical_ip);
+    let received_from = if by_ip.is_some() && by_ip == prev.from_ip {
+        Some(format!("{by} is the address the hop above received from"))
+    } else if verified_names(prev).any(|n| n == by) {
+        Some(format!("{by} is the host the hop above received from"))
+    } else {
+        None
+    };
+    if let Some(why) = received_from {
+        return if inside {
+            Ok(why)
+        } else {
+            Err(format!(
+                "{why}, but it is outside the bouncer's organisation"
+            ))
+        };
+    }
+    // A hand-off inside one host. Only a message made or re-injected on the bouncer's own host
+    // comes this way: a spammer outside reaches it over SMTP from an address, and their lines
+    // lie below that hop.
+    let from_loopback = prev.from_ip.is_some_and(|ip| ip.is_loopback());
+    if (from_loopback || !prev.has_from()) && prev.by.as_deref().is_some_and(|b| one_host(b, by)) {
+        return Ok(format!(
+            "the hop above was a hand-off inside {by} itself ({})",
+            if from_loopback {
+                "from loopback"
+            } else {
+                "it names no sender"
+            }
+        ));
+    }
+    if let Some(ip) = prev
+        .from_ip
+        .filter(|ip| is_internal(*ip) && !ip.is_loopback())
+    {
+        // A private address is the bouncing site's own machine, whose name the site set: the
+        // name it gave must be this hop's host, inside the organisation. Any host of the
+        // organisation would not do: a customer submitting through the site's internal hops
+        // (a sending API, a gateway) writes the lines below them.
+        let named = [prev.from_name.as_deref(), prev.from_rdns.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|n| same_host(n.trim_end_matches('.'), by));
+        return match (named, inside) {
+            (true, true) => Ok(format!(
+                "the hop above came from {by} at the private address {ip}, inside the bouncer's organisation"
+            )),
+            (true, false) => Err(format!(
+                "the hop above came from {by} at the private address {ip}, but {by} is outside the bouncer's organisation"
+            )),
+            (false, _) => Err(format!(
+                "the hop above came from the private address {ip} under another name than {by}"
+            )),
+        };
+    }
+    let source = verified_names(prev)
+        .next()
+        .map(str::to_string)
+        .or_else(|| prev.from_ip.map(|ip| ip.to_string()))
+        .or_else(|| prev.from_name.clone())
+        .unwrap_or_else(|| "an unnamed host".into());
+    Err(format!(
+        "{by} is not the host the hop above received from ({source})"
+    ))
+}
+
+/// The names of a hop's sender that its receiver looked up, not the HELO the sender chose:
+/// the reverse-DNS name, and Exim's leading name (`from NAME ([ip] helo=OTHER)`).
+fn verified_names(hop: &Hop) -> impl Iterator<Item = &str> {
+    let exim_name = hop.from_name.as_deref().filter(|n| {
+        hop.helo
+            .as_deref()
+            .is_some_and(|h| !h.eq_ignore_ascii_case(n))
+    });
+    [hop.from_rdns.as_deref(), exim_name]
+        .into_iter()
+        .flatten()
+        .map(|n| n.trim_end_matches('.'))
+}
+
+/// The same host as one host writes its own name from line to line: in full or by its first
+/// label alone (`mx` and `mx.example.com`), or under its organisation's other domain
+/// (`litemail00.example.com` above `litemail00.example.net`).
+fn one_host(a: &str, b: &str) -> bool {
+    let first = |n: &str| n.split('.').next().unwrap_or(n).to_ascii_lowercase();
+    let brand = |n: &str| crate::anchor::registrable_domain(n).map(|d| first(&d));
+    same_host(a, b) || (first(a) == first(b) && brand(a).is_some() && brand(a) == brand(b))
+}
+
+/// The same host, written in full or by its first label alone.
+fn same_host(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    let first = |n: &str| n.split('.').next().unwrap_or(n).to_string();
+    a == b || (a.contains('.') != b.contains('.') && first(&a) == first(&b))
+}
+
+/// For a chain the bouncer does not vouch for: the entry as the names suggest, walking down
+/// while each hop was recorded by the host the one above came from (or over an internal
+/// address). Nothing here is believed; it only says where evidence against the user lies.
+fn guess_entry(judged: &mut [JudgedHop], informative: &[usize]) {
+    let top = informative[0];
     if judged[top].by_own {
         // The top hop claims to be ours: nobody foreign vouches for any of it.
-        for &i in &informative {
+        for &i in informative {
             judged[i].role = if judged[i].by_own {
                 HopRole::Own
             } else {
                 HopRole::Untrusted
             };
         }
-        return judged;
+        return;
     }
     let mut entry = 0;
     for k in 1..informative.len() {
         let (prev, next) = (&judged[informative[k - 1]], &judged[informative[k]]);
+        // Names alone never lead onto a hop that claims an own server or sender: below a hop
+        // nobody vouches for, such a claim is a forgery sign, not an entry.
         if prev.from.own_by.is_some() && prev.from.strong
             || next.by_own
+            || (next.from.own_by.is_some() && next.from.strong)
             || !continuous(&prev.hop, &next.hop)
         {
             break;
@@ -273,8 +484,10 @@ pub fn judge_chain(hops: &[Hop], own: &Own) -> Vec<JudgedHop> {
             _ if entry_from_own && judged[i].by_own => HopRole::Own,
             _ => HopRole::Untrusted,
         };
+        if judged[i].link.is_empty() {
+            judged[i].link = "not believed: the bouncer recorded no hop above it".into();
+        }
     }
-    judged
 }
 
 /// True when `next` (the hop below) was recorded by the host `prev` came from: the
@@ -287,7 +500,7 @@ fn continuous(prev: &Hop, next: &Hop) -> bool {
     let Some(by) = next.by.as_deref() else {
         return false;
     };
-    let first_label = |n: &str| n.split('.').next().unwrap_or(n).to_string();
+    let first_label = |n: &str| n.split('.').next().unwrap_or(n).to_ascii_lowercase();
     if !prev.has_from() {
         // A hop that names no sender above others: the same host handing the message on
         // inside itself (a filter, a local re-injection), recorded under its own name.
@@ -299,10 +512,7 @@ fn continuous(prev: &Hop, next: &Hop) -> bool {
     [prev.from_rdns.as_deref(), prev.from_name.as_deref()]
         .into_iter()
         .flatten()
-        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
-        .any(|n| {
-            n == by || (n.contains('.') != by.contains('.') && first_label(&n) == first_label(by))
-        })
+        .any(|n| same_host(n.trim_end_matches('.'), by))
         || prev
             .from_ip
             .is_some_and(|ip| by.parse::<IpAddr>().is_ok_and(|b| canonical_ip(b) == ip))
@@ -324,6 +534,16 @@ pub fn is_internal(ip: IpAddr) -> bool {
 mod tests {
     use super::*;
     use crate::evidence::own::{HostPattern, parse_network};
+
+    /// The bouncer: mx.remote.example, as its report names it.
+    fn anchor() -> Anchor {
+        Anchor {
+            hosts: vec!["mx.remote.example".into()],
+            domains: vec!["remote.example".into()],
+            sources: vec!["Reporting-MTA mx.remote.example".into()],
+            ..Anchor::default()
+        }
+    }
 
     fn own() -> Own {
         Own {
@@ -353,7 +573,7 @@ mod tests {
 
     #[test]
     fn legit_chain_enters_from_own_ip() {
-        let judged = judge_chain(&hops(LEGIT), &own());
+        let judged = judge_chain(&hops(LEGIT), &own(), &anchor());
         assert_eq!(judged[0].role, HopRole::Entry);
         assert_eq!(judged[0].from.own_by.as_deref(), Some("IP 198.51.100.7"));
         assert_eq!(judged[1].role, HopRole::Own);
@@ -361,7 +581,7 @@ mod tests {
 
     #[test]
     fn forged_own_hop_below_a_foreign_entry_is_untrusted() {
-        let judged = judge_chain(&hops(FORGED), &own());
+        let judged = judge_chain(&hops(FORGED), &own(), &anchor());
         assert_eq!(judged[0].role, HopRole::Entry);
         assert!(judged[0].from.own_by.is_none());
         assert_eq!(judged[1].role, HopRole::Untrusted);
@@ -371,7 +591,7 @@ mod tests {
     #[test]
     fn trust_follows_an_unbroken_foreign_chain() {
         let text = "Received: from mx1.remote.example (mx1.remote.example [10.1.1.1]) by store.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by mx1.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
-        let judged = judge_chain(&hops(text), &own());
+        let judged = judge_chain(&hops(text), &own(), &anchor());
         assert_eq!(judged[0].role, HopRole::Foreign);
         assert_eq!(judged[1].role, HopRole::Entry);
         assert!(judged[1].from.strong);
@@ -381,9 +601,39 @@ mod tests {
     fn a_forged_hop_that_breaks_the_chain_is_untrusted() {
         // The bottom hop claims an own sender but names a receiver the hop above did not come from.
         let text = "Received: from bot.spam.example (bot.spam.example [203.0.113.9]) by mx.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by relay.elsewhere.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
-        let judged = judge_chain(&hops(text), &own());
+        let judged = judge_chain(&hops(text), &own(), &anchor());
         assert_eq!(judged[0].role, HopRole::Entry);
         assert_eq!(judged[1].role, HopRole::Untrusted);
+    }
+
+    #[test]
+    fn a_chain_the_bouncer_did_not_record_is_not_believed() {
+        // The bouncer's own lines were trimmed: the top line is anyone's.
+        let text = "Received: from mail.own.example (mail.own.example [198.51.100.7]) by mx.invented.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(text), &own(), &anchor());
+        assert!(!judged[0].believed);
+        assert!(
+            judged[0].link.contains("is not the bouncer"),
+            "{}",
+            judged[0].link
+        );
+    }
+
+    #[test]
+    fn a_helo_name_is_no_link_but_loopback_is() {
+        // The spammer's machine greeted with the bouncer's sister host's name; the line below
+        // claims that host got the message from an own relay.
+        let helo = "Received: from mx2.remote.example (bot.spam.example [203.0.113.9]) by mx.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by mx2.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(helo), &own(), &anchor());
+        assert!(judged[0].believed);
+        assert!(!judged[1].believed, "{}", judged[1].link);
+        assert_eq!(judged[0].role, HopRole::Entry);
+        // A content filter's re-injection on the bouncer's host links to the hop below.
+        let reinjected = "Received: from localhost (localhost [127.0.0.1]) by mx.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by mx.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(reinjected), &own(), &anchor());
+        assert!(judged[1].believed, "{}", judged[1].link);
+        assert_eq!(judged[1].role, HopRole::Entry);
+        assert!(judged[1].from.strong);
     }
 
     #[test]

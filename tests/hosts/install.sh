@@ -35,7 +35,9 @@ for p in "${programs[@]}"; do
   [ -e "$p" ] || missing=1
 done
 id Debian-exim >/dev/null 2>&1 || missing=1
-if [ "$missing" = 0 ] && ! ldd "$EXIM_ROOT/usr/sbin/exim4" | grep -q 'not found'; then
+# ldd's output taken whole: a failing ldd must not read as "nothing missing".
+if [ "$missing" = 0 ] && libs_of_exim=$(ldd "$EXIM_ROOT/usr/sbin/exim4") &&
+  ! grep -q 'not found' <<<"$libs_of_exim"; then
   echo "install.sh: all hosts already installed"
   exit 0
 fi
@@ -81,7 +83,8 @@ if ! id Debian-exim >/dev/null 2>&1; then
   useradd --system --user-group --no-create-home --home-dir /nonexistent \
     --shell /usr/sbin/nologin Debian-exim
 fi
-if ldd "$EXIM_ROOT/usr/sbin/exim4" | grep 'not found'; then
+libs_of_exim=$(ldd "$EXIM_ROOT/usr/sbin/exim4")
+if grep 'not found' <<<"$libs_of_exim"; then
   echo "install.sh: the unpacked exim4 still misses libraries" >&2
   exit 1
 fi

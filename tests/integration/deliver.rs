@@ -608,13 +608,16 @@ fn sigkill_at_random_moments_leaves_a_whole_message_or_nothing() {
         timings.push((total, in_tmp));
     }
     let mut rng = Rng::new("sigkill");
-    let (mut whole, mut nothing) = (0, 0);
+    let (mut whole, mut nothing, mut mid_write) = (0, 0, 0);
     let micros = |d: Duration| d.as_micros() as u64;
     for round in 0..60 {
         let which = round % 2;
         let (total, in_tmp) = timings[which];
-        // Kills spread over the whole run, and kills aimed at the write.
-        let at = if round % 3 == 2 {
+        // Kills spread over the whole run, and kills aimed at the write: half of those as soon
+        // as the file is seen in tmp/.
+        let at = if round % 6 == 2 {
+            KillAt::AfterTmpFile(Duration::ZERO)
+        } else if round % 6 == 5 {
             KillAt::AfterTmpFile(Duration::from_micros(
                 rng.below(micros(in_tmp) * 3 / 2 + 2000),
             ))
@@ -624,9 +627,17 @@ fn sigkill_at_random_moments_leaves_a_whole_message_or_nothing() {
             ))
         };
         let before = all_files(&maildir, "new").len();
+        let tmp_before = all_files(&maildir, "tmp").len();
         let cmd = &mut deliver_cmd(home.path(), &maildir, Some(&configs[which]));
         let status = spawn_and_kill(cmd, &inputs[which], &maildir, at);
         let files = all_files(&maildir, "new");
+        // Killed with its file in tmp/ and none in new/: the kill landed while it wrote.
+        if status.signal() == Some(9)
+            && files.len() == before
+            && all_files(&maildir, "tmp").len() > tmp_before
+        {
+            mid_write += 1;
+        }
         match status.signal() {
             Some(9) => assert!(
                 files.len() == before || files.len() == before + 1,
@@ -657,7 +668,12 @@ fn sigkill_at_random_moments_leaves_a_whole_message_or_nothing() {
     // tmp/ may keep leftovers of killed deliveries (Maildir readers ignore tmp/); new/ never does.
     let leftovers = all_files(&maildir, "tmp").len();
     eprintln!(
-        "sigkill: {whole} whole, {nothing} nothing, {leftovers} partial files left in tmp/; timings {timings:?}"
+        "sigkill: {whole} whole, {nothing} nothing ({mid_write} killed while writing), {leftovers} partial files left in tmp/; timings {timings:?}"
+    );
+    // Otherwise no kill tested the write, and the test proves nothing about it.
+    assert!(
+        mid_write > 0,
+        "no kill landed while a file was being written"
     );
     // The Maildir still takes mail.
     deliver_ok(
@@ -1173,15 +1189,24 @@ fn two_mbox_writers_at_once_keep_both_messages_whole() {
         for f in feeders {
             f.join().unwrap();
         }
-        for c in children {
+        // A writer may give up waiting for the lock (10 s) on a loaded machine: it defers with
+        // 75, leaving nothing, and is delivered again once the other is done, as the MTA would.
+        let mut deferred = Vec::new();
+        for (c, input) in children.into_iter().zip(&pair) {
             let out = c.wait_with_output().unwrap();
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            match out.status.code() {
+                Some(0) => {}
+                Some(75) => deferred.push(input),
+                _ => panic!("mbox writer: {out:?}"),
+            }
             assert_quiet_for_mta(&out, "mbox writer");
+        }
+        for input in deferred {
+            deliver_ok(
+                &mut deliver_mbox_cmd(home.path(), &mbox, Some(&config)),
+                input,
+                "a deferred mbox writer, again",
+            );
         }
         inputs.extend(pair);
     }

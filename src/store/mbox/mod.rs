@@ -874,7 +874,6 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(start.elapsed() >= Duration::from_millis(300));
-        assert!(start.elapsed() < Duration::from_secs(3));
         assert_eq!(fs::read(&path).unwrap(), b"");
         assert_eq!(fs::read(t.path().join("mbox.lock")).unwrap(), b"someone\n");
         assert_eq!(dir_names(t.path()), ["mbox", "mbox.lock"]);
