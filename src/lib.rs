@@ -6,8 +6,9 @@
 //!
 //! 1. [`message`]: bytes to a parsed message and its envelope (the mbox From_ line split off).
 //! 2. [`rules`]: is it a bounce or an automatic reply? Rules score the message's facts.
-//! 3. [`evidence`]: whose is it? The returned original, its Received chain judged hop by hop
-//!    against the user's own hosts, networks and domains ([`evidence::own`]), and the weighing.
+//! 3. [`evidence`]: whose is it? The returned original, the trust anchor (who wrote the
+//!    bounce), the original's Received chain judged hop by hop against the user's own hosts,
+//!    networks and domains ([`evidence::own`]), and the weighing.
 //! 4. [`verdict`]: [`verdict::evaluate`] puts these together into one [`verdict::Evaluation`]:
 //!    clean, legit bounce, backscatter or unverified bounce, with every reason.
 //! 5. [`trace`] (the `X-Backstop-*` header lines), [`log`] (the decision log) and [`store`]
@@ -46,7 +47,6 @@ macro_rules! say {
     }};
 }
 
-pub mod anchor;
 pub mod budget;
 pub mod cli;
 pub mod cmd;

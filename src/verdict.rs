@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::anchor::Anchor;
 use crate::config::{Action, Config};
+use crate::evidence::anchor::Anchor;
 use crate::evidence::original::{self, Original};
 use crate::evidence::own::Own;
 use crate::evidence::ownership::{self, DECISION_MARGIN, Evidence};

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::anchor::Anchor;
+use crate::evidence::anchor::Anchor;
 use crate::evidence::original::{Form, Original, id_domain};
 use crate::evidence::own::Own;
 use crate::evidence::received::{HopRole, JudgedHop};

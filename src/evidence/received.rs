@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use mail_parser::{Host, Message};
 use serde::Serialize;
 
-use crate::anchor::Anchor;
+use crate::evidence::anchor::Anchor;
 use crate::evidence::own::{Own, canonical_ip};
 use crate::message::header_values;
 use crate::util::text::shorten;
@@ -434,7 +434,7 @@ fn verified_names(hop: &Hop) -> impl Iterator<Item = &str> {
 /// (`litemail00.example.com` above `litemail00.example.net`).
 fn one_host(a: &str, b: &str) -> bool {
     let first = |n: &str| n.split('.').next().unwrap_or(n).to_ascii_lowercase();
-    let brand = |n: &str| crate::anchor::registrable_domain(n).map(|d| first(&d));
+    let brand = |n: &str| crate::evidence::anchor::registrable_domain(n).map(|d| first(&d));
     same_host(a, b) || (first(a) == first(b) && brand(a).is_some() && brand(a) == brand(b))
 }
 
