@@ -1,0 +1,136 @@
+//! Finding the anchor of one report: from its own Received chain, its `Reporting-MTA`, and
+//! its From and Message-ID domains (see the `anchor` module comment for the order).
+
+use std::net::IpAddr;
+
+use mail_parser::Message;
+
+use super::{Anchor, registrable_domain};
+use crate::evidence::original::id_domain;
+use crate::evidence::own::Own;
+use crate::evidence::received::{Hop, by_own, is_internal};
+
+/// At most this many bytes of a delivery-status part are read for `Reporting-MTA`.
+const REPORT_SCAN_LIMIT: usize = 64 * 1024;
+
+impl Anchor {
+    /// Finds who wrote the report `mail`.
+    pub fn find(mail: &Message<'_>, own: &Own) -> Anchor {
+        let mut anchor = Anchor::default();
+        let hops = Hop::all(mail);
+        if made_here(&hops, own) {
+            anchor.own = true;
+            anchor
+                .sources
+                .push("the report was written by an own server".into());
+            return anchor;
+        }
+        // The user's own organisations: a report claiming to come from inside one was not
+        // written by a configured own server, so it proves nothing (it may be forged, or
+        // come from a part of the user's own site nobody listed).
+        let own_orgs: Vec<String> = own
+            .domains
+            .iter()
+            .filter_map(|d| registrable_domain(d).or_else(|| Some(d.clone())))
+            .collect();
+        let delivered_by = delivering_host(&hops, own).filter(|(name, _, _)| {
+            name.as_deref()
+                .and_then(registrable_domain)
+                .is_none_or(|org| !own_orgs.contains(&org))
+        });
+        if let Some((name, ip, by)) = &delivered_by {
+            if let Some(n) = name {
+                anchor.add_host(n);
+            }
+            anchor.ips.push(*ip);
+            anchor.sources.push(format!(
+                "own server {by} received the report from {}[{ip}]",
+                name.as_deref().map(|n| format!("{n} ")).unwrap_or_default()
+            ));
+        }
+        let claims = [
+            reporting_mta(mail).map(|m| (m, "Reporting-MTA")),
+            from_domain(mail).map(|d| (d, "the report's From domain")),
+            mail.message_id()
+                .and_then(id_domain)
+                .map(|d| (d, "the report's Message-ID domain")),
+        ];
+        for (name, what) in claims.into_iter().flatten() {
+            let Some(org) = registrable_domain(&name) else {
+                continue;
+            };
+            if own_orgs.contains(&org) || own.is_own_domain(&name) {
+                // A report written elsewhere in an own domain's name proves nothing.
+                continue;
+            }
+            if delivered_by.is_some() && !anchor.domains.contains(&org) {
+                // The delivering host is known: claims outside its organisation are not.
+                continue;
+            }
+            anchor.add_host(&name);
+            anchor.sources.push(format!("{what} {name}"));
+        }
+        anchor
+    }
+}
+
+/// True when the report was written by an own server: its own Received chain has hops, all
+/// recorded by own servers, none from a foreign address.
+fn made_here(hops: &[Hop], own: &Own) -> bool {
+    !hops.is_empty()
+        && hops.iter().all(|h| {
+            by_own(h, own)
+                && h.from_ip
+                    .is_none_or(|ip| own.is_own_ip(ip) || ip.is_loopback())
+        })
+}
+
+/// The host that handed the report to an own server, as that server recorded it: the first
+/// hop from the top that an own server recorded from an address that is not own. Its reverse
+/// DNS name (looked up by our server) and address; the HELO name is the sender's choice.
+fn delivering_host(hops: &[Hop], own: &Own) -> Option<(Option<String>, IpAddr, String)> {
+    for h in hops {
+        if !by_own(h, own) {
+            return None;
+        }
+        let ip = h.from_ip?;
+        if own.is_own_ip(ip) || is_internal(ip) {
+            continue;
+        }
+        let name = h
+            .from_rdns
+            .clone()
+            .filter(|n| registrable_domain(n).is_some());
+        return Some((name, ip, h.by.clone().unwrap_or_default()));
+    }
+    None
+}
+
+/// The `Reporting-MTA` of a delivery-status report (`dns; mx.example.net`).
+fn reporting_mta(mail: &Message<'_>) -> Option<String> {
+    let raw = mail.raw_message();
+    mail.parts.iter().find_map(|part| {
+        let ty = crate::message::part_type(part);
+        if ty != "message/delivery-status" && ty != "message/global-delivery-status" {
+            return None;
+        }
+        let start = part.offset_body as usize;
+        let end = (part.offset_end as usize).min(start.saturating_add(REPORT_SCAN_LIMIT));
+        let body = String::from_utf8_lossy(raw.get(start..end)?);
+        body.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            if !name.trim().eq_ignore_ascii_case("reporting-mta") {
+                return None;
+            }
+            let host = value.split_once(';').map_or(value, |(_, h)| h).trim();
+            (!host.is_empty() && registrable_domain(host).is_some()).then(|| host.to_string())
+        })
+    })
+}
+
+/// The domain of the report's From address.
+fn from_domain(mail: &Message<'_>) -> Option<String> {
+    let addr = mail.from()?.first()?.address()?;
+    let domain = addr.rsplit_once('@')?.1.trim().trim_end_matches('.');
+    (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+}
