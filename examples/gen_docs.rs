@@ -13,7 +13,7 @@
 //! new subcommand appears in the page and the completions without any change here. The prose
 //! comes from the templates in `packaging/man/`, where a roff comment line `.\" @NAME@` marks
 //! each generated part. backstop.yaml(5) is written by hand; this program fails when a config or
-//! rule key that `src/config.rs` or `src/rules.rs` accepts is not in it, so the page cannot fall
+//! rule key that `src/config.rs` or `src/rules/mod.rs` accepts is not in it, so the page cannot fall
 //! behind the code. The copyright file names every crate compiled into the binary (from
 //! `cargo metadata`), its authors and its license, with the license texts from
 //! `packaging/licenses/`.
