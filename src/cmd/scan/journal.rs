@@ -1,9 +1,17 @@
-//! The journal of an mbox `--apply`: what it records, and the recovery that finishes or undoes
-//! an interrupted one.
+//! The journal of an mbox `--apply`: where it lives, what it records (each moved message by
+//! its [`Key`]), and how it is read back.
 
-use super::*;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
-pub(super) const JOURNAL_MAGIC: &str = "backstop-scan-journal 1";
+use crate::store::{host_name, sync_parent};
+
+const JOURNAL_MAGIC: &str = "backstop-scan-journal 1";
 
 /// `O_NOFOLLOW` for the journal: a symbolic link put in its place is not followed (reopening
 /// truncates).
@@ -156,83 +164,6 @@ impl JournalState {
     }
 }
 
-/// Finishes the move an interrupted `--apply` on `path` recorded; returns how many messages it
-/// moved now.
-pub(super) fn recover(path: &Path, config: &Config) -> Result<usize, String> {
-    let jpath = journal_path(path);
-    let mut text = Vec::new();
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(NOFOLLOW)
-        .open(&jpath)
-        .and_then(|mut f| f.read_to_end(&mut text))
-        .map_err(|e| format!("cannot read {}: {e}", jpath.display()))?;
-    let state = JournalState::parse(&text).map_err(|e| format!("{}: {e}", jpath.display()))?;
-    if let Some((pid, host)) = &state.owner {
-        if host != host_name() {
-            return Err(format!(
-                "{} was left by a backstop scan on {host}: finish it there (or remove it if no scan runs)",
-                jpath.display()
-            ));
-        }
-        if *pid != std::process::id() && process_alive(*pid) {
-            return Err(format!(
-                "a backstop scan (pid {pid}) is working on {}",
-                path.display()
-            ));
-        }
-        // The dead run's dotlocks would hold off everyone for five minutes: they are ours.
-        remove_dead_dotlocks(path, *pid);
-        if let Some(folder) = &state.folder {
-            remove_dead_dotlocks(folder, *pid);
-        }
-    }
-    // A torn last line is cut off, so that the lines appended from now on stay whole.
-    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let mut journal = Journal::reopen(&jpath, whole as u64)?;
-    if !state.moves_end {
-        // Nothing had changed yet.
-        return journal.remove().map(|()| 0);
-    }
-    // From here on this process may hold the locks: a later run must know whose they are.
-    journal.record(&owner_line())?;
-    let inbox = Locked::acquire(path, &config.mbox_locks)
-        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
-    let data = read_locked(&inbox).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let moved = complete(path, &inbox, &data, &state, config, &mut journal)?;
-    drop(inbox);
-    journal.remove()?;
-    Ok(moved)
-}
-
-/// Removes `NAME.lock` when it holds `pid` (a dotlock of the dead run: the journal says it ran
-/// on this host), and that run's unique `NAME.lock.HOST.PID.N` files. (A lock naming its host
-/// would be broken by the next locker anyway; one of an older version names no host.)
-pub(super) fn remove_dead_dotlocks(mbox: &Path, pid: u32) {
-    let lock = store::mbox::dotlock_path(mbox);
-    let ours = |host: Option<&[u8]>| host.is_none_or(|h| h == node_name().as_bytes());
-    if fs::read(&lock).is_ok_and(|c| {
-        store::mbox::dotlock_holder(&c).is_some_and(|(p, host)| p == pid && ours(host))
-    }) {
-        let _ = fs::remove_file(&lock);
-    }
-    let mut prefix = lock.file_name().unwrap_or_default().to_os_string();
-    prefix.push(format!(".{}.{pid}.", host_name()));
-    if let Some(dir) = lock.parent()
-        && let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        })
-    {
-        for e in entries.filter_map(Result::ok) {
-            if e.file_name().as_bytes().starts_with(prefix.as_bytes()) {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-    }
-}
-
 pub(super) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -241,7 +172,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
+fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
@@ -249,4 +180,68 @@ pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// The identity of a message in the journal: length and FNV-1a hash of its bytes without the
+/// trailing line ends (so the separator an append adds does not change it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Key {
+    pub(super) len: usize,
+    pub(super) hash: u64,
+}
+
+pub(super) fn key(chunk: &[u8]) -> Key {
+    let end = chunk
+        .iter()
+        .rposition(|&b| b != b'\n' && b != b'\r')
+        .map_or(0, |i| i + 1);
+    let body = chunk.get(..end).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in body {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    Key {
+        len: body.len(),
+        hash,
+    }
+}
+
+pub(super) fn journal_path(mbox: &Path) -> PathBuf {
+    beside(mbox, ".backstop-scan")
+}
+
+/// `DIR/.NAME<suffix>` for `DIR/NAME`.
+pub(super) fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_round_trip_and_torn_last_line() {
+        let text = format!(
+            "{JOURNAL_MAGIC}\nowner 42 {}\nfolder {}\nmove 10 00000000000000ff\nmoves-end 1\nfolder-staged 1 2\nfolder-done\nmbox-sta",
+            hex(b"host"),
+            hex(b"/tmp/B x")
+        );
+        let s = JournalState::parse(text.as_bytes()).unwrap();
+        assert_eq!(s.owner, Some((42, "host".into())));
+        assert_eq!(s.folder.as_deref(), Some(Path::new("/tmp/B x")));
+        assert_eq!(s.moves, vec![Key { len: 10, hash: 255 }]);
+        assert!(s.moves_end && s.folder_done && !s.mbox_done);
+        assert_eq!(s.folder_staged, Some((1, 2)));
+        assert_eq!(s.mbox_staged, None);
+        assert!(JournalState::parse(b"garbage\n").is_err());
+        assert!(JournalState::parse(format!("{JOURNAL_MAGIC}\nmoves-end 3\n").as_bytes()).is_err());
+        assert_eq!(
+            JournalState::parse(b"backstop-scan-jou").unwrap(),
+            JournalState::default()
+        );
+    }
 }

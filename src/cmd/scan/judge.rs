@@ -1,6 +1,21 @@
 //! Judging: reading each message and evaluating it on a pool of worker threads.
 
-use super::*;
+use std::borrow::Cow;
+use std::fs;
+use std::io::{self, IsTerminal};
+use std::os::unix::fs::MetadataExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+use crate::message::{self, EnvVars};
+use crate::rules::{Kind, RuleSet};
+use crate::run::evaluate_bytes;
+use crate::verdict::Verdict;
+
+use super::{Ctx, DATE_SLACK_SECS, Failure, SECS_PER_DAY};
 
 /// What one message was judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +146,7 @@ pub(super) fn judge(input: &Input<'_>, config: &Config, rules: &RuleSet) -> Judg
 }
 
 /// The time of the `Date:` header when it is believable, else the arrival time.
-pub(super) fn message_time(raw: &[u8], arrived: Option<i64>) -> Option<i64> {
+fn message_time(raw: &[u8], arrived: Option<i64>) -> Option<i64> {
     let date = header_value(raw, b"date").and_then(|v| {
         let d = mail_parser::DateTime::parse_rfc822(&v)?;
         d.is_valid().then(|| d.to_timestamp())
@@ -144,7 +159,7 @@ pub(super) fn message_time(raw: &[u8], arrived: Option<i64>) -> Option<i64> {
 }
 
 /// The unfolded value of the first header called `name` (lower case), skipping a `From ` line.
-pub(super) fn header_value(raw: &[u8], name: &[u8]) -> Option<String> {
+fn header_value(raw: &[u8], name: &[u8]) -> Option<String> {
     let (_, rest) = message::split_from_line(raw);
     let mut lines = rest
         .split(|&b| b == b'\n')
@@ -175,4 +190,33 @@ pub(super) fn header_value(raw: &[u8], name: &[u8]) -> Option<String> {
 
 pub(super) fn mtime_secs(meta: &fs::Metadata) -> Option<i64> {
     Some(meta.mtime()).filter(|&t| t > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::scan::mbox::from_line_time;
+    use crate::util::dates::day_string;
+
+    #[test]
+    fn dates_from_headers_and_from_lines() {
+        let raw = b"From x Thu Nov 27 07:38:00 2025\nSubject: a\nDate: Wed,\n 26 Nov 2025 23:00:00 -0200\n\nbody\nDate: no\n";
+        assert_eq!(
+            header_value(raw, b"date").as_deref(),
+            Some("Wed, 26 Nov 2025 23:00:00 -0200")
+        );
+        let arrived = from_line_time(b"From x Thu Nov 27 07:38:00 2025");
+        assert_eq!(arrived, Some(1_764_229_080));
+        // 23:00 at -0200 is 01:00 UTC on the 27th.
+        assert_eq!(
+            message_time(raw, arrived)
+                .map(|t| day_string(t.div_euclid(SECS_PER_DAY)))
+                .as_deref(),
+            Some("2025-11-27")
+        );
+        // A date far after the arrival is not believed.
+        let future = b"Date: Mon, 1 Jan 2035 00:00:00 +0000\n\n";
+        assert_eq!(message_time(future, arrived), arrived);
+        assert_eq!(message_time(b"Subject: x\n\n", None), None);
+    }
 }

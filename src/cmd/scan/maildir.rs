@@ -1,12 +1,31 @@
 //! Scanning a Maildir (or a tree of them) and moving its backscatter without replacing anything.
 
-use super::*;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use rustix::io::Errno;
+
+use crate::cli::ScanArgs;
+use crate::config::{Config, Inbox};
+use crate::store::maildir::{Layout, Maildir};
+use crate::store::{self, OpenDir};
+
+use super::judge::{Input, classify, mtime_secs, progress_bar};
+use super::report::Report;
+use super::{Ctx, Failure, VANISHED, crash_point};
 
 /// One message file of a Maildir folder.
-pub(super) struct MailFile {
-    pub(super) folder: usize,
-    pub(super) sub: &'static str,
-    pub(super) name: OsString,
+struct MailFile {
+    folder: usize,
+    sub: &'static str,
+    name: OsString,
 }
 
 pub(super) fn scan_maildir(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failure> {
@@ -110,7 +129,7 @@ pub(super) fn scan_maildir(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Fai
 }
 
 /// Reads a message file, or `None` when it is larger than `max_size` (it is not read at all).
-pub(super) fn read_mail_file(path: &Path, max_size: u64) -> io::Result<Option<Input<'static>>> {
+fn read_mail_file(path: &Path, max_size: u64) -> io::Result<Option<Input<'static>>> {
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
     if meta.len() > max_size {
@@ -124,11 +143,11 @@ pub(super) fn read_mail_file(path: &Path, max_size: u64) -> io::Result<Option<In
     }))
 }
 
-pub(super) fn is_maildir(dir: &Path) -> bool {
+fn is_maildir(dir: &Path) -> bool {
     dir.join("cur").is_dir() || dir.join("new").is_dir()
 }
 
-pub(super) fn same_dir(a: Option<&PathBuf>, b: Option<&PathBuf>) -> bool {
+fn same_dir(a: Option<&PathBuf>, b: Option<&PathBuf>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => match (fs::canonicalize(a), fs::canonicalize(b)) {
             (Ok(a), Ok(b)) => a == b,
@@ -140,7 +159,7 @@ pub(super) fn same_dir(a: Option<&PathBuf>, b: Option<&PathBuf>) -> bool {
 
 /// The Maildir whose backscatter folder the messages go to: the configured inbox when PATH is
 /// in it, the parent of a Maildir++ subfolder (it has a `maildirfolder` file), else PATH.
-pub(super) fn maildir_root(path: &Path, config: &Config) -> PathBuf {
+fn maildir_root(path: &Path, config: &Config) -> PathBuf {
     if let Some(Inbox::Maildir(root)) = &config.inbox
         && let (Ok(r), Ok(p)) = (fs::canonicalize(root), fs::canonicalize(path))
         && p.starts_with(&r)
@@ -156,7 +175,7 @@ pub(super) fn maildir_root(path: &Path, config: &Config) -> PathBuf {
 }
 
 /// Every folder of the tree at `root` (itself first), without `skip`.
-pub(super) fn maildir_tree(root: &Path, skip: &Path, layout: Layout) -> io::Result<Vec<PathBuf>> {
+fn maildir_tree(root: &Path, skip: &Path, layout: Layout) -> io::Result<Vec<PathBuf>> {
     let skip = fs::canonicalize(skip).ok();
     let skipped = |p: &Path| skip.is_some() && fs::canonicalize(p).ok() == skip;
     let mut found = Vec::new();
@@ -212,7 +231,7 @@ pub(super) fn maildir_tree(root: &Path, skip: &Path, layout: Layout) -> io::Resu
 
 /// The message files of `cur/` or `new/`, sorted (hidden files are not messages). A `cur/` or
 /// `new/` that is a symbolic link is an error: its messages are not this Maildir's.
-pub(super) fn list_messages(dir: &Path) -> io::Result<Vec<OsString>> {
+fn list_messages(dir: &Path) -> io::Result<Vec<OsString>> {
     if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -246,7 +265,7 @@ pub(super) fn list_messages(dir: &Path) -> io::Result<Vec<OsString>> {
 
 /// How one move went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum MoveResult {
+enum MoveResult {
     /// Moved.
     Done,
     /// The target held the same bytes (an interrupted run had linked it): the source is gone now.
@@ -259,7 +278,7 @@ pub(super) enum MoveResult {
 
 /// `folder/sub`, opened from the scanned directory one name at a time, never through a
 /// symbolic link: messages are only moved out of the scanned tree itself.
-pub(super) fn open_source(scanned: &OpenDir, folder: &Path, sub: &str) -> io::Result<OpenDir> {
+fn open_source(scanned: &OpenDir, folder: &Path, sub: &str) -> io::Result<OpenDir> {
     let below = folder.strip_prefix(scanned.path()).map_err(|_| {
         io::Error::other(format!(
             "{} is not inside {}",
@@ -277,7 +296,7 @@ pub(super) fn open_source(scanned: &OpenDir, folder: &Path, sub: &str) -> io::Re
     Ok(dir.sub(sub, false)?.0)
 }
 
-pub(super) fn move_files(
+fn move_files(
     moving: &[&MailFile],
     folders: &[PathBuf],
     scanned: &OpenDir,
@@ -339,7 +358,7 @@ pub(super) fn move_files(
 }
 
 /// Moves `dir/name` to `to/name` without ever replacing an existing `to/name`.
-pub(super) fn move_no_replace(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::Result<MoveResult> {
+fn move_no_replace(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::Result<MoveResult> {
     use rustix::fs::{AtFlags, RenameFlags, linkat, renameat, renameat_with};
     match renameat_with(dir.fd(), name, to.fd(), name, RenameFlags::NOREPLACE) {
         Ok(()) => return Ok(MoveResult::Done),
@@ -373,7 +392,7 @@ pub(super) fn move_no_replace(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::
     }
 }
 
-pub(super) fn vanished_or(dir: &OpenDir, name: &OsStr, e: io::Error) -> io::Result<MoveResult> {
+fn vanished_or(dir: &OpenDir, name: &OsStr, e: io::Error) -> io::Result<MoveResult> {
     match dir.lstat(name) {
         Err(m) if m.kind() == io::ErrorKind::NotFound => Ok(MoveResult::Vanished),
         _ => Err(e),
@@ -381,7 +400,7 @@ pub(super) fn vanished_or(dir: &OpenDir, name: &OsStr, e: io::Error) -> io::Resu
 }
 
 /// `to/name` exists: remove `dir/name` if it is the same file or holds the same bytes.
-pub(super) fn settle_existing(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::Result<MoveResult> {
+fn settle_existing(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::Result<MoveResult> {
     let (s, d) = match (dir.lstat(name), to.lstat(name)) {
         (Ok(s), Ok(d)) => (s, d),
         (Err(e), _) if e.kind() == io::ErrorKind::NotFound => return Ok(MoveResult::Vanished),
@@ -399,4 +418,39 @@ pub(super) fn settle_existing(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::
     }
     dir.remove(name)?;
     Ok(MoveResult::AlreadyThere)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn move_never_replaces() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        let (from, _) = OpenDir::configured(&a, false).unwrap();
+        let (to, _) = OpenDir::configured(&b, false).unwrap();
+        let m = OsStr::new("m");
+        fs::write(a.join(m), b"one").unwrap();
+        assert_eq!(move_no_replace(&from, &to, m).unwrap(), MoveResult::Done);
+        assert_eq!(fs::read(b.join(m)).unwrap(), b"one");
+        fs::write(a.join(m), b"two").unwrap();
+        assert_eq!(
+            move_no_replace(&from, &to, m).unwrap(),
+            MoveResult::Conflict
+        );
+        assert_eq!(fs::read(b.join(m)).unwrap(), b"one");
+        fs::write(a.join(m), b"one").unwrap();
+        assert_eq!(
+            move_no_replace(&from, &to, m).unwrap(),
+            MoveResult::AlreadyThere
+        );
+        assert!(!a.join(m).exists());
+        assert_eq!(
+            move_no_replace(&from, &to, m).unwrap(),
+            MoveResult::Vanished
+        );
+    }
 }

@@ -1,7 +1,31 @@
 //! Scanning an mbox, and `--apply` on it: the kept and the moved messages rewritten under the
-//! lock, crash-safely (see the `scan` module comment).
+//! lock, crash-safely (see the `scan` module comment), and the recovery that finishes an
+//! interrupted one from its journal.
 
-use super::*;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cli::ScanArgs;
+use crate::config::Config;
+use crate::message;
+use crate::store::mbox::Locked;
+use crate::store::{self, host_name, node_name, process_alive, resolve_link, sync_parent};
+
+use super::journal::{
+    Journal, JournalState, Key, NOFOLLOW, beside, hex, journal_path, key, owner_line,
+};
+use super::judge::{Input, Judged, Outcome, classify, mtime_secs};
+use super::report::Report;
+use super::{Ctx, Failure, crash_point};
 
 pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failure> {
     // Through a symbolic link only as `deliver` goes (see the `store` module): then the file
@@ -70,7 +94,7 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
     Ok(report)
 }
 
-pub(super) fn same_file(a: &Path, b: &Path) -> bool {
+fn same_file(a: &Path, b: &Path) -> bool {
     match (fs::metadata(a), fs::metadata(b)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
@@ -79,7 +103,7 @@ pub(super) fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Judges the messages `chunks` of `data`; a message that cannot be judged is an error that
 /// names it by number and offset.
-pub(super) fn judge_chunks(
+fn judge_chunks(
     data: &[u8],
     chunks: &[Range<usize>],
     arrived_fallback: Option<i64>,
@@ -105,7 +129,7 @@ pub(super) fn judge_chunks(
 /// The byte ranges of the messages of an mbox: each from its `From ` line to the next one
 /// (the separating empty line included). `From ` lines count at the start of the file and
 /// after an empty line, as `deliver` (and every mboxrd writer) puts them.
-pub(super) fn split_mbox(data: &[u8]) -> Result<Vec<Range<usize>>, String> {
+fn split_mbox(data: &[u8]) -> Result<Vec<Range<usize>>, String> {
     if data.is_empty() {
         return Ok(Vec::new());
     }
@@ -130,7 +154,7 @@ pub(super) fn split_mbox(data: &[u8]) -> Result<Vec<Range<usize>>, String> {
 }
 
 /// A message chunk without the empty line that separates it from the next.
-pub(super) fn without_separator(chunk: &[u8]) -> &[u8] {
+fn without_separator(chunk: &[u8]) -> &[u8] {
     let cut = if chunk.ends_with(b"\n\n") {
         1
     } else if chunk.ends_with(b"\n\r\n") {
@@ -143,7 +167,7 @@ pub(super) fn without_separator(chunk: &[u8]) -> &[u8] {
 
 /// The message as `check` would see it: the separator dropped and the mboxrd quoting undone
 /// (one `>` less on every line matching `^>+From `), the `From ` line kept.
-pub(super) fn for_judging(chunk: &[u8]) -> Cow<'_, [u8]> {
+fn for_judging(chunk: &[u8]) -> Cow<'_, [u8]> {
     let msg = without_separator(chunk);
     if memchr::memmem::find(msg, b"\n>").is_none() {
         return Cow::Borrowed(msg);
@@ -185,34 +209,9 @@ pub(super) fn from_line_time(line: &[u8]) -> Option<i64> {
     d.is_valid().then(|| d.to_timestamp())
 }
 
-/// The identity of a message in the journal: length and FNV-1a hash of its bytes without the
-/// trailing line ends (so the separator an append adds does not change it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) struct Key {
-    pub(super) len: usize,
-    pub(super) hash: u64,
-}
-
-pub(super) fn key(chunk: &[u8]) -> Key {
-    let end = chunk
-        .iter()
-        .rposition(|&b| b != b'\n' && b != b'\r')
-        .map_or(0, |i| i + 1);
-    let body = chunk.get(..end).unwrap_or_default();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in body {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    Key {
-        len: body.len(),
-        hash,
-    }
-}
-
 /// The judgements of the unlocked pass, found again by content in the locked read.
-pub(super) struct Known<'d> {
-    pub(super) by_key: HashMap<Key, Vec<(&'d [u8], Judged)>>,
+struct Known<'d> {
+    by_key: HashMap<Key, Vec<(&'d [u8], Judged)>>,
 }
 
 impl<'d> Known<'d> {
@@ -241,39 +240,27 @@ impl<'d> Known<'d> {
 }
 
 /// What the locked part of `--apply` did.
-pub(super) struct Applied {
+struct Applied {
     /// Every message of the mbox as it was under the lock (but those that could not be judged).
-    pub(super) judged: Vec<Judged>,
+    judged: Vec<Judged>,
     /// Why some messages could not be judged (they stay where they are).
-    pub(super) errors: Vec<String>,
-    pub(super) moved: usize,
+    errors: Vec<String>,
+    moved: usize,
 }
 
-pub(super) fn journal_path(mbox: &Path) -> PathBuf {
-    beside(mbox, ".backstop-scan")
-}
-
-/// `DIR/.NAME<suffix>` for `DIR/NAME`.
-pub(super) fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-pub(super) fn staged_path(file: &Path) -> PathBuf {
+fn staged_path(file: &Path) -> PathBuf {
     beside(file, ".backstop-scan.tmp")
 }
 
 /// The whole of a locked file's content.
-pub(super) fn read_locked(lock: &Locked) -> io::Result<Vec<u8>> {
+fn read_locked(lock: &Locked) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     let mut file = lock.file();
     file.read_to_end(&mut data)?;
     Ok(data)
 }
 
-pub(super) fn apply_mbox(
+fn apply_mbox(
     path: &Path,
     folder: &Path,
     ctx: &Ctx<'_>,
@@ -452,7 +439,7 @@ pub(super) fn complete(
 
 /// Appends one mbox message so that it is followed by an empty line, after making sure the
 /// data before it ends with one.
-pub(super) fn push_message(out: &mut Vec<u8>, chunk: &[u8]) {
+fn push_message(out: &mut Vec<u8>, chunk: &[u8]) {
     if !(out.is_empty() || out.ends_with(b"\n\n") || out.ends_with(b"\n\r\n")) {
         out.extend_from_slice(if out.ends_with(b"\n") { b"\n" } else { b"\n\n" });
     }
@@ -469,7 +456,7 @@ pub(super) fn push_message(out: &mut Vec<u8>, chunk: &[u8]) {
 /// Writes `data` to a fresh `staged` (any leftover of a dead run is removed first; the caller
 /// holds the lock that any writer of that name holds), with the mode and owner of `like`,
 /// fsynced. Returns its (device, inode).
-pub(super) fn write_staged(staged: &Path, data: &[u8], like: &File) -> io::Result<(u64, u64)> {
+fn write_staged(staged: &Path, data: &[u8], like: &File) -> io::Result<(u64, u64)> {
     match fs::remove_file(staged) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -494,6 +481,123 @@ pub(super) fn write_staged(staged: &Path, data: &[u8], like: &File) -> io::Resul
     Ok((m.dev(), m.ino()))
 }
 
-pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
+fn file_id(path: &Path) -> Option<(u64, u64)> {
     fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Finishes the move an interrupted `--apply` on `path` recorded; returns how many messages it
+/// moved now.
+fn recover(path: &Path, config: &Config) -> Result<usize, String> {
+    let jpath = journal_path(path);
+    let mut text = Vec::new();
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(NOFOLLOW)
+        .open(&jpath)
+        .and_then(|mut f| f.read_to_end(&mut text))
+        .map_err(|e| format!("cannot read {}: {e}", jpath.display()))?;
+    let state = JournalState::parse(&text).map_err(|e| format!("{}: {e}", jpath.display()))?;
+    if let Some((pid, host)) = &state.owner {
+        if host != host_name() {
+            return Err(format!(
+                "{} was left by a backstop scan on {host}: finish it there (or remove it if no scan runs)",
+                jpath.display()
+            ));
+        }
+        if *pid != std::process::id() && process_alive(*pid) {
+            return Err(format!(
+                "a backstop scan (pid {pid}) is working on {}",
+                path.display()
+            ));
+        }
+        // The dead run's dotlocks would hold off everyone for five minutes: they are ours.
+        remove_dead_dotlocks(path, *pid);
+        if let Some(folder) = &state.folder {
+            remove_dead_dotlocks(folder, *pid);
+        }
+    }
+    // A torn last line is cut off, so that the lines appended from now on stay whole.
+    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut journal = Journal::reopen(&jpath, whole as u64)?;
+    if !state.moves_end {
+        // Nothing had changed yet.
+        return journal.remove().map(|()| 0);
+    }
+    // From here on this process may hold the locks: a later run must know whose they are.
+    journal.record(&owner_line())?;
+    let inbox = Locked::acquire(path, &config.mbox_locks)
+        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+    let data = read_locked(&inbox).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let moved = complete(path, &inbox, &data, &state, config, &mut journal)?;
+    drop(inbox);
+    journal.remove()?;
+    Ok(moved)
+}
+
+/// Removes `NAME.lock` when it holds `pid` (a dotlock of the dead run: the journal says it ran
+/// on this host), and that run's unique `NAME.lock.HOST.PID.N` files. (A lock naming its host
+/// would be broken by the next locker anyway; one of an older version names no host.)
+fn remove_dead_dotlocks(mbox: &Path, pid: u32) {
+    let lock = store::mbox::dotlock_path(mbox);
+    let ours = |host: Option<&[u8]>| host.is_none_or(|h| h == node_name().as_bytes());
+    if fs::read(&lock).is_ok_and(|c| {
+        store::mbox::dotlock_holder(&c).is_some_and(|(p, host)| p == pid && ours(host))
+    }) {
+        let _ = fs::remove_file(&lock);
+    }
+    let mut prefix = lock.file_name().unwrap_or_default().to_os_string();
+    prefix.push(format!(".{}.{pid}.", host_name()));
+    if let Some(dir) = lock.parent()
+        && let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+    {
+        for e in entries.filter_map(Result::ok) {
+            if e.file_name().as_bytes().starts_with(prefix.as_bytes()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbox_splits_at_from_lines_after_empty_lines() {
+        let data = b"From a Thu Jan  1 00:00:00 1970\nX: 1\n\n>From here\n>>From there\n\nFrom b Thu Jan  1 00:00:00 1970\r\nY: 2\r\n\r\nbody";
+        let ranges = split_mbox(data).unwrap();
+        assert_eq!(ranges.len(), 2);
+        let first = &data[ranges[0].clone()];
+        assert!(first.ends_with(b">>From there\n\n"));
+        assert_eq!(
+            &data[ranges[1].clone()],
+            b"From b Thu Jan  1 00:00:00 1970\r\nY: 2\r\n\r\nbody"
+        );
+        assert_eq!(
+            &*for_judging(first),
+            b"From a Thu Jan  1 00:00:00 1970\nX: 1\n\nFrom here\n>From there\n".as_slice()
+        );
+        assert!(split_mbox(b"X: 1\n").is_err());
+        assert!(split_mbox(b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn pushed_messages_are_separated_and_keep_their_key() {
+        let mut out = b"From a x\n\nold".to_vec();
+        push_message(&mut out, b"From b y\n\nno newline");
+        push_message(&mut out, b"From c z\n\nlf\n");
+        push_message(&mut out, b"From d z\n\nsep\n\n");
+        assert_eq!(
+            out,
+            b"From a x\n\nold\n\nFrom b y\n\nno newline\n\nFrom c z\n\nlf\n\nFrom d z\n\nsep\n\n"
+        );
+        let ranges = split_mbox(&out).unwrap();
+        assert_eq!(ranges.len(), 4);
+        assert_eq!(key(&out[ranges[1].clone()]), key(b"From b y\n\nno newline"));
+        assert_eq!(key(&out[ranges[2].clone()]), key(b"From c z\n\nlf\n"));
+    }
 }

@@ -81,39 +81,19 @@
 //! held in memory (under `--apply` twice, the unlocked and the locked read, plus the
 //! backscatter mbox while it is copied).
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::{OsStr, OsString};
-use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal, Read, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::num::NonZeroUsize;
-use std::ops::Range;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use rustix::io::Errno;
-use serde::Serialize;
-
 use crate::cli::{ReportFormat, ScanArgs};
-use crate::config::{Config, Inbox};
+use crate::config::Config;
 use crate::exit::Exit;
-use crate::message::{self, EnvVars};
-use crate::rules::{Kind, RuleSet};
-use crate::run::{evaluate_bytes, load};
-use crate::store::maildir::{Layout, Maildir};
-use crate::store::mbox::Locked;
-use crate::store::{self, OpenDir, host_name, node_name, process_alive, resolve_link, sync_parent};
-use crate::util::dates::day_string;
-use crate::util::text::bar;
+use crate::run::load;
 use crate::verdict::Verdict;
 
 mod journal;
@@ -122,11 +102,9 @@ mod maildir;
 mod mbox;
 mod report;
 
-use journal::*;
-use judge::*;
-use maildir::*;
-use mbox::*;
-use report::*;
+use maildir::scan_maildir;
+use mbox::scan_mbox;
+use report::render_text;
 
 /// The error of a Maildir file that was gone when it was read.
 const VANISHED: &str = "vanished";
@@ -299,119 +277,5 @@ fn crash_point(point: &str) {
     if fault.as_deref() == Some(point) {
         let _ =
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mbox_splits_at_from_lines_after_empty_lines() {
-        let data = b"From a Thu Jan  1 00:00:00 1970\nX: 1\n\n>From here\n>>From there\n\nFrom b Thu Jan  1 00:00:00 1970\r\nY: 2\r\n\r\nbody";
-        let ranges = split_mbox(data).unwrap();
-        assert_eq!(ranges.len(), 2);
-        let first = &data[ranges[0].clone()];
-        assert!(first.ends_with(b">>From there\n\n"));
-        assert_eq!(
-            &data[ranges[1].clone()],
-            b"From b Thu Jan  1 00:00:00 1970\r\nY: 2\r\n\r\nbody"
-        );
-        assert_eq!(
-            &*for_judging(first),
-            b"From a Thu Jan  1 00:00:00 1970\nX: 1\n\nFrom here\n>From there\n".as_slice()
-        );
-        assert!(split_mbox(b"X: 1\n").is_err());
-        assert!(split_mbox(b"").unwrap().is_empty());
-    }
-
-    #[test]
-    fn pushed_messages_are_separated_and_keep_their_key() {
-        let mut out = b"From a x\n\nold".to_vec();
-        push_message(&mut out, b"From b y\n\nno newline");
-        push_message(&mut out, b"From c z\n\nlf\n");
-        push_message(&mut out, b"From d z\n\nsep\n\n");
-        assert_eq!(
-            out,
-            b"From a x\n\nold\n\nFrom b y\n\nno newline\n\nFrom c z\n\nlf\n\nFrom d z\n\nsep\n\n"
-        );
-        let ranges = split_mbox(&out).unwrap();
-        assert_eq!(ranges.len(), 4);
-        assert_eq!(key(&out[ranges[1].clone()]), key(b"From b y\n\nno newline"));
-        assert_eq!(key(&out[ranges[2].clone()]), key(b"From c z\n\nlf\n"));
-    }
-
-    #[test]
-    fn journal_round_trip_and_torn_last_line() {
-        let text = format!(
-            "{JOURNAL_MAGIC}\nowner 42 {}\nfolder {}\nmove 10 00000000000000ff\nmoves-end 1\nfolder-staged 1 2\nfolder-done\nmbox-sta",
-            hex(b"host"),
-            hex(b"/tmp/B x")
-        );
-        let s = JournalState::parse(text.as_bytes()).unwrap();
-        assert_eq!(s.owner, Some((42, "host".into())));
-        assert_eq!(s.folder.as_deref(), Some(Path::new("/tmp/B x")));
-        assert_eq!(s.moves, vec![Key { len: 10, hash: 255 }]);
-        assert!(s.moves_end && s.folder_done && !s.mbox_done);
-        assert_eq!(s.folder_staged, Some((1, 2)));
-        assert_eq!(s.mbox_staged, None);
-        assert!(JournalState::parse(b"garbage\n").is_err());
-        assert!(JournalState::parse(format!("{JOURNAL_MAGIC}\nmoves-end 3\n").as_bytes()).is_err());
-        assert_eq!(
-            JournalState::parse(b"backstop-scan-jou").unwrap(),
-            JournalState::default()
-        );
-    }
-
-    #[test]
-    fn dates_from_headers_and_from_lines() {
-        let raw = b"From x Thu Nov 27 07:38:00 2025\nSubject: a\nDate: Wed,\n 26 Nov 2025 23:00:00 -0200\n\nbody\nDate: no\n";
-        assert_eq!(
-            header_value(raw, b"date").as_deref(),
-            Some("Wed, 26 Nov 2025 23:00:00 -0200")
-        );
-        let arrived = from_line_time(b"From x Thu Nov 27 07:38:00 2025");
-        assert_eq!(arrived, Some(1_764_229_080));
-        // 23:00 at -0200 is 01:00 UTC on the 27th.
-        assert_eq!(
-            message_time(raw, arrived)
-                .map(|t| day_string(t.div_euclid(SECS_PER_DAY)))
-                .as_deref(),
-            Some("2025-11-27")
-        );
-        // A date far after the arrival is not believed.
-        let future = b"Date: Mon, 1 Jan 2035 00:00:00 +0000\n\n";
-        assert_eq!(message_time(future, arrived), arrived);
-        assert_eq!(message_time(b"Subject: x\n\n", None), None);
-    }
-
-    #[test]
-    fn move_never_replaces() {
-        let t = tempfile::tempdir().unwrap();
-        let (a, b) = (t.path().join("a"), t.path().join("b"));
-        fs::create_dir(&a).unwrap();
-        fs::create_dir(&b).unwrap();
-        let (from, _) = OpenDir::configured(&a, false).unwrap();
-        let (to, _) = OpenDir::configured(&b, false).unwrap();
-        let m = OsStr::new("m");
-        fs::write(a.join(m), b"one").unwrap();
-        assert_eq!(move_no_replace(&from, &to, m).unwrap(), MoveResult::Done);
-        assert_eq!(fs::read(b.join(m)).unwrap(), b"one");
-        fs::write(a.join(m), b"two").unwrap();
-        assert_eq!(
-            move_no_replace(&from, &to, m).unwrap(),
-            MoveResult::Conflict
-        );
-        assert_eq!(fs::read(b.join(m)).unwrap(), b"one");
-        fs::write(a.join(m), b"one").unwrap();
-        assert_eq!(
-            move_no_replace(&from, &to, m).unwrap(),
-            MoveResult::AlreadyThere
-        );
-        assert!(!a.join(m).exists());
-        assert_eq!(
-            move_no_replace(&from, &to, m).unwrap(),
-            MoveResult::Vanished
-        );
     }
 }

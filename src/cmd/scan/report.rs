@@ -1,6 +1,18 @@
 //! The report of a scan: counts, per-day histogram, samples, and its text rendering.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::rules::Kind;
+use crate::util::dates::day_string;
+use crate::util::text::bar;
+use crate::verdict::Verdict;
+
+use super::judge::Judged;
+use super::{BAR_WIDTH, MAX_FILLED_SPAN, Select};
 
 /// Counts for one verdict and kind.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -134,7 +146,7 @@ impl Report {
 }
 
 /// Histogram rows: every day of the span when it is short, else only the days with messages.
-pub(super) fn day_rows(days: &BTreeMap<i64, usize>) -> Vec<DayRow> {
+fn day_rows(days: &BTreeMap<i64, usize>) -> Vec<DayRow> {
     let (Some((&first, _)), Some((&last, _))) = (days.first_key_value(), days.last_key_value())
     else {
         return Vec::new();
