@@ -5,7 +5,7 @@
 //! 1. an own server, when the report was written here (all of the bounce's own hops are own);
 //! 2. the host that delivered the bounce to an own server, as that server recorded it (its
 //!    reverse-DNS name and address, never its HELO): the one thing a forged *report* cannot
-//!    fake. When it is known, the report's own claims count only inside its organisation;
+//!    fake, so a fake bounce anchors only its own sender's organisation;
 //! 3. the report's `Reporting-MTA` (RFC 3464);
 //! 4. the report's From and Message-ID domains (weak, but written by the bouncer too).
 //!
@@ -96,10 +96,10 @@ impl Anchor {
         }
         let claims = [
             reporting_mta(mail).map(|m| (m, "Reporting-MTA")),
-            from_domain(mail).map(|d| (d, "the report's From domain")),
+            from_domain(mail).map(|d| (d, "the report's From")),
             mail.message_id()
                 .and_then(id_domain)
-                .map(|d| (d, "the report's Message-ID domain")),
+                .map(|d| (d, "the report's Message-ID")),
         ];
         for (name, what) in claims.into_iter().flatten() {
             let Some(org) = registrable_domain(&name) else {
@@ -109,12 +109,20 @@ impl Anchor {
                 // A report written elsewhere in an own domain's name proves nothing.
                 continue;
             }
-            if delivered_by.is_some() && !anchor.domains.contains(&org) {
-                // The delivering host is known: claims outside its organisation are not.
+            // Claims outside the delivering host's organisation are kept: a provider's
+            // reporting and outbound hosts often sit under two domains, and a forged report
+            // gains nothing by them, since its sender's own organisation is anchored already.
+            let host = name.trim_end_matches('.').to_ascii_lowercase();
+            if anchor.hosts.contains(&host)
+                && let Some(source) = anchor.sources.iter_mut().find(|s| s.starts_with(&host))
+            {
+                // One name the report gives in several places: one source, with each place.
+                source.truncate(source.len() - 1);
+                source.push_str(&format!(", {what})"));
                 continue;
             }
-            anchor.add_host(&name);
-            anchor.sources.push(format!("{what} {name}"));
+            anchor.add_host(&host);
+            anchor.sources.push(format!("{host} ({what})"));
         }
         anchor
     }
@@ -150,8 +158,8 @@ impl Anchor {
                 .contains(&crate::config::canonical_ip(ip))
                 .then(|| format!("{by} is the bouncer's address"));
         }
-        if let Some(h) = self.hosts.iter().find(|h| **h == by) {
-            return Some(format!("{by} is the bouncer ({})", self.source_of(h)));
+        if self.hosts.contains(&by) {
+            return Some(format!("{by} is the bouncer ({})", self.source_of(&by)));
         }
         let org = registrable_domain(&by)?;
         self.domains
@@ -165,11 +173,17 @@ impl Anchor {
         self.vouches_for(by, own).is_some()
     }
 
+    /// Where the report names `host`: the places in parentheses of its source.
     fn source_of(&self, host: &str) -> String {
-        self.sources
-            .iter()
-            .find(|s| s.contains(host))
-            .cloned()
+        let source = self.sources.iter().find(|s| s.starts_with(host));
+        source
+            .and_then(|s| s.strip_prefix(host))
+            .map(|s| {
+                s.trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .to_string()
+            })
             .unwrap_or_else(|| "named in the report".into())
     }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::anchor::Anchor;
 use crate::config::Own;
 use crate::original::{Form, Original, id_domain};
-use crate::received::{HopRole, JudgedHop};
+use crate::received::{HopRole, JudgedHop, is_internal};
 
 /// One piece of evidence: positive for "I sent it", negative for "forged".
 #[derive(Debug, Clone, Serialize)]
@@ -222,6 +222,33 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, anchor: &Anchor, ev: &mut Vec<Evi
                 "{by} received it from {source}: own by name only ({what}), no address to confirm"
             ),
         )),
+        (None, _) if entry.hop.from_ip.is_some_and(is_internal) && !entry_is_bottom => {
+            push_forged(hops, &by, &source, ev);
+            ev.push(Evidence::new(
+                0,
+                "entered-inside-the-site",
+                format!(
+                    "{by} received it from {source}, an internal address, and where the \
+                     site got it from is not recorded"
+                ),
+            ));
+        }
+        (None, _) if entry.hop.from_ip.is_some_and(is_internal) => {
+            // Nothing below: the message began inside that site (its webmail, an API).
+            let (points, tag) = if own.relays_configured {
+                (-3, "created-on-foreign-host")
+            } else {
+                (-1, "created-on-unknown-host")
+            };
+            ev.push(Evidence::new(
+                points,
+                tag,
+                format!(
+                    "the message began inside the site of {by}: it came from {source}, an \
+                     internal address, and no hop below says it came from anywhere else"
+                ),
+            ));
+        }
         (None, _) => {
             push_forged(hops, &by, &source, ev);
             if own.relays_configured {
