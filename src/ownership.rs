@@ -1,4 +1,9 @@
 //! Weighs the evidence that the user really sent the returned original.
+//!
+//! Only what the sender of the original could not write counts for the user: a hop the bouncer
+//! vouches for that received it from an own relay, or an own server's report about mail it got
+//! from the user. Everything a sender writes (unbelieved hops, Message-IDs, From) may count
+//! against, never for.
 
 use serde::Serialize;
 

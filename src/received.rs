@@ -1,4 +1,10 @@
-//! The returned original's Received chain: its hops, and which of them the user's side recorded.
+//! The returned original's Received chain: its hops, and which of them the bouncer vouches for.
+//!
+//! Threat model: the sender of the original wrote every line of it, in any order and
+//! spelling. The bouncer wrote the lines above them, and the report around them ([`Anchor`]).
+//! So a hop is believed only from the bouncer down, along links a sender cannot fake (a
+//! receiver's recorded address or reverse-DNS name, never a HELO), inside the bouncer's
+//! organisation; see [`judge_chain`].
 
 use std::net::IpAddr;
 
