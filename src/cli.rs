@@ -182,6 +182,7 @@ pub fn env_vars(args: &CommonArgs) -> EnvVars {
     }
     if let Some(r) = &args.recipient {
         env.recipient = Some(("--recipient".to_string(), r.clone()));
+        env.recipients = vec![("--recipient".to_string(), r.clone())];
     }
     env
 }

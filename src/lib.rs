@@ -21,6 +21,7 @@ pub mod message;
 pub mod original;
 pub mod ownership;
 pub mod perms;
+pub mod proofs;
 pub mod received;
 pub mod rules;
 pub mod scan;

@@ -318,6 +318,7 @@ fn evaluate_with(bytes: &[u8], config: &Config, rules: &RuleSet) {
     let envelope = EnvVars {
         sender: Some(String::new()),
         recipient: Some(("RECIPIENT".to_string(), "user@example.com".to_string())),
+        ..EnvVars::default()
     };
     for env in [&bare, &envelope] {
         let eval = evaluate(bytes, config, rules, env);
