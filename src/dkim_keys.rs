@@ -83,7 +83,11 @@ fn fetch(args: &FetchArgs) -> Result<String, String> {
         Some(s) => s,
         None => resolv_conf_server()?,
     };
-    let domain = args.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let domain = args
+        .domain
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let mut entries = Vec::new();
     for selector in &args.selectors {
         let name = format!("{}._domainkey.{domain}", selector.trim());
@@ -188,7 +192,14 @@ pub fn query_txt(server: SocketAddr, name: &str) -> Result<Vec<String>, String> 
                 break;
             }
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -203,7 +214,8 @@ pub fn query_txt(server: SocketAddr, name: &str) -> Result<Vec<String>, String> 
 
 fn query_tcp(server: SocketAddr, q: &[u8]) -> Result<Vec<u8>, String> {
     let mut s = TcpStream::connect_timeout(&server, TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let mut msg = (q.len() as u16).to_be_bytes().to_vec();
     msg.extend(q);
     s.write_all(&msg).map_err(|e| e.to_string())?;

@@ -105,11 +105,7 @@ fn header_of(message: &[u8]) -> &[u8] {
         .windows(2)
         .position(|w| w == b"\n\n")
         .map(|i| i + 2)
-        .or_else(|| {
-            cut.windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map(|i| i + 4)
-        });
+        .or_else(|| cut.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4));
     &cut[..end.unwrap_or(cut.len())]
 }
 
@@ -129,7 +125,12 @@ struct Tally {
     learned: Learned,
 }
 
-fn learn_folders(paths: &Paths, folders: &[PathBuf], full: bool, expire: u32) -> Result<(), String> {
+fn learn_folders(
+    paths: &Paths,
+    folders: &[PathBuf],
+    full: bool,
+    expire: u32,
+) -> Result<(), String> {
     for folder in folders {
         let abs = std::fs::canonicalize(folder)
             .map_err(|e| format!("cannot read the folder {}: {e}", folder.display()))?;
@@ -312,7 +313,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mbox = tmp.path().join("Sent");
         let one = "From me Fri Jan  2 00:00:00 2026\nMessage-ID: <1@x>\n\nbody\n\n";
-        std::fs::write(&mbox, format!("{one}From me Fri Jan  2 00:00:00 2026\nMessage-ID: <2@x>\n")).unwrap();
+        std::fs::write(
+            &mbox,
+            format!("{one}From me Fri Jan  2 00:00:00 2026\nMessage-ID: <2@x>\n"),
+        )
+        .unwrap();
         let (sent, _, through) = read_mbox(&mbox, 0, 5).unwrap();
         assert_eq!(sent.len(), 1);
         assert_eq!(through, one.len() as u64);

@@ -191,7 +191,7 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     let mut bounce = proofs::Bounce {
         original: None,
         addressed_to: proofs::addressed_to(&mail, &env.recipients),
-        date: mail.date().map(|d| d.to_timestamp()),
+        date: proofs::date_of(&mail),
         now: proofs::now(),
     };
     let Some(original) = found else {

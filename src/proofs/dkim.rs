@@ -406,3 +406,49 @@ mod tests {
         assert!(parse_key("v=DKIM1; k=rsa; p=AAAA").is_err());
     }
 }
+
+#[cfg(test)]
+mod signed {
+    use super::*;
+
+    const KEYS: &str = include_str!("../../tests/fixtures/proofs/dkim-keys");
+    const RSA: &[u8] = include_bytes!("../../tests/fixtures/proofs/signed-rsa.eml");
+    const ED: &[u8] = include_bytes!("../../tests/fixtures/proofs/signed-ed.eml");
+
+    fn check(message: &[u8]) -> Vec<Outcome> {
+        verify_own(message, &parse_keys_file(KEYS), |d| d == "vm.test")
+    }
+
+    fn valid(out: &[Outcome]) -> bool {
+        matches!(out, [Outcome::Valid { .. }])
+    }
+
+    /// Messages signed by python3-dkim (relaxed RSA, simple Ed25519) verify, with the body or
+    /// without it, and not once a signed header is changed.
+    #[test]
+    fn real_signatures_verify_on_headers_alone() {
+        for (name, msg) in [("rsa", RSA), ("ed25519", ED)] {
+            assert!(valid(&check(msg)), "{name}: {:?}", check(msg));
+            let text = String::from_utf8_lossy(msg).into_owned();
+            let headers_only = &text[..text.find("\n\n").unwrap() + 2];
+            assert!(
+                valid(&check(headers_only.as_bytes())),
+                "{name} headers only"
+            );
+            let crlf = text.replace('\n', "\r\n");
+            assert!(valid(&check(crlf.as_bytes())), "{name} with CRLF");
+            let tampered = text.replace("The quarterly figures", "The quarterly figures!");
+            assert!(
+                matches!(check(tampered.as_bytes())[..], [Outcome::Invalid { .. }]),
+                "{name} tampered"
+            );
+            let foreign = verify_own(msg, &parse_keys_file(KEYS), |d| d == "other.example");
+            assert!(
+                foreign.is_empty(),
+                "{name}: only own signatures are checked"
+            );
+            let unknown = verify_own(msg, &[], |d| d == "vm.test");
+            assert!(matches!(unknown[..], [Outcome::UnknownKey { .. }]));
+        }
+    }
+}

@@ -366,6 +366,17 @@ pub fn addressed_to(mail: &mail_parser::Message<'_>, env: &[(String, String)]) -
     out
 }
 
+/// The message's Date in Unix seconds (the delivery parser keeps Date raw, so it is parsed
+/// here, for the bounces that need it).
+pub fn date_of(mail: &mail_parser::Message<'_>) -> Option<i64> {
+    let raw = crate::message::header_values(mail, "Date")
+        .into_iter()
+        .next()?;
+    let field = format!("Date: {}\n\n", crate::message::cut_at_char(&raw, 200));
+    let parsed = mail_parser::MessageParser::new().parse_headers(field.as_bytes())?;
+    parsed.date().map(|d| d.to_timestamp())
+}
+
 fn clean_address(text: &str) -> String {
     let t = text.trim();
     let t = t.split(char::is_whitespace).next().unwrap_or(t);

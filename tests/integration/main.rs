@@ -11,4 +11,5 @@ mod fuzz;
 mod hardening;
 mod hosts;
 mod malformed;
+mod proofs;
 mod scan;
