@@ -284,7 +284,7 @@ mod tests {
     fn mbox_is_read_whole_and_then_from_where_it_stopped() {
         let tmp = tempfile::tempdir().unwrap();
         let mbox = tmp.path().join("Sent");
-        let one = "From me Fri Jan  2 00:00:00 2026\nMessage-ID: <1@x>\nDate: Fri, 2 Jan 2026 00:00:00 +0000\n\nFrom the body, quoted.\n\n";
+        let one = "From me Fri Jan  2 00:00:00 2026\nMessage-ID: <1@x>\nDate: Fri, 2 Jan 2026 00:00:00 +0000\n\n>From the body, quoted.\n\n";
         let two = "From me Fri Jan  2 00:00:00 2026\nSubject: no id\n\nbody\n\n";
         std::fs::write(&mbox, format!("{one}{two}")).unwrap();
         let (sent, tally, through) = read_mbox(&mbox, 0, 5).unwrap();
