@@ -55,6 +55,12 @@ pub fn run(args: &LearnArgs) -> ExitCode {
     };
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
+        // A hook must not hold sent mail's copies back over a config typo: the defaults
+        // (the default ledger) serve until the config is fixed.
+        Err(e) if hook && !e.untrusted => {
+            say!("backstop: {e}; learning with the default settings");
+            Config::default()
+        }
         Err(e) => return fail(e.to_string()),
     };
     let paths = match &args.ledger {
@@ -82,10 +88,14 @@ pub fn run(args: &LearnArgs) -> ExitCode {
 
 fn learn_stdin(paths: &Paths, config: &Config, expire: u32) -> Result<(), String> {
     let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
+    let mut stdin = std::io::stdin().lock();
+    (&mut stdin)
         .take(config.max_size.min(MAX_HEADER as u64 * 4))
         .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the message: {e}"))?;
+    // Read the rest too: a host whose command exits before taking the whole message may count
+    // the broken pipe as a failure.
+    std::io::copy(&mut stdin, &mut std::io::sink())
         .map_err(|e| format!("cannot read the message: {e}"))?;
     let now = crate::proofs::now();
     let (_, message) = crate::message::split_from_line(&bytes);

@@ -383,9 +383,12 @@ fn clean_address(text: &str) -> String {
     t.trim_matches(['<', '>']).to_string()
 }
 
-/// True when the evidence holds a proof either way.
-pub fn any_proof(evidence: &[Evidence]) -> bool {
-    evidence
-        .iter()
-        .any(|e| POSITIVE.contains(&e.tag) || NEGATIVE.contains(&e.tag))
+/// Checks what `Config::from_str` leaves to `lint`: every DKIM key (inline and in the keys
+/// file) parses as a public key.
+pub fn lint(config: &Config) -> Result<(), String> {
+    for k in dkim_keys(config)? {
+        dkim::parse_key(&k.record)
+            .map_err(|e| format!("the DKIM key {}._domainkey.{}: {e}", k.selector, k.domain))?;
+    }
+    Ok(())
 }

@@ -459,3 +459,36 @@ fn dkim_keys_fetch_copies_the_published_key_from_dns() {
     let bounce = dsn(&fs::read_to_string(fixture(DKIM_RSA)).unwrap(), false);
     assert!(tags(home.path(), &config, &bounce, &[]).contains(&"dkim-valid".to_string()));
 }
+
+#[test]
+fn lint_checks_the_dkim_keys_and_the_proof_settings() {
+    let home = temp_home();
+    let config = home.path().join("config.yaml");
+    let lint = |text: &str| {
+        fs::write(&config, text).unwrap();
+        let out = backstop(home.path())
+            .arg("lint")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let keys = fixture("proofs/dkim-keys");
+    assert_eq!(
+        lint(&format!("dkim:\n  keys_file: {}\n", keys.display())).0,
+        Some(0)
+    );
+    let (code, err) =
+        lint("dkim:\n  keys:\n    - {domain: vm.test, selector: s, record: \"v=DKIM1; p=AAAA\"}\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("s._domainkey.vm.test"), "{err}");
+    let (code, err) = lint("batv:\n  required: true\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("batv.secrets"), "{err}");
+    let (code, err) = lint("alarm:\n  bounces: 1\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("config.yaml:2:"), "{err}");
+}
