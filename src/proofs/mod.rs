@@ -221,7 +221,7 @@ fn dkim_evidence(config: &Config, b: &Bounce<'_>, ev: &mut Vec<Evidence>) {
         }
     };
     let domains: Vec<&str> = keys.iter().map(|k| k.domain.as_str()).collect();
-    let is_own = |d: &str| domains.iter().any(|o| *o == d);
+    let is_own = |d: &str| domains.contains(&d);
     let outcomes = dkim::verify_own(&o.headers, &keys, is_own);
     let signs_all = config.dkim.signs_all;
     if let Some(dkim::Outcome::Valid {
