@@ -4,7 +4,9 @@
 # through ~/.forward, and Debian's Exim binary with a private configuration
 # (Debian's userforward router and address_pipe transport, and the example
 # router and transport), each running the example files of packaging/examples
-# with the built backstop binary.
+# with the built backstop binary. The proofs (issue 14) go through the same
+# Postfix: the ledger fed by the cron-learn and postfix-learn recipes, DKIM
+# signatures made by python3-dkim, BATV tags made by the Exim binary.
 #
 #   bash tests/hosts/run.sh BACKSTOP_BINARY [EXAMPLES_DIR]
 #
