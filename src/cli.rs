@@ -46,6 +46,10 @@ pub enum Command {
     Scan(crate::scan::ScanArgs),
     /// Summarise the decision log: verdicts per day, top bounce senders, the current wave.
     Stats(crate::stats::StatsArgs),
+    /// Record the Message-IDs of mail you sent in the ledger (one message on stdin, or Sent folders).
+    Learn(crate::learn::LearnArgs),
+    /// Manage the DKIM public keys backstop checks returned originals with.
+    DkimKeys(crate::dkim_keys::DkimKeysArgs),
 }
 
 /// `deliver`'s help line when it is parsed alone (the same as its doc line above: a test).
@@ -130,6 +134,8 @@ pub fn run() -> ExitCode {
         Command::Filter(args) => crate::filter::run(&args),
         Command::Scan(args) => crate::scan::run(&args),
         Command::Stats(args) => crate::stats::run(&args),
+        Command::Learn(args) => crate::learn::run(&args),
+        Command::DkimKeys(args) => crate::dkim_keys::run(&args),
     }
 }
 
@@ -182,6 +188,7 @@ pub fn env_vars(args: &CommonArgs) -> EnvVars {
     }
     if let Some(r) = &args.recipient {
         env.recipient = Some(("--recipient".to_string(), r.clone()));
+        env.recipients = vec![("--recipient".to_string(), r.clone())];
     }
     env
 }
@@ -321,6 +328,8 @@ fn lint(args: &LintArgs) -> ExitCode {
     };
     let result = Config::from_file(&path).and_then(|config| {
         let rules = RuleSet::build(&config.user_rules, &path.display().to_string())?;
+        crate::proofs::lint(&config)
+            .map_err(|e| ConfigError::whole(&path.display().to_string(), e))?;
         for rule in &rules.rules {
             rule.compile()
                 .map_err(|e| ConfigError::whole(&rule.origin, e))?;

@@ -73,21 +73,26 @@ pub struct EnvVars {
     pub sender: Option<String>,
     /// RECIPIENT, ORIGINAL_RECIPIENT or ORIG_RECIPIENT, with the variable's name.
     pub recipient: Option<(String, String)>,
+    /// Every one of those that is set (BATV looks at each: the tag may be in any).
+    pub recipients: Vec<(String, String)>,
 }
 
 impl EnvVars {
     pub fn from_process() -> EnvVars {
         let get = |name: &str| std::env::var(name).ok();
-        let recipient = ["RECIPIENT", "ORIGINAL_RECIPIENT", "ORIG_RECIPIENT"]
-            .iter()
-            .find_map(|n| {
-                get(n)
-                    .filter(|v| v.contains('@'))
-                    .map(|v| (n.to_string(), v))
-            });
+        let recipients: Vec<(String, String)> =
+            ["RECIPIENT", "ORIGINAL_RECIPIENT", "ORIG_RECIPIENT"]
+                .iter()
+                .filter_map(|n| {
+                    get(n)
+                        .filter(|v| v.contains('@'))
+                        .map(|v| (n.to_string(), v))
+                })
+                .collect();
         EnvVars {
             sender: get("SENDER"),
-            recipient,
+            recipient: recipients.first().cloned(),
+            recipients,
         }
     }
 }

@@ -22,7 +22,7 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    fn new(points: i32, tag: &'static str, text: String) -> Evidence {
+    pub fn new(points: i32, tag: &'static str, text: String) -> Evidence {
         Evidence { points, tag, text }
     }
 }
