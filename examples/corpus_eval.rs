@@ -19,9 +19,7 @@ use backstop::verdict::{Evaluation, Verdict, evaluate};
 #[path = "../tests/integration/scenarios.rs"]
 mod scenarios;
 
-use scenarios::{
-    OWN_HOST, OWN_NET, from_clauses, insert_forged_hop, json, json_str, read_manifest,
-};
+use scenarios::{OWN_HOST, OWN_NET, handoff, insert_forged_hop, json, json_str, read_manifest};
 
 /// The kinds of the manifest; every one gets its recognition line, printed even when empty.
 const KINDS: [&str; 5] = ["dsn", "inline-bounce", "autoreply", "arf", "other"];
@@ -31,6 +29,7 @@ const HAM: &str = "ham: clean";
 const DSN_INLINE: &str = "dsn+inline: recognised";
 const LEGIT_NOT_BS: &str = "legit scenario: not called backscatter";
 const LEGIT_INBOX: &str = "legit scenario: legit-bounce (reaches the inbox)";
+const LEGIT_EXCLUDED: &str = "legit scenario: excluded, no hand-off to a bouncer elsewhere";
 const BS_HEADERS: &str = "backscatter scenario (original headers came back)";
 const BS_RECEIVED: &str = "backscatter scenario (original with Received came back)";
 const FORGED_STILL: &str = "forged-relay variant of those backscatter: still backscatter";
@@ -125,6 +124,7 @@ fn main() -> ExitCode {
             DSN_INLINE,
             LEGIT_NOT_BS,
             LEGIT_INBOX,
+            LEGIT_EXCLUDED,
             BS_HEADERS,
             BS_RECEIVED,
             FORGED_STILL,
@@ -181,28 +181,32 @@ fn main() -> ExitCode {
         }
         check(&mut tallies, DSN_INLINE, &row.file, is_bounce, got.as_ref());
 
-        // Legit: own hosts and networks are the original's Received from-clauses.
-        let (hosts, ips) = from_clauses(row);
-        let legit = config(&format!(
-            "own: {{hosts: {}, networks: {}}}",
-            json(&hosts),
-            json(&ips)
-        ));
-        let got = run(&legit);
-        check(
-            &mut tallies,
-            LEGIT_NOT_BS,
-            &row.file,
-            |v| v != Verdict::Backscatter,
-            got.as_ref(),
-        );
-        check(
-            &mut tallies,
-            LEGIT_INBOX,
-            &row.file,
-            |v| v == Verdict::LegitBounce,
-            got.as_ref(),
-        );
+        // Legit: the relay that handed the original to the bouncer, and the senders below it,
+        // are own; the bouncer is not (scenarios::handoff, read from the manifest alone).
+        let handoff = handoff(row);
+        count(&mut tallies, LEGIT_EXCLUDED, &row.file, handoff.is_none());
+        if let Some(handoff) = handoff {
+            let legit = config(&format!(
+                "own: {{hosts: {}, networks: {}}}",
+                json(&handoff.hosts),
+                json(&handoff.ips)
+            ));
+            let got = run(&legit);
+            check(
+                &mut tallies,
+                LEGIT_NOT_BS,
+                &row.file,
+                |v| v != Verdict::Backscatter,
+                got.as_ref(),
+            );
+            check(
+                &mut tallies,
+                LEGIT_INBOX,
+                &row.file,
+                |v| v == Verdict::LegitBounce,
+                got.as_ref(),
+            );
+        }
 
         // Backscatter: unrelated own relays, own domain = the original's From domain.
         if !row.orig_headers_found || row.orig_from_domain.is_empty() {

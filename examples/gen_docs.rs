@@ -208,6 +208,14 @@ fn check_config_page(page: &str) -> Result<(), String> {
     names.extend(names_of::<Kind>());
     names.extend(names_of::<Layout>());
     names.extend(names_of::<Lock>());
+    {
+        use backstop::proofs::spec::{AlarmSpec, BatvSpec, DkimKeySpec, DkimSpec, LedgerSpec};
+        names.extend(names_of::<LedgerSpec>());
+        names.extend(names_of::<DkimSpec>());
+        names.extend(names_of::<DkimKeySpec>());
+        names.extend(names_of::<BatvSpec>());
+        names.extend(names_of::<AlarmSpec>());
+    }
     let escaped = |n: &str| n.replace('-', "\\-");
     let missing: Vec<&str> = names
         .into_iter()

@@ -38,6 +38,10 @@ pub enum Command {
     Scan(ScanArgs),
     /// Summarise the decision log: verdicts per day, top bounce senders, the current wave.
     Stats(StatsArgs),
+    /// Record the Message-IDs of mail you sent in the ledger (one message on stdin, or Sent folders).
+    Learn(crate::learn::LearnArgs),
+    /// Manage the DKIM public keys backstop checks returned originals with.
+    DkimKeys(crate::dkim_keys::DkimKeysArgs),
 }
 
 /// `deliver`'s help line when it is parsed alone (the same as its doc line above: a test).

@@ -8,6 +8,7 @@ use serde_saphyr::Spanned;
 
 use crate::error::ConfigError;
 use crate::evidence::own::{HostPattern, Own, parse_network};
+use crate::proofs::spec::{AlarmSpec, BatvSpec, DkimSpec, LedgerSpec};
 use crate::rules::RuleSpec;
 use crate::store::maildir::Layout;
 use crate::store::mbox::{DEFAULT_LOCKS, Lock};
@@ -115,6 +116,15 @@ pub struct ConfigFile {
     pub cpu_budget_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub trace_headers: Option<bool>,
+    /// The proofs (see `crate::proofs`).
+    #[serde(default)]
+    pub ledger: LedgerSpec,
+    #[serde(default)]
+    pub dkim: DkimSpec,
+    #[serde(default)]
+    pub batv: BatvSpec,
+    #[serde(default)]
+    pub alarm: AlarmSpec,
 }
 
 /// Where delivered mail goes.
@@ -145,6 +155,10 @@ pub struct Config {
     pub max_size: u64,
     pub cpu_budget_ms: u64,
     pub trace_headers: bool,
+    pub ledger: LedgerSpec,
+    pub dkim: DkimSpec,
+    pub batv: BatvSpec,
+    pub alarm: AlarmSpec,
 }
 
 /// The range `cpu_budget_ms` may take: under 10 ms even clean mail would go unjudged on a
@@ -177,6 +191,10 @@ impl Default for Config {
             max_size: DEFAULT_MAX_SIZE,
             cpu_budget_ms: DEFAULT_CPU_BUDGET_MS,
             trace_headers: true,
+            ledger: LedgerSpec::default(),
+            dkim: DkimSpec::default(),
+            batv: BatvSpec::default(),
+            alarm: AlarmSpec::default(),
         }
     }
 }
@@ -283,6 +301,18 @@ impl Config {
             config.cpu_budget_ms = b.value;
         }
         config.trace_headers = file.trace_headers.unwrap_or(true);
+        crate::proofs::spec::check(&file.ledger, &file.dkim, &file.batv, &file.alarm).map_err(
+            |(line, column, message)| ConfigError {
+                line,
+                column,
+                message,
+                ..ConfigError::whole(name, "")
+            },
+        )?;
+        config.ledger = file.ledger;
+        config.dkim = file.dkim;
+        config.batv = file.batv;
+        config.alarm = file.alarm;
         config.own = file.own;
         config.user_rules = file.rules;
         Ok(config)

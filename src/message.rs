@@ -72,6 +72,8 @@ pub struct EnvVars {
     pub sender: Option<String>,
     /// RECIPIENT, ORIGINAL_RECIPIENT or ORIG_RECIPIENT, with the variable's name.
     pub recipient: Option<(String, String)>,
+    /// Every one of those that is set (BATV looks at each: the tag may be in any).
+    pub recipients: Vec<(String, String)>,
 }
 
 /// The envelope sender and recipient, each with where it was learnt.

@@ -37,24 +37,27 @@ pub fn env_vars(args: &CommonArgs) -> EnvVars {
     }
     if let Some(r) = &args.recipient {
         env.recipient = Some(("--recipient".to_string(), r.clone()));
+        env.recipients = vec![("--recipient".to_string(), r.clone())];
     }
     env
 }
 
-/// The envelope variables the delivery agent set: SENDER, and RECIPIENT, ORIGINAL_RECIPIENT or
-/// ORIG_RECIPIENT (the first that holds an address).
+/// The envelope variables the delivery agent set: SENDER, and RECIPIENT, ORIGINAL_RECIPIENT and
+/// ORIG_RECIPIENT (each that holds an address; the first is the recipient).
 fn process_env_vars() -> EnvVars {
     let get = |name: &str| std::env::var(name).ok();
-    let recipient = ["RECIPIENT", "ORIGINAL_RECIPIENT", "ORIG_RECIPIENT"]
+    let recipients: Vec<(String, String)> = ["RECIPIENT", "ORIGINAL_RECIPIENT", "ORIG_RECIPIENT"]
         .iter()
-        .find_map(|n| {
+        .filter_map(|n| {
             get(n)
                 .filter(|v| v.contains('@'))
                 .map(|v| (n.to_string(), v))
-        });
+        })
+        .collect();
     EnvVars {
         sender: get("SENDER"),
-        recipient,
+        recipient: recipients.first().cloned(),
+        recipients,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::evidence::own::Own;
 use crate::evidence::ownership::{self, DECISION_MARGIN, Evidence};
 use crate::evidence::received::{JudgedHop, judge_chain};
 use crate::message::{self, EnvVars, Envelope};
+use crate::proofs::{self, alarm::WaveFacts};
 use crate::rules::{Facts, Kind, RuleHit, RuleSet};
 
 /// What a message is.
@@ -95,6 +96,9 @@ pub struct Evaluation {
     /// `X-Backstop-Error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a legitimate bounce: what the wave alarm records of it (`crate::proofs::alarm`).
+    #[serde(skip)]
+    pub wave: Option<WaveFacts>,
 }
 
 impl Evaluation {
@@ -119,6 +123,7 @@ impl Evaluation {
             from: None,
             notes: vec![note],
             error: None,
+            wave: None,
         }
     }
 }
@@ -157,6 +162,7 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
         from: message::from_text(&mail),
         notes: Vec::new(),
         error: None,
+        wave: None,
     };
     if mail.headers_only {
         eval.notes.push(format!(
@@ -186,17 +192,33 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
             .then(|| original::references(&mail))
             .flatten()
     });
+    let mut bounce = proofs::Bounce {
+        original: None,
+        addressed_to: proofs::addressed_to(&mail, &env.recipients),
+        date: proofs::date_of(&mail),
+        now: proofs::now(),
+    };
     let Some(original) = found else {
         eval.own = Some(OwnView::from(&own));
         eval.verdict = Verdict::UnverifiedBounce;
         eval.reasons
             .push("no part of the original came back, so there is nothing to judge it by".into());
-        eval.action = config.actions.unverified_bounce.value;
+        // BATV needs no original: the address the bounce came to is the proof.
+        eval.evidence = proofs::gather(config, &bounce);
+        eval.ownership = eval.evidence.iter().map(|e| e.points).sum();
+        if let Some((verdict, why)) = decide_by_proofs(&eval.evidence) {
+            eval.verdict = verdict;
+            eval.reasons.push(why);
+        }
+        eval.action = action_for(eval.verdict, config);
         return eval;
     };
     let anchor = Anchor::find(&mail, &own);
     let judged = judge_chain(&original.received, &own, &anchor);
-    let evidence = ownership::weigh(&original, &judged, &own, &anchor);
+    let mut evidence = ownership::weigh(&original, &judged, &own, &anchor);
+    bounce.original = Some(&original);
+    evidence.extend(proofs::gather(config, &bounce));
+    let proven = decide_by_proofs(&evidence);
     let total: i32 = evidence.iter().map(|e| e.points).sum();
     eval.verdict = if total >= DECISION_MARGIN {
         Verdict::LegitBounce
@@ -208,7 +230,9 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     // Relay evidence outranks identifiers: a chain that entered the foreign side from
     // an own host is never called backscatter, and a forged own hop is never legit.
     let has = |tag: &str| evidence.iter().any(|e| e.tag == tag);
-    let capped = if eval.verdict == Verdict::Backscatter
+    let capped = if proven.is_some() {
+        None
+    } else if eval.verdict == Verdict::Backscatter
         && ownership::RELAY_POSITIVE.iter().any(|t| has(t))
     {
         Some("own relay evidence rules out backscatter")
@@ -236,11 +260,15 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     sorted.sort_by_key(|e| -e.points.abs());
     eval.reasons
         .extend(sorted.iter().map(|e| format!("{:+} {}", e.points, e.text)));
-    eval.reasons.push(match eval.verdict {
-        Verdict::LegitBounce => {
+    if let Some((verdict, _)) = &proven {
+        eval.verdict = *verdict;
+    }
+    eval.reasons.push(match (&proven, eval.verdict) {
+        (Some((_, why)), _) => format!("ownership evidence totals {total:+}, and {why}"),
+        (None, Verdict::LegitBounce) => {
             format!("ownership evidence totals {total:+}: a bounce of mail you sent")
         }
-        Verdict::Backscatter => format!(
+        (None, Verdict::Backscatter) => format!(
             "ownership evidence totals {total:+}: the original was not yours (forged sender)"
         ),
         _ => match capped {
@@ -251,11 +279,10 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
             ),
         },
     });
-    eval.action = match eval.verdict {
-        Verdict::Backscatter => config.actions.backscatter.value,
-        Verdict::UnverifiedBounce => config.actions.unverified_bounce.value,
-        _ => Action::Inbox,
-    };
+    eval.action = action_for(eval.verdict, config);
+    if eval.verdict == Verdict::LegitBounce {
+        eval.wave = Some(proofs::alarm::facts(&original, &judged));
+    }
     eval.evidence = evidence;
     eval.ownership = total;
     eval.own = Some(OwnView::from(&own));
@@ -265,6 +292,60 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
         anchor,
     });
     eval
+}
+
+fn action_for(verdict: Verdict, config: &Config) -> Action {
+    match verdict {
+        Verdict::Backscatter => config.actions.backscatter.value,
+        Verdict::UnverifiedBounce => config.actions.unverified_bounce.value,
+        _ => Action::Inbox,
+    }
+}
+
+/// The proof rule, in one place so that it can be read (and merged) as a whole.
+///
+/// Proofs are what the attacker cannot write: the ledger of sent mail, the user's DKIM
+/// signature and BATV tags (see [`crate::proofs`] for each tag). They outrank the Received
+/// heuristics: a positive proof makes the bounce `legit-bounce` and a negative one
+/// `backscatter`, whatever the heuristics say. A positive and a negative proof together
+/// contradict each other, and leave it `unverified-bounce`. None: no proof either way, the
+/// heuristics decide.
+pub fn decide_by_proofs(evidence: &[Evidence]) -> Option<(Verdict, String)> {
+    let tagged = |list: &[&str]| -> Vec<&str> {
+        let mut tags: Vec<&str> = evidence
+            .iter()
+            .filter(|e| list.contains(&e.tag))
+            .map(|e| e.tag)
+            .collect();
+        tags.dedup();
+        tags
+    };
+    let (yes, no) = (tagged(proofs::POSITIVE), tagged(proofs::NEGATIVE));
+    match (yes.is_empty(), no.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some((
+            Verdict::LegitBounce,
+            format!(
+                "proof that you sent it ({}) outranks the Received heuristics: a bounce of mail you sent",
+                yes.join(", ")
+            ),
+        )),
+        (true, false) => Some((
+            Verdict::Backscatter,
+            format!(
+                "proof of forgery ({}) outranks the Received heuristics: the original was not yours",
+                no.join(", ")
+            ),
+        )),
+        (false, false) => Some((
+            Verdict::UnverifiedBounce,
+            format!(
+                "the proofs contradict each other ({} against {}): not enough to decide",
+                yes.join(", "),
+                no.join(", ")
+            ),
+        )),
+    }
 }
 
 /// The kind a message's structure names (a feedback report, then a DSN), else the kind
@@ -319,9 +400,11 @@ mod tests {
     fn judge(config: &str, message: &str) -> Evaluation {
         let config = Config::from_str(config, "test.yaml").expect("the config loads");
         let rules = RuleSet::build(&config.user_rules, "test.yaml").expect("the rules build");
+        let recipient = ("RECIPIENT".to_string(), "user@own.example".to_string());
         let env = EnvVars {
             sender: Some(String::new()),
-            recipient: Some(("RECIPIENT".into(), "user@own.example".into())),
+            recipient: Some(recipient.clone()),
+            recipients: vec![recipient],
         };
         evaluate(message.as_bytes(), &config, &rules, &env)
     }

@@ -167,8 +167,11 @@ END {
             if (!(k in kinds)) same_total(l, 0, k)
         }
     same_total("dsn+inline: recognised", bounces + 0, "dsn and inline-bounce")
-    same_total("legit scenario: not called backscatter", bounces + 0, "dsn and inline-bounce")
-    same_total("legit scenario: legit-bounce (reaches the inbox)", bounces + 0, "dsn and inline-bounce")
+    legit_out = "legit scenario: excluded, no hand-off to a bouncer elsewhere"
+    same_total(legit_out, bounces + 0, "dsn and inline-bounce")
+    legit_in = bounces - good[legit_out]
+    same_total("legit scenario: not called backscatter", legit_in, "dsn and inline-bounce with a hand-off")
+    same_total("legit scenario: legit-bounce (reaches the inbox)", legit_in, "dsn and inline-bounce with a hand-off")
     same_total("backscatter scenario (original headers came back)", scatter + 0,
         "dsn and inline-bounce with original headers and a From domain")
     bs_rcv = "backscatter scenario (original with Received came back)"

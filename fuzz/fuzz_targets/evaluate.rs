@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         let envelope = EnvVars {
             sender: Some(String::new()),
             recipient: Some(("RECIPIENT".to_string(), "user@example.com".to_string())),
+            ..EnvVars::default()
         };
         for env in [EnvVars::default(), envelope] {
             let eval = evaluate(data, config, rules, &env);

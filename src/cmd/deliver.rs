@@ -197,6 +197,12 @@ fn file_message(
     if let Some(path) = &config.log {
         log::append(path, eval, stored.as_ref());
     }
+    if let Some(facts) = &eval.wave
+        && let Err(e) = crate::proofs::alarm::note(config, inbox, facts, crate::proofs::now())
+    {
+        // The bounce is stored: the alarm's trouble must not make the MTA deliver it again.
+        let _ = writeln!(std::io::stderr(), "backstop: {e}");
+    }
     Ok(())
 }
 

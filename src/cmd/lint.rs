@@ -20,6 +20,8 @@ pub fn run(args: &LintArgs) -> ExitCode {
     };
     let result = Config::from_file(&path).and_then(|config| {
         let rules = RuleSet::build(&config.user_rules, &path.display().to_string())?;
+        crate::proofs::lint(&config)
+            .map_err(|e| ConfigError::whole(&path.display().to_string(), e))?;
         for rule in &rules.rules {
             rule.compile()
                 .map_err(|e| ConfigError::whole(&rule.origin, e))?;

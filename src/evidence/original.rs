@@ -55,6 +55,14 @@ pub struct Original {
     /// Message-IDs it references (for automatic replies: In-Reply-To and References).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<String>,
+    /// For the proofs (`crate::proofs`): the original's header block as it came back (DKIM
+    /// checks it), its Date in Unix seconds, and its To and Cc addresses.
+    #[serde(skip)]
+    pub headers: Vec<u8>,
+    #[serde(skip)]
+    pub date: Option<i64>,
+    #[serde(skip)]
+    pub recipients: Vec<String>,
 }
 
 impl Original {
@@ -67,6 +75,9 @@ impl Original {
             subject: mail.subject().map(str::to_string),
             received: Hop::all(mail),
             references: Vec::new(),
+            headers: header_block_of(mail).to_vec(),
+            date: mail.date().map(|d| d.to_timestamp()),
+            recipients: recipients_of(mail),
         };
         original.has_evidence().then_some(original)
     }
@@ -80,6 +91,25 @@ impl Original {
     pub fn message_id_domain(&self) -> Option<String> {
         id_domain(self.message_id.as_deref()?)
     }
+}
+
+/// The bytes of a parsed message's header block.
+fn header_block_of<'a>(mail: &'a Message<'_>) -> &'a [u8] {
+    let raw = mail.raw_message();
+    raw.get(..mail.root_part().offset_body as usize)
+        .unwrap_or(raw)
+}
+
+/// The To and Cc addresses of a message (at most 100).
+fn recipients_of(mail: &Message<'_>) -> Vec<String> {
+    [mail.to(), mail.cc()]
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a.iter())
+        .filter_map(|a| a.address.as_deref())
+        .take(100)
+        .map(str::to_string)
+        .collect()
 }
 
 /// The domain part of a Message-ID (`<local@domain>`).
@@ -179,6 +209,9 @@ pub fn references(mail: &Message<'_>) -> Option<Original> {
         subject: None,
         received: Vec::new(),
         references: ids,
+        headers: Vec::new(),
+        date: None,
+        recipients: Vec::new(),
     })
 }
 

@@ -1,11 +1,16 @@
 //! Weighs the evidence that the user really sent the returned original.
+//!
+//! Only what the sender of the original could not write counts for the user: a hop the bouncer
+//! vouches for that received it from an own relay, or an own server's report about mail it got
+//! from the user. Everything a sender writes (unbelieved hops, Message-IDs, From) may count
+//! against, never for.
 
 use serde::Serialize;
 
 use crate::evidence::anchor::Anchor;
 use crate::evidence::original::{Form, Original, id_domain};
 use crate::evidence::own::Own;
-use crate::evidence::received::{HopRole, JudgedHop};
+use crate::evidence::received::{HopRole, JudgedHop, is_internal};
 
 /// One piece of evidence: positive for "I sent it", negative for "forged".
 #[derive(Debug, Clone, Serialize)]
@@ -17,7 +22,7 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    fn new(points: i32, tag: &'static str, text: String) -> Evidence {
+    pub fn new(points: i32, tag: &'static str, text: String) -> Evidence {
         Evidence { points, tag, text }
     }
 }
@@ -222,6 +227,33 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, anchor: &Anchor, ev: &mut Vec<Evi
                 "{by} received it from {source}: own by name only ({what}), no address to confirm"
             ),
         )),
+        (None, _) if entry.hop.from_ip.is_some_and(is_internal) && !entry_is_bottom => {
+            push_forged(hops, &by, &source, ev);
+            ev.push(Evidence::new(
+                0,
+                "entered-inside-the-site",
+                format!(
+                    "{by} received it from {source}, an internal address, and where the \
+                     site got it from is not recorded"
+                ),
+            ));
+        }
+        (None, _) if entry.hop.from_ip.is_some_and(is_internal) => {
+            // Nothing below: the message began inside that site (its webmail, an API).
+            let (points, tag) = if own.relays_configured {
+                (-3, "created-on-foreign-host")
+            } else {
+                (-1, "created-on-unknown-host")
+            };
+            ev.push(Evidence::new(
+                points,
+                tag,
+                format!(
+                    "the message began inside the site of {by}: it came from {source}, an \
+                     internal address, and no hop below says it came from anywhere else"
+                ),
+            ));
+        }
         (None, _) => {
             push_forged(hops, &by, &source, ev);
             if own.relays_configured {

@@ -1,4 +1,10 @@
-//! The returned original's Received chain: its hops, and which of them the user's side recorded.
+//! The returned original's Received chain: its hops, and which of them the bouncer vouches for.
+//!
+//! Threat model: the sender of the original wrote every line of it, in any order and
+//! spelling. The bouncer wrote the lines above them, and the report around them ([`Anchor`]).
+//! So a hop is believed only from the bouncer down, along links a sender cannot fake (a
+//! receiver's recorded address or reverse-DNS name, never a HELO), inside the bouncer's
+//! organisation; see [`judge_chain`].
 
 use std::net::IpAddr;
 
@@ -296,7 +302,7 @@ pub fn judge_chain(hops: &[Hop], own: &Own, anchor: &Anchor) -> Vec<JudgedHop> {
             ),
             None => "not believed: it names no receiving host".into(),
         };
-        guess_entry(&mut judged, &informative);
+        guess_entry(&mut judged, &informative, 0);
         return judged;
     };
     judged[top].believed = true;
@@ -323,6 +329,14 @@ pub fn judge_chain(hops: &[Hop], own: &Own, anchor: &Anchor) -> Vec<JudgedHop> {
         }
     }
     let entry_hop = &judged[informative[entry]];
+    // The believed chain may end inside the bouncing site (a hop from a private or loopback
+    // address, or with no address): where the site got the message is then not recorded in
+    // lines it vouches for. Below, names suggest the way on, for evidence against only.
+    let inside_site = entry_hop.hop.from_ip.is_none_or(is_internal);
+    if !anchor.own && inside_site && entry + 1 < informative.len() {
+        guess_entry(&mut judged, &informative, entry);
+        return judged;
+    }
     let entry_from_own = !anchor.own && entry_hop.from.own_by.is_some() && entry_hop.from.strong;
     for (k, &i) in informative.iter().enumerate() {
         judged[i].role = match k {
@@ -369,12 +383,18 @@ fn link(prev: &Hop, next: &Hop, anchor: &Anchor, own: &Own) -> Result<String, St
     // A hand-off inside one host. Only a message made or re-injected on the bouncer's own host
     // comes this way: a spammer outside reaches it over SMTP from an address, and their lines
     // lie below that hop.
+    // A sender with no address at all is no network peer either: a daemon of the host.
     let from_loopback = prev.from_ip.is_some_and(|ip| ip.is_loopback());
-    if (from_loopback || !prev.has_from()) && prev.by.as_deref().is_some_and(|b| one_host(b, by)) {
+    let same = prev.by.as_deref().is_some_and(|b| {
+        one_host(b, by) || (from_loopback && (is_loopback_name(by) || is_loopback_name(b)))
+    });
+    if (from_loopback || prev.from_ip.is_none()) && same {
         return Ok(format!(
             "the hop above was a hand-off inside {by} itself ({})",
             if from_loopback {
                 "from loopback"
+            } else if prev.has_from() {
+                "from a sender with no address"
             } else {
                 "it names no sender"
             }
@@ -391,7 +411,7 @@ fn link(prev: &Hop, next: &Hop, anchor: &Anchor, own: &Own) -> Result<String, St
         let named = [prev.from_name.as_deref(), prev.from_rdns.as_deref()]
             .into_iter()
             .flatten()
-            .any(|n| same_host(n.trim_end_matches('.'), by));
+            .any(|n| one_host(n.trim_end_matches('.'), by));
         return match (named, inside) {
             (true, true) => Ok(format!(
                 "the hop above came from {by} at the private address {ip}, inside the bouncer's organisation"
@@ -429,6 +449,14 @@ fn verified_names(hop: &Hop) -> impl Iterator<Item = &str> {
         .map(|n| n.trim_end_matches('.'))
 }
 
+/// `localhost`, `localhost.localdomain` or a loopback address: this very host.
+fn is_loopback_name(name: &str) -> bool {
+    let n = name.trim_matches(['[', ']']).to_ascii_lowercase();
+    n == "localhost"
+        || n.starts_with("localhost.")
+        || n.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The same host as one host writes its own name from line to line: in full or by its first
 /// label alone (`mx` and `mx.example.com`), or under its organisation's other domain
 /// (`litemail00.example.com` above `litemail00.example.net`).
@@ -445,12 +473,13 @@ fn same_host(a: &str, b: &str) -> bool {
     a == b || (a.contains('.') != b.contains('.') && first(&a) == first(&b))
 }
 
-/// For a chain the bouncer does not vouch for: the entry as the names suggest, walking down
-/// while each hop was recorded by the host the one above came from (or over an internal
-/// address). Nothing here is believed; it only says where evidence against the user lies.
-fn guess_entry(judged: &mut [JudgedHop], informative: &[usize]) {
+/// Where the bouncer's believed record stops short (it vouches for no hop, or for none below
+/// `start`): the entry as the names suggest, walking down from `start` while each hop was
+/// recorded by the host the one above came from (or over an internal address). Nothing it
+/// steps onto is believed; it only says where evidence against the user lies.
+fn guess_entry(judged: &mut [JudgedHop], informative: &[usize], start: usize) {
     let top = informative[0];
-    if judged[top].by_own {
+    if start == 0 && judged[top].by_own {
         // The top hop claims to be ours: nobody foreign vouches for any of it.
         for &i in informative {
             judged[i].role = if judged[i].by_own {
@@ -461,8 +490,8 @@ fn guess_entry(judged: &mut [JudgedHop], informative: &[usize]) {
         }
         return;
     }
-    let mut entry = 0;
-    for k in 1..informative.len() {
+    let mut entry = start;
+    for k in start + 1..informative.len() {
         let (prev, next) = (&judged[informative[k - 1]], &judged[informative[k]]);
         // Names alone never lead onto a hop that claims an own server or sender: below a hop
         // nobody vouches for, such a claim is a forgery sign, not an entry.
@@ -485,7 +514,11 @@ fn guess_entry(judged: &mut [JudgedHop], informative: &[usize]) {
             _ => HopRole::Untrusted,
         };
         if judged[i].link.is_empty() {
-            judged[i].link = "not believed: the bouncer recorded no hop above it".into();
+            judged[i].link = if start == 0 {
+                "not believed: the bouncer recorded no hop above it".into()
+            } else {
+                "not believed: below the end of the believed chain".into()
+            };
         }
     }
 }

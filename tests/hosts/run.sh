@@ -4,7 +4,9 @@
 # through ~/.forward, and Debian's Exim binary with a private configuration
 # (Debian's userforward router and address_pipe transport, and the example
 # router and transport), each running the example files of packaging/examples
-# with the built backstop binary.
+# with the built backstop binary. The proofs (issue 14) go through the same
+# Postfix: the ledger fed by the cron-learn and postfix-learn recipes, DKIM
+# signatures made by python3-dkim, BATV tags made by the Exim binary.
 #
 #   bash tests/hosts/run.sh BACKSTOP_BINARY [EXAMPLES_DIR]
 #
@@ -84,7 +86,8 @@ if [ ! -x "$BIN_IN" ]; then
 fi
 for f in procmailrc procmailrc-filter procmailrc-condition mailfilter mailfilter-xfilter \
   backstop.sieve backstop-filter.sieve dovecot.conf forward exim.md \
-  exim4-router-backstop exim4-transport-backstop; do
+  exim4-router-backstop exim4-transport-backstop postfix-learn cron-learn \
+  dovecot-imapsieve-learn.sieve dovecot-imapsieve-learn.conf; do
   if [ ! -f "$EX_IN/$f" ]; then
     say_fail preflight "example $EX_IN/$f is missing"
   fi
@@ -96,6 +99,7 @@ for p in /usr/bin/procmail /usr/bin/maildrop /usr/bin/maildirmake "$LDA" /usr/bi
   /usr/bin/sievec /usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so \
   /usr/sbin/postfix /usr/sbin/sendmail /usr/sbin/postqueue /usr/sbin/postsuper \
   /usr/lib/postfix/sbin/local /usr/sbin/runuser /usr/bin/flock /usr/sbin/useradd \
+  /usr/sbin/postmap /usr/lib/postfix/sbin/pipe /usr/bin/dkimsign /usr/bin/dknewkey /usr/bin/python3 \
   "$EXIM" "$EXIM_ROOT/etc/exim4/conf.d/router/600_exim4-config_userforward"; do
   [ -e "$p" ] || missing+=("$p")
 done
@@ -220,7 +224,7 @@ as_user() {
 reset_home() {
   local config=$1
   rm -rf "$H/Maildir" "$H/blocker" "$H/.procmailrc" "$H/.mailfilter" "$H"/.forward* \
-    "$H/.config" "$H/sieve" "$H/.dovecot.sieve" "$H/.dovecot.lda-dupes"* "$H/env.json" \
+    "$H/.config" "$H/.local" "$H/sieve" "$H/.dovecot.sieve" "$H/.dovecot.lda-dupes"* "$H/env.json" \
     "/var/mail/$U"
   if [ "$config" != none ]; then
     mkdir -p "$H/.config/backstop"
@@ -802,6 +806,7 @@ error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
 local     unix  -       n       n       -       -       local
+pipe      unix  -       n       n       -       -       pipe
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
@@ -819,7 +824,8 @@ pf_results() { cat "$PF/maillog" 2>/dev/null | grep -c 'postfix/local.*status=';
 pf_send() {
   local sender=$1 rcpt=$2 file=$3 before deadline
   before=$(pf_results)
-  sendmail -C "$PF/etc" -i -f "$sender" -- "$rcpt" <"$file" || {
+  # shellcheck disable=SC2086 # PF_OPTS: extra sendmail options, one word each
+  sendmail -C "$PF/etc" -i ${PF_OPTS:-} -f "$sender" -- "$rcpt" <"$file" || {
     echo "sendmail failed"
     return 1
   }
@@ -902,6 +908,218 @@ postfix_deferred() {
   postqueue -c "$PF/etc" -p | grep -q 'temporary failure' || no "no 'temporary failure' in the queue listing" || return 1
   postsuper -c "$PF/etc" -d ALL >/dev/null 2>&1
   return 0
+}
+
+# ---------------------------------------------------------------- proofs
+# The proofs through the private Postfix. Mail the test user sends to a remote
+# address is bounced by Postfix's error transport (a real Postfix DSN) back to
+# the user, whose ~/.forward runs backstop deliver. The ledger is fed by the
+# packaging/examples recipes: cron-learn over a Sent folder, and postfix-learn
+# (sender_bcc_maps to a pipe transport running learn). DKIM signatures are made
+# with python3-dkim; BATV tags with the Exim binary.
+
+# Starts the user's ledger SECONDS ago, as if learning had been set up then: a
+# STARTED record in the ledger's documented format (src/proofs/ledger.rs).
+ledger_started_ago() {
+  local dir=$H/.local/share/backstop
+  mkdir -p "$dir"
+  python3 - "$dir/ledger" "$1" <<'PY'
+import hashlib, struct, sys, time
+rec = bytes(32) + struct.pack('<q', int(time.time()) - int(sys.argv[2])) + bytes([2, 0, 0, 0])
+open(sys.argv[1], 'wb').write(rec + hashlib.sha256(rec).digest()[:4])
+PY
+  chown -R "$U:" "$H/.local"
+  chmod 700 "$H/.local" "$H/.local/share" "$dir"
+}
+
+# A message the user sends: ID FILE [SECONDS AGO].
+sent_message() {
+  cat >"$2" <<EOF
+From: Test User <$U@$DOMAIN>
+To: someone@remote.example
+Subject: The quarterly figures $1
+Date: $(date -R -d "@$(($(date +%s) - ${3:-0}))")
+Message-ID: <$1@$DOMAIN>
+
+Here are the figures.
+Line two.
+EOF
+  chmod 644 "$2"
+}
+
+# A bounce of a message a spammer forged in the user's name: ID FILE [SECONDS AGO].
+forged_bounce() {
+  local orig=$T/msg/forged-original.eml
+  sent_message "$1" "$orig" "${3:-0}"
+  cat >"$2" <<EOF
+From: Mail Delivery System <MAILER-DAEMON@mx.remote.example>
+To: $U@$DOMAIN
+Subject: Undelivered Mail Returned to Sender
+Date: $(date -R)
+Message-ID: <bounce.$1@mx.remote.example>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B1"
+
+--B1
+Content-Type: text/plain
+
+Your message could not be delivered.
+
+--B1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.remote.example
+
+Final-Recipient: rfc822; someone@remote.example
+Action: failed
+Status: 5.1.1
+
+--B1
+Content-Type: message/rfc822
+
+Received: from [10.9.8.7] (unknown [203.0.113.66])
+	by mx.remote.example (Postfix) with ESMTP id 9F9F
+	for <someone@remote.example>; $(date -R)
+$(cat "$orig")
+
+--B1--
+EOF
+  chmod 644 "$2"
+}
+
+# The newest message filed: its verdict must be VERDICT and its reason name TAG.
+last_filed() {
+  local f
+  f=$(ls -t "$H/Maildir/new/"* "$H/Maildir/.Backscatter/new/"* 2>/dev/null | head -n 1)
+  [ -n "$f" ] || no "nothing was filed" || return 1
+  has_verdict "$f" "$1" || return 1
+  grep -q "^X-Backstop-Reason: .*$2" "$f" ||
+    no "$(basename "$f"): the reason does not name $2: $(grep -m1 '^X-Backstop-Reason:' "$f")"
+}
+
+# A home with ~/.forward and a config: own domain, then the text EXTRA.
+proofs_home() {
+  reset_home none
+  mkdir -p "$H/.config/backstop"
+  printf 'own:\n  domains: [%s]\n%s' "$DOMAIN" "$1" >"$H/.config/backstop/config.yaml"
+  chown -R "$U:" "$H/.config"
+  install_example forward .forward 644
+}
+
+ledger_cron() {
+  proofs_home ""
+  ledger_started_ago 3600
+  # Without the ledger knowing it, the bounce of a sent message is unverified.
+  sent_message cron.0 "$T/msg/sent-cron0.eml"
+  pf_expect sent "$U@$DOMAIN" someone@remote.example "$T/msg/sent-cron0.eml" || return 1
+  last_filed unverified-bounce "" || return 1
+  # A mail program sends the message and saves it in the Sent folder; cron runs
+  # the example's line (as the user, through sh, as cron does).
+  as_user mkdir -p "$H/Maildir/.Sent/cur" "$H/Maildir/.Sent/new" "$H/Maildir/.Sent/tmp"
+  sent_message cron.1 "$T/msg/sent-cron.eml"
+  install -o "$U" -m 600 "$T/msg/sent-cron.eml" "$H/Maildir/.Sent/cur/1.host:2,S"
+  local line
+  line=$(grep -v '^#' "$EXA/cron-learn" | grep . | cut -d' ' -f6-)
+  as_user sh -c "$line" || no "the cron line failed: $line" || return 1
+  pf_expect sent "$U@$DOMAIN" someone@remote.example "$T/msg/sent-cron.eml" || return 1
+  last_filed legit-bounce ledger-sent || return 1
+  # A spam sent in the user's name 20 minutes ago, before the last cron run.
+  forged_bounce forged.1 "$T/msg/forged-cron.eml" 1200
+  pf_expect sent '' "$U@$DOMAIN" "$T/msg/forged-cron.eml" || return 1
+  last_filed backscatter ledger-not-sent
+}
+
+ledger_postfix() {
+  proofs_home ""
+  ledger_started_ago 3600
+  # The recipe: main.cf lines, the two maps and the master.cf service of the
+  # example, with its user and domain made the test's.
+  local ex=$EXA/postfix-learn sub="s/alice/$U/g; s/example\.org/$DOMAIN/g; s#/etc/postfix/#$PF/etc/#g"
+  sed -n 's/^#      \(sender_bcc_maps = .*\|transport_maps = .*\)/\1/p' "$ex" | sed "$sub" >>"$PF/etc/main.cf"
+  sed -n 's/^#      \(alice@example.org  *alice@learn.*\)/\1/p' "$ex" | sed "$sub" >"$PF/etc/backstop_sender_bcc"
+  sed -n 's/^#      \(alice@learn.*\)/\1/p' "$ex" | sed "$sub" >"$PF/etc/backstop_transport"
+  grep -v '^#' "$ex" | sed "$sub" >>"$PF/etc/master.cf"
+  [ -s "$PF/etc/backstop_sender_bcc" ] && [ -s "$PF/etc/backstop_transport" ] ||
+    no "the maps could not be read from $ex" || return 1
+  postmap -c "$PF/etc" "hash:$PF/etc/backstop_sender_bcc" &&
+    postmap -c "$PF/etc" "hash:$PF/etc/backstop_transport" &&
+    postfix -c "$PF/etc" reload || no "postfix did not take the recipe" || return 1
+  sleep 1
+  sent_message hook.1 "$T/msg/sent-hook.eml"
+  pf_expect sent "$U@$DOMAIN" someone@remote.example "$T/msg/sent-hook.eml" || return 1
+  grep -q "postfix/pipe.*relay=backstop-learn-$U.*status=sent" "$PF/maillog" ||
+    no "the pipe to learn did not run: $(grep 'postfix/pipe' "$PF/maillog" | tail -n 1)" || return 1
+  last_filed legit-bounce ledger-sent || return 1
+  forged_bounce forged.2 "$T/msg/forged-hook.eml" 60
+  pf_expect sent '' "$U@$DOMAIN" "$T/msg/forged-hook.eml" || return 1
+  last_filed backscatter ledger-not-sent
+}
+
+dkim_postfix() {
+  mkdir -p "$T/dkim"
+  (cd "$T/dkim" && rm -f k.* && dknewkey k >/dev/null) || no "dknewkey failed" || return 1
+  proofs_home "dkim:
+  keys_file: ~/.config/backstop/dkim-keys
+  signs_all: true
+"
+  echo "sel._domainkey.$DOMAIN $(cat "$T/dkim/k.dns")" >"$H/.config/backstop/dkim-keys"
+  chown "$U:" "$H/.config/backstop/dkim-keys"
+  local i=0 variant body
+  for variant in full hdrs; do
+    i=$((i + 1))
+    sent_message "dkim.$i" "$T/msg/unsigned.eml"
+    dkimsign sel "$DOMAIN" "$T/dkim/k.key" <"$T/msg/unsigned.eml" >"$T/msg/signed.eml" || no "dkimsign failed" || return 1
+    PF_OPTS="-R $variant" pf_expect sent "$U@$DOMAIN" someone@remote.example "$T/msg/signed.eml" || return 1
+    last_filed legit-bounce dkim-valid || return 1
+    body=0
+    grep -q "^Line two" "$(ls -t "$H/Maildir/new/"* | head -n 1)" || body=1
+    if [ "$variant" = hdrs ] && [ "$body" = 0 ]; then no "-R hdrs returned the body" || return 1; fi
+    if [ "$variant" = full ] && [ "$body" != 0 ]; then no "-R full did not return the body" || return 1; fi
+  done
+  # A signed header changed after signing: forged.
+  sent_message dkim.3 "$T/msg/unsigned.eml"
+  dkimsign sel "$DOMAIN" "$T/dkim/k.key" <"$T/msg/unsigned.eml" |
+    sed 's/^Subject: .*/Subject: Cheap pills/' >"$T/msg/tampered.eml"
+  pf_expect sent "$U@$DOMAIN" someone@remote.example "$T/msg/tampered.eml" || return 1
+  last_filed backscatter dkim-invalid-required || return 1
+  # The body cut after signing: the header signature still proves it.
+  sent_message dkim.4 "$T/msg/unsigned.eml"
+  dkimsign sel "$DOMAIN" "$T/dkim/k.key" <"$T/msg/unsigned.eml" | sed '/^Line two/d' >"$T/msg/cut.eml"
+  pf_expect sent "$U@$DOMAIN" someone@remote.example "$T/msg/cut.eml" || return 1
+  last_filed legit-bounce dkim-valid || return 1
+  # Not signed at all, while the config says everything is.
+  sent_message dkim.5 "$T/msg/unsigned.eml"
+  pf_expect sent "$U@$DOMAIN" someone@remote.example "$T/msg/unsigned.eml" || return 1
+  last_filed backscatter dkim-missing-required
+}
+
+batv_postfix() {
+  # Exim makes the tags; Postfix strips them from the recipient (a canonical
+  # map) and passes the tagged address on as ORIGINAL_RECIPIENT.
+  mkdir -p "$T/exim-be"
+  printf 'primary_hostname = %s\nspool_directory = %s\nkeep_environment =\n' "$DOMAIN" "$T/exim-be" >"$T/exim-be.conf"
+  local tag wrong
+  tag=$("$EXIM" -C "$T/exim-be.conf" -be "\${prvs{$U@$DOMAIN}{s3cret}{1}}")
+  case $tag in prvs=1*"=$U@$DOMAIN") ;; *) no "exim made no tag: $tag" || return 1 ;; esac
+  wrong=$("$EXIM" -C "$T/exim-be.conf" -be "\${prvs{$U@$DOMAIN}{other}{1}}")
+  proofs_home "batv:
+  secrets: [unused, s3cret]
+  required: true
+"
+  if ! grep -q '^recipient_canonical_maps' "$PF/etc/main.cf"; then
+    echo "recipient_canonical_maps = regexp:$PF/etc/prvs" >>"$PF/etc/main.cf"
+    echo '/^prvs=[0-9]{4}[0-9a-fA-F]{6}=(.+)$/   ${1}' >"$PF/etc/prvs"
+    postfix -c "$PF/etc" reload || no "postfix did not take the canonical map" || return 1
+    sleep 1
+  fi
+  forged_bounce batv.1 "$T/msg/batv.eml"
+  pf_expect sent '' "$tag" "$T/msg/batv.eml" || return 1
+  last_filed legit-bounce batv-valid || return 1
+  pf_expect sent '' "$U@$DOMAIN" "$T/msg/batv.eml" || return 1
+  last_filed backscatter batv-invalid-required || return 1
+  pf_expect sent '' "$wrong" "$T/msg/batv.eml" || return 1
+  last_filed backscatter batv-invalid-required
 }
 
 # ---------------------------------------------------------------- Exim
@@ -1061,6 +1279,13 @@ if postfix_setup >"$T/logs/postfix-setup.log" 2>&1; then
   case_ postfix-null-sender postfix_null_sender
   case_ postfix-recipient-own-domain postfix_recipient
   case_ postfix-deferred postfix_deferred
+  # These make Postfix bounce mail on purpose: after postfix-deferred, which
+  # checks that nothing was bounced.
+  case_ ledger-cron-sent-folder ledger_cron
+  case_ dkim-postfix-bounces dkim_postfix
+  case_ batv-exim-tags-postfix batv_postfix
+  # Last: its sender_bcc_maps stays in the instance and learns all that is sent.
+  case_ ledger-postfix-sender-bcc ledger_postfix
 else
   say_fail postfix-setup "the private Postfix instance did not start" "$T/logs/postfix-setup.log"
 fi

@@ -31,6 +31,7 @@ fn cost(message: &[u8], config: &Config, rules: &RuleSet) -> Duration {
     let env = EnvVars {
         sender: Some(String::new()),
         recipient: Some(("RECIPIENT".into(), "user@example.org".into())),
+        ..EnvVars::default()
     };
     (0..3)
         .map(|_| {

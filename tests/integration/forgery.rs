@@ -150,6 +150,10 @@ impl Bounce {
         } else {
             let at =
                 lines[a].to_ascii_lowercase().find("received: from ")? + "received: from ".len();
+            if lines[a][at..].starts_with('[') {
+                // `from [192.0.2.1] by ...`: the address the bouncer saw, and no HELO name.
+                return None;
+            }
             lines[a] = replace(&lines[a], at);
         }
         Some(lines.join(self.eol))
@@ -279,10 +283,19 @@ fn forgeries(b: &Bounce, unforged: &Evaluation, own_domain: &str) -> Vec<(&'stat
         // The spammer's machine spoke to the bouncer from a public address: from a private or
         // loopback one, the spammer would be inside the bouncing site itself (a limit the
         // README names; only proofs help there).
+        let org = |n: &str| backstop::evidence::anchor::registrable_domain(n);
+        let bouncer_org = top.hop.by.as_deref().and_then(org);
+        let sender_org = bottom
+            .hop
+            .from_rdns
+            .as_deref()
+            .or(bottom.hop.from_name.as_deref())
+            .and_then(org);
         let from_outside = bottom
             .hop
             .from_ip
-            .is_some_and(|ip| !ip.is_loopback() && !is_private(ip));
+            .is_some_and(|ip| !ip.is_loopback() && !is_private(ip))
+            && (sender_org.is_none() || sender_org != bouncer_org);
         let linked_name = bottom
             .hop
             .from_rdns

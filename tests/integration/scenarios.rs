@@ -169,3 +169,86 @@ pub fn read_manifest(path: &Path, set: &str) -> std::io::Result<Vec<Row>> {
         })
         .collect())
 }
+
+/// The user's side of a legitimate bounce, read from the manifest alone (not from backstop):
+/// the relay that handed the original to the bouncer, and every sender below it.
+pub struct Handoff {
+    /// Host names in the from-clauses of the hand-off hop and below.
+    pub hosts: Vec<String>,
+    /// Addresses in those from-clauses.
+    pub ips: Vec<String>,
+}
+
+/// True for an address that can be a mail server's on the internet (not private, loopback,
+/// link-local or unspecified).
+fn public(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified())
+        }
+        std::net::IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// The legit scenario of issue 13: going down the original's Received hops (top first), the
+/// first whose from-clause carries a public address is where the bouncer received the message;
+/// its sender is the relay that handed it over. That relay, and every sender below it, are
+/// configured as own; the receiving hosts above it (the bouncer) are not. None when no hop
+/// records a hand-off from a public address: the message was made inside the bouncing site
+/// (a local submission, a sending API), or its hops were trimmed.
+pub fn handoff(row: &Row) -> Option<Handoff> {
+    let hops: Vec<(Vec<String>, Vec<std::net::IpAddr>, String)> = row
+        .orig_received
+        .iter()
+        .map(|r| {
+            let (from, by) = match r.rsplit_once(" by ") {
+                Some((f, b)) => (f, b),
+                None => (r.strip_prefix("by ").map_or(r.as_str(), |_| ""), r.as_str()),
+            };
+            let from = from.strip_prefix("from ").unwrap_or(from);
+            let by = by.trim_start_matches("by ").trim().to_ascii_lowercase();
+            let mut names = Vec::new();
+            let mut ips = Vec::new();
+            for word in from.split(|c: char| c.is_whitespace() || "()[],".contains(c)) {
+                let w = word.trim().trim_end_matches('.');
+                if let Ok(ip) = w.parse::<std::net::IpAddr>() {
+                    // The manifest lists a receiving host's address among the sender's.
+                    if w != by {
+                        ips.push(ip);
+                    }
+                } else if w.contains('.') && w.contains(|c: char| c.is_ascii_alphabetic()) {
+                    names.push(w.to_ascii_lowercase());
+                }
+            }
+            (names, ips, by)
+        })
+        .collect();
+    let k = hops.iter().position(|(_, ips, _)| ips.iter().any(public))?;
+    let bouncer: Vec<&str> = hops[..=k].iter().map(|(_, _, by)| by.as_str()).collect();
+    // A bounce the sender's own server wrote (it could not deliver) is no hand-off to a
+    // bouncer elsewhere: the bouncer would be own.
+    let org = |name: &str| backstop::evidence::anchor::registrable_domain(name);
+    let sender_org = org(&row.orig_from_domain);
+    if sender_org.is_some() && bouncer.iter().any(|b| org(b) == sender_org) {
+        return None;
+    }
+    let mut hosts: Vec<String> = hops[k..]
+        .iter()
+        .flat_map(|(names, _, _)| names.iter().cloned())
+        .filter(|n| !bouncer.contains(&n.as_str()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let mut ips: Vec<String> = hops[k..]
+        .iter()
+        .flat_map(|(_, ips, _)| ips.iter().map(|i| i.to_string()))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    Some(Handoff { hosts, ips })
+}

@@ -50,10 +50,10 @@ impl Anchor {
         }
         let claims = [
             reporting_mta(mail).map(|m| (m, "Reporting-MTA")),
-            from_domain(mail).map(|d| (d, "the report's From domain")),
+            from_domain(mail).map(|d| (d, "the report's From")),
             mail.message_id()
                 .and_then(id_domain)
-                .map(|d| (d, "the report's Message-ID domain")),
+                .map(|d| (d, "the report's Message-ID")),
         ];
         for (name, what) in claims.into_iter().flatten() {
             let Some(org) = registrable_domain(&name) else {
@@ -63,12 +63,20 @@ impl Anchor {
                 // A report written elsewhere in an own domain's name proves nothing.
                 continue;
             }
-            if delivered_by.is_some() && !anchor.domains.contains(&org) {
-                // The delivering host is known: claims outside its organisation are not.
+            // Claims outside the delivering host's organisation are kept: a provider's
+            // reporting and outbound hosts often sit under two domains, and a forged report
+            // gains nothing by them, since its sender's own organisation is anchored already.
+            let host = name.trim_end_matches('.').to_ascii_lowercase();
+            if anchor.hosts.contains(&host)
+                && let Some(source) = anchor.sources.iter_mut().find(|s| s.starts_with(&host))
+            {
+                // One name the report gives in several places: one source, with each place.
+                source.truncate(source.len() - 1);
+                source.push_str(&format!(", {what})"));
                 continue;
             }
-            anchor.add_host(&name);
-            anchor.sources.push(format!("{what} {name}"));
+            anchor.add_host(&host);
+            anchor.sources.push(format!("{host} ({what})"));
         }
         anchor
     }

@@ -5,7 +5,7 @@
 //! 1. an own server, when the report was written here (all of the bounce's own hops are own);
 //! 2. the host that delivered the bounce to an own server, as that server recorded it (its
 //!    reverse-DNS name and address, never its HELO): the one thing a forged *report* cannot
-//!    fake. When it is known, the report's own claims count only inside its organisation;
+//!    fake, so a fake bounce anchors only its own sender's organisation;
 //! 3. the report's `Reporting-MTA` (RFC 3464);
 //! 4. the report's From and Message-ID domains (weak, but written by the bouncer too).
 //!
@@ -87,8 +87,8 @@ impl Anchor {
                 .contains(&crate::evidence::own::canonical_ip(ip))
                 .then(|| format!("{by} is the bouncer's address"));
         }
-        if let Some(h) = self.hosts.iter().find(|h| **h == by) {
-            return Some(format!("{by} is the bouncer ({})", self.source_of(h)));
+        if self.hosts.contains(&by) {
+            return Some(format!("{by} is the bouncer ({})", self.source_of(&by)));
         }
         let org = registrable_domain(&by)?;
         self.domains
@@ -102,11 +102,17 @@ impl Anchor {
         self.vouches_for(by, own).is_some()
     }
 
+    /// Where the report names `host`: the places in parentheses of its source.
     fn source_of(&self, host: &str) -> String {
-        self.sources
-            .iter()
-            .find(|s| s.contains(host))
-            .cloned()
+        let source = self.sources.iter().find(|s| s.starts_with(host));
+        source
+            .and_then(|s| s.strip_prefix(host))
+            .map(|s| {
+                s.trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .to_string()
+            })
             .unwrap_or_else(|| "named in the report".into())
     }
 
