@@ -1,6 +1,7 @@
 //! The command line, as clap types only: every command's arguments. `main.rs` parses them and
 //! runs the command in `cmd`.
 
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
@@ -39,9 +40,9 @@ pub enum Command {
     /// Summarise the decision log: verdicts per day, top bounce senders, the current wave.
     Stats(StatsArgs),
     /// Record the Message-IDs of mail you sent in the ledger (one message on stdin, or Sent folders).
-    Learn(crate::learn::LearnArgs),
+    Learn(LearnArgs),
     /// Manage the DKIM public keys backstop checks returned originals with.
-    DkimKeys(crate::dkim_keys::DkimKeysArgs),
+    DkimKeys(DkimKeysArgs),
 }
 
 /// `deliver`'s help line when it is parsed alone (the same as its doc line above: a test).
@@ -180,6 +181,55 @@ pub struct StatsArgs {
     /// The least backscatter in a day that can start a wave.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_WAVE_MIN, value_parser = clap::value_parser!(u32).range(1..))]
     pub wave_min: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct LearnArgs {
+    /// Sent folders to read (Maildir or mbox). Without any, one message is read from standard
+    /// input, and the exit status is 0 or 75 only (for MTA hooks).
+    pub folders: Vec<PathBuf>,
+    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The ledger file (default: the config's ledger.path, else ~/.local/share/backstop/ledger).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// Read every message of the folders again, not only what is new since the last run.
+    #[arg(long)]
+    pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DkimKeysArgs {
+    #[command(subcommand)]
+    pub action: DkimKeysAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DkimKeysAction {
+    /// Fetch the published keys of your selectors into the keys file.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Your signing domain (the d= of your signatures).
+    #[arg(long)]
+    pub domain: String,
+    /// A selector (the s= of your signatures); give one for each key you sign with.
+    #[arg(long = "selector", required = true)]
+    pub selectors: Vec<String>,
+    /// The keys file to write (default: the config's dkim.keys_file, else
+    /// ~/.config/backstop/dkim-keys).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The DNS server to ask, as ADDRESS:PORT (default: the first nameserver of
+    /// /etc/resolv.conf, port 53).
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub server: Option<SocketAddr>,
+    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -33,8 +33,8 @@ fn main() -> ExitCode {
         Command::Filter(args) => cmd::filter::run(&args),
         Command::Scan(args) => cmd::scan::run(&args),
         Command::Stats(args) => cmd::stats::run(&args),
-        Command::Learn(args) => backstop::learn::run(&args),
-        Command::DkimKeys(args) => backstop::dkim_keys::run(&args),
+        Command::Learn(args) => cmd::learn::run(&args),
+        Command::DkimKeys(args) => cmd::dkim_keys::run(&args),
     }
 }
 

@@ -12,47 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
-
+use crate::cli::{DkimKeysAction, DkimKeysArgs, FetchArgs};
 use crate::config::Config;
+use crate::exit::Exit;
 use crate::proofs::dkim;
 
-const EXIT_ERROR: u8 = 2;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const TXT: u16 = 16;
-
-#[derive(Debug, Args)]
-pub struct DkimKeysArgs {
-    #[command(subcommand)]
-    pub action: DkimKeysAction,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DkimKeysAction {
-    /// Fetch the published keys of your selectors into the keys file.
-    Fetch(FetchArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct FetchArgs {
-    /// Your signing domain (the d= of your signatures).
-    #[arg(long)]
-    pub domain: String,
-    /// A selector (the s= of your signatures); give one for each key you sign with.
-    #[arg(long = "selector", required = true)]
-    pub selectors: Vec<String>,
-    /// The keys file to write (default: the config's dkim.keys_file, else
-    /// ~/.config/backstop/dkim-keys).
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// The DNS server to ask, as ADDRESS:PORT (default: the first nameserver of
-    /// /etc/resolv.conf, port 53).
-    #[arg(long, value_name = "ADDRESS:PORT")]
-    pub server: Option<SocketAddr>,
-    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-}
 
 /// Runs `dkim-keys`.
 pub fn run(args: &DkimKeysArgs) -> ExitCode {
@@ -65,7 +31,7 @@ pub fn run(args: &DkimKeysArgs) -> ExitCode {
         }
         Err(e) => {
             say!("backstop: {e}");
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(Exit::Error)
         }
     }
 }

@@ -11,35 +11,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Args;
 use mail_parser::MessageParser;
 
+use crate::cli::LearnArgs;
 use crate::config::Config;
+use crate::exit::Exit;
 use crate::proofs::ledger::{self, Learned, Mark, Paths, Sent};
 
 /// At most this much of a message's header is read.
 const MAX_HEADER: usize = 256 * 1024;
 /// A Maildir file changed this long before the last run is read again (clock steps, races).
 const RESCAN_SLACK: i64 = 120;
-/// Exit status for usage and config errors.
-const EXIT_ERROR: u8 = 2;
-const EX_TEMPFAIL: u8 = 75;
-
-#[derive(Debug, Args)]
-pub struct LearnArgs {
-    /// Sent folders to read (Maildir or mbox). Without any, one message is read from standard
-    /// input, and the exit status is 0 or 75 only (for MTA hooks).
-    pub folders: Vec<PathBuf>,
-    /// The config file (default: ~/.config/backstop/config.yaml when it exists).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The ledger file (default: the config's ledger.path, else ~/.local/share/backstop/ledger).
-    #[arg(long, value_name = "FILE")]
-    pub ledger: Option<PathBuf>,
-    /// Read every message of the folders again, not only what is new since the last run.
-    #[arg(long)]
-    pub full: bool,
-}
 
 /// Runs `learn`.
 pub fn run(args: &LearnArgs) -> ExitCode {
@@ -47,10 +29,10 @@ pub fn run(args: &LearnArgs) -> ExitCode {
     let fail = |msg: String| {
         if hook {
             say!("backstop: {msg}; the MTA will try again");
-            ExitCode::from(EX_TEMPFAIL)
+            ExitCode::from(Exit::TempFail)
         } else {
             say!("backstop: {msg}");
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(Exit::Error)
         }
     };
     let config = match Config::load(args.config.as_deref()) {

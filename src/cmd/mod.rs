@@ -3,8 +3,10 @@
 
 pub mod check;
 pub mod deliver;
+pub mod dkim_keys;
 pub mod explain;
 pub mod filter;
+pub mod learn;
 pub mod lint;
 pub mod scan;
 pub mod stats;

@@ -2,9 +2,9 @@
 //!
 //! # What it does
 //!
-//! Every message is judged by the same [`evaluate`](crate::verdict::evaluate) as `deliver` (through
-//! [`evaluate_bytes`], which honours `max_size`), with an empty [`EnvVars`]: the envelope
-//! sender comes from the Return-Path header (or an mbox `From ` line), never from this process's
+//! Every message is judged by the same [`evaluate`](crate::verdict::evaluate) as `deliver`
+//! (through [`evaluate_bytes`](crate::run::evaluate_bytes), which honours `max_size`), with an
+//! empty [`EnvVars`](crate::message::EnvVars): the envelope sender comes from the Return-Path header (or an mbox `From ` line), never from this process's
 //! own `SENDER`/`RECIPIENT`. The report counts messages per verdict and kind and draws a per-day
 //! histogram of backscatter. The day is the UTC day of the message's `Date:` header; when that
 //! is missing, unparsable, or more than two days after the message arrived, the arrival time
@@ -17,7 +17,7 @@
 //!
 //! Messages are judged by `--jobs` worker threads (default: the number of cores) under
 //! [`std::thread::scope`], taking the next message from a shared atomic index; each worker
-//! builds its own [`RuleSet`] (its regexes compile lazily into `OnceCell`s, so a rule set is
+//! builds its own [`RuleSet`](crate::rules::RuleSet) (its regexes compile lazily into `OnceCell`s, so a rule set is
 //! not `Sync`). Maildir files are read by the workers too, so reading and parsing overlap.
 //! SIGINT or SIGTERM stops the workers between two messages; nothing has moved by then.
 //!
