@@ -22,8 +22,9 @@ use backstop::verdict::{Verdict, evaluate};
 
 /// Rules on the subject or the body that look at structure, not at language: they stay on in
 /// the structure-only measurement. Every other subject and body rule counts as wording.
-const STRUCTURAL_TEXT_RULES: [&str; 4] = [
+const STRUCTURAL_TEXT_RULES: [&str; 5] = [
     "status-code-text",
+    "dsn-fields-text",
     "smtp-transcript",
     "returned-header-block",
     "ses-notification",
