@@ -3,7 +3,9 @@
 //! with the default rules and with the wording rules (subjects, body phrases) disabled.
 //!
 //! Run: `cargo run --release --example recognition_split -- [CORPUS_DIR] [--set dev|holdout|all]
-//! [--misses A|B]` (`--misses` lists the bounces a half misses, and the ham it flags).
+//! [--misses A|B] [--formats]` (`--misses` lists the bounces a half misses, and the ham it flags;
+//! `--formats` prints, per Sisimai format, its half, its samples, how many each rule set
+//! recognises, and the structural rules that fired: the checklist of docs/recognition.md).
 //!
 //! The split: a file's group key is its MTA format for Sisimai's `lhost-<mta>-NN` and
 //! `rhost-<provider>-NN` samples (so a format is wholly in one half: rules fitted to one Postfix
@@ -12,6 +14,7 @@
 //! The half is the top bit of the hash of the key (FNV-1a, finalised): stable, and independent of the rules.
 //! See docs/recognition.md.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -158,9 +161,11 @@ fn main() -> ExitCode {
     let mut dir = PathBuf::from("../shared/corpus");
     let mut set = "dev".to_string();
     let mut misses: Option<Half> = None;
+    let mut formats = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--set" => set = args.next().unwrap_or_else(|| "dev".into()),
+            "--formats" => formats = true,
             "--misses" => {
                 misses = match args.next().as_deref() {
                     Some("A" | "a") => Some(Half::A),
@@ -227,19 +232,45 @@ fn main() -> ExitCode {
     // [rule set][half]
     let mut tallies: [[Tally; 2]; 2] = Default::default();
     let mut unreadable = 0;
+    // Per format: half, samples, recognised by default, by structure, structural rules fired.
+    let mut per_format: BTreeMap<String, (Half, usize, usize, usize, BTreeSet<String>)> =
+        BTreeMap::new();
     for row in &rows {
         let raw = std::fs::read(dir.join(&row.file));
         if let Err(e) = &raw {
             eprintln!("recognition_split: cannot read {}: {e}", row.file);
             unreadable += 1;
         }
-        let h = usize::from(half_of(&row.file) == Half::B);
+        let half = half_of(&row.file);
+        let h = usize::from(half == Half::B);
+        let key = group_key(&row.file);
+        let format = (key.starts_with("lhost-") || key.starts_with("rhost-")).then(|| {
+            per_format
+                .entry(key)
+                .or_insert((half, 0, 0, 0, BTreeSet::new()))
+        });
+        let mut found = [false; 2];
+        let mut fired = Vec::new();
         for (s, rules) in [&defaults, &structure].into_iter().enumerate() {
-            let verdict = raw
-                .as_ref()
-                .ok()
-                .map(|r| evaluate(r, &config, rules, &env).verdict);
+            let got = raw.as_ref().ok().map(|r| evaluate(r, &config, rules, &env));
+            let verdict = got.as_ref().map(|g| g.verdict);
+            found[s] = verdict.is_some_and(|v| v != Verdict::Clean);
+            if s == 1 {
+                fired = got.map_or(Vec::new(), |g| {
+                    g.rules
+                        .into_iter()
+                        .filter(|r| r.score > 0)
+                        .map(|r| r.id)
+                        .collect()
+                });
+            }
             tallies[s][h].add(row, verdict);
+        }
+        if let Some((_, n, by_default, by_structure, rules)) = format {
+            *n += 1;
+            *by_default += usize::from(found[0]);
+            *by_structure += usize::from(found[1]);
+            rules.extend(fired);
         }
     }
     println!(
@@ -281,6 +312,16 @@ fn main() -> ExitCode {
                 .collect::<Vec<_>>();
             kinds.sort();
             println!("  {name:<16} {half}: {}", kinds.join(", "));
+        }
+    }
+    if formats {
+        println!(
+            "\nper format: half, samples, recognised (default), recognised (structure-only), structural rules that fired"
+        );
+        for (name, (half, n, by_default, by_structure, rules)) in &per_format {
+            let half = if *half == Half::A { "A" } else { "B" };
+            let rules = rules.iter().cloned().collect::<Vec<_>>().join(" ");
+            println!("  {name:<28} {half} {n:>3} {by_default:>3} {by_structure:>3}  {rules}");
         }
     }
     if let Some(half) = misses {
