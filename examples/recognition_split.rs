@@ -51,12 +51,12 @@ enum Half {
 fn group_key(file: &str) -> String {
     let name = file.rsplit('/').next().unwrap_or(file);
     let stem = name.strip_suffix(".eml").unwrap_or(name);
-    if stem.starts_with("lhost-") || stem.starts_with("rhost-") {
-        if let Some((format, number)) = stem.rsplit_once('-') {
-            if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
-                return format.to_string();
-            }
-        }
+    if (stem.starts_with("lhost-") || stem.starts_with("rhost-"))
+        && let Some((format, number)) = stem.rsplit_once('-')
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+    {
+        return format.to_string();
     }
     stem.to_string()
 }
