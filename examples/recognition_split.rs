@@ -41,7 +41,7 @@ struct Row {
 }
 
 /// The two halves of the split.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Half {
     A,
     B,

@@ -12,4 +12,5 @@ mod fuzz;
 mod hardening;
 mod hosts;
 mod malformed;
+mod recognition;
 mod scan;
