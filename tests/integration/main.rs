@@ -13,4 +13,5 @@ mod hardening;
 mod hosts;
 mod malformed;
 mod proofs;
+mod recognition;
 mod scan;
