@@ -8,7 +8,7 @@ use serde_saphyr::Spanned;
 
 use crate::error::ConfigError;
 use crate::evidence::own::{HostPattern, Own, parse_network};
-use crate::proofs::spec::{AlarmSpec, BatvSpec, DkimSpec, LedgerSpec};
+use crate::proofs::spec::{AlarmSpec, BatvSpec, DkimSpec, LedgerSpec, MilterSpec, StampSpec};
 use crate::rules::RuleSpec;
 use crate::store::maildir::Layout;
 use crate::store::mbox::{DEFAULT_LOCKS, Lock};
@@ -125,6 +125,11 @@ pub struct ConfigFile {
     pub batv: BatvSpec,
     #[serde(default)]
     pub alarm: AlarmSpec,
+    #[serde(default)]
+    pub stamp: StampSpec,
+    /// The site settings of `backstop-milter`.
+    #[serde(default)]
+    pub milter: MilterSpec,
 }
 
 /// Where delivered mail goes.
@@ -159,6 +164,8 @@ pub struct Config {
     pub dkim: DkimSpec,
     pub batv: BatvSpec,
     pub alarm: AlarmSpec,
+    pub stamp: StampSpec,
+    pub milter: MilterSpec,
 }
 
 /// The range `cpu_budget_ms` may take: under 10 ms even clean mail would go unjudged on a
@@ -195,6 +202,8 @@ impl Default for Config {
             dkim: DkimSpec::default(),
             batv: BatvSpec::default(),
             alarm: AlarmSpec::default(),
+            stamp: StampSpec::default(),
+            milter: MilterSpec::default(),
         }
     }
 }
@@ -301,7 +310,14 @@ impl Config {
             config.cpu_budget_ms = b.value;
         }
         config.trace_headers = file.trace_headers.unwrap_or(true);
-        crate::proofs::spec::check(&file.ledger, &file.dkim, &file.batv, &file.alarm).map_err(
+        crate::proofs::spec::check(
+            &file.ledger,
+            &file.dkim,
+            &file.batv,
+            &file.alarm,
+            &file.stamp,
+        )
+        .map_err(
             |(line, column, message)| ConfigError {
                 line,
                 column,
@@ -313,6 +329,8 @@ impl Config {
         config.dkim = file.dkim;
         config.batv = file.batv;
         config.alarm = file.alarm;
+        config.stamp = file.stamp;
+        config.milter = file.milter;
         config.own = file.own;
         config.user_rules = file.rules;
         Ok(config)

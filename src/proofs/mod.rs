@@ -18,6 +18,9 @@
 //! | `batv-valid` | the bounce came to a valid `prvs=` address | proof: legit |
 //! | `batv-invalid` | to a wrong or expired tag (`required` off) | weak |
 //! | `batv-invalid-required` | to an untagged, wrongly or expiredly tagged address (`required`) | proof: forged |
+//! | `stamp-valid` | the original carries a valid [`stamp`] of a site key | proof: legit |
+//! | `stamp-invalid` | a stamp names a site key but does not verify (copied onto other mail) | weak |
+//! | `stamp-unknown` | a stamp of no site key, too old, or unreadable | none |
 //!
 //! Replay is the limit of all three: a spammer who resends a message the user really sent
 //! (its Message-ID, its signed headers, its tagged sender) makes its bounces pass as legit.
@@ -30,6 +33,7 @@ pub mod batv;
 pub mod dkim;
 pub mod ledger;
 pub mod spec;
+pub mod stamp;
 
 use crate::config::Config;
 use crate::evidence::original::{Form, Original};
@@ -46,9 +50,15 @@ pub const DKIM_UNKNOWN_KEY: &str = "dkim-unknown-key";
 pub const BATV_VALID: &str = "batv-valid";
 pub const BATV_INVALID: &str = "batv-invalid";
 pub const BATV_INVALID_REQUIRED: &str = "batv-invalid-required";
+pub const STAMP_VALID: &str = "stamp-valid";
+pub const STAMP_INVALID: &str = "stamp-invalid";
+pub const STAMP_UNKNOWN: &str = "stamp-unknown";
+
+/// Days a stamp stays valid when `stamp.max_age_days` is not set.
+pub const DEFAULT_STAMP_MAX_AGE_DAYS: u32 = 60;
 
 /// Tags that prove the user sent the original.
-pub const POSITIVE: &[&str] = &[LEDGER_SENT, DKIM_VALID, BATV_VALID];
+pub const POSITIVE: &[&str] = &[LEDGER_SENT, DKIM_VALID, BATV_VALID, STAMP_VALID];
 /// Tags that prove the original was forged.
 pub const NEGATIVE: &[&str] = &[
     LEDGER_NOT_SENT,
@@ -82,6 +92,7 @@ pub fn gather(config: &Config, bounce: &Bounce<'_>) -> Vec<Evidence> {
     let mut ev = Vec::new();
     batv_evidence(config, bounce, &mut ev);
     dkim_evidence(config, bounce, &mut ev);
+    stamp_evidence(config, bounce, &mut ev);
     ledger_evidence(config, bounce, &mut ev);
     ev
 }
@@ -183,6 +194,83 @@ fn ledger_evidence(config: &Config, b: &Bounce<'_>, ev: &mut Vec<Evidence>) {
         )),
         (false, None) => {}
     }
+}
+
+/// The stamp keys of the config's `stamp.key_file`, or None when it names none.
+pub fn stamp_keys(config: &Config) -> Option<Result<Vec<stamp::Key>, String>> {
+    let file = config.stamp.key_file.as_ref()?;
+    let path = crate::config::expand_home(file);
+    Some(
+        std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| stamp::parse_keys(&t))
+            .map_err(|e| format!("the stamp keys file {}: {e}", path.display())),
+    )
+}
+
+fn stamp_evidence(config: &Config, b: &Bounce<'_>, ev: &mut Vec<Evidence>) {
+    let Some(o) = b.original else {
+        return;
+    };
+    if config.stamp.key_file.is_none() || !stamp::present(&o.headers) {
+        return;
+    }
+    let keys = match stamp_keys(config) {
+        None => return,
+        Some(Ok(k)) => k,
+        Some(Err(e)) => {
+            ev.push(Evidence::new(0, STAMP_UNKNOWN, e));
+            return;
+        }
+    };
+    let max_age = config
+        .stamp
+        .max_age_days
+        .as_ref()
+        .map_or(DEFAULT_STAMP_MAX_AGE_DAYS, |d| d.value);
+    let (points, tag, text) = match stamp::verify(&o.headers, &keys) {
+        stamp::Outcome::None => return,
+        stamp::Outcome::Valid { key, time }
+            if time >= b.now - i64::from(max_age) * 86_400 && time <= b.now + 86_400 =>
+        {
+            (
+                PROOF_POINTS,
+                STAMP_VALID,
+                format!(
+                    "the original carries a valid stamp of site key {key}, made {}",
+                    date_text(time)
+                ),
+            )
+        }
+        stamp::Outcome::Valid { key, time } => (
+            0,
+            STAMP_UNKNOWN,
+            format!(
+                "the original's stamp of site key {key} verifies but was made {}, outside \
+                 stamp.max_age_days ({max_age})",
+                date_text(time)
+            ),
+        ),
+        stamp::Outcome::Invalid { key } => (
+            -1,
+            STAMP_INVALID,
+            format!(
+                "the original's stamp names site key {key} but does not verify over its From, \
+                 Date and Message-ID (copied from other mail?)"
+            ),
+        ),
+        stamp::Outcome::UnknownKey { key } => (
+            0,
+            STAMP_UNKNOWN,
+            format!("the original's stamp names key {key:?}, which is none of the site keys"),
+        ),
+        stamp::Outcome::Malformed => (
+            0,
+            STAMP_UNKNOWN,
+            "the original's stamp cannot be read".to_string(),
+        ),
+    };
+    ev.push(Evidence::new(points, tag, text));
 }
 
 /// The DKIM keys the config gives (inline, then the keys file).

@@ -60,6 +60,59 @@ pub struct BatvSpec {
     pub required: bool,
 }
 
+/// `stamp:` the site keys of the `X-Bounce-Stamp` field (see [`crate::proofs::stamp`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StampSpec {
+    /// The keys file (`KEYID SECRET` lines; the first key signs), read only when a returned
+    /// original carries a stamp. It must be readable by the mail user.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Days a stamp stays valid (default 60, as the ledger's expiry).
+    #[serde(default)]
+    pub max_age_days: Option<Spanned<u32>>,
+}
+
+/// What the milter does with backscatter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MilterBackscatter {
+    /// Refuse it at the end of DATA with 550 5.7.1 and the reason.
+    #[default]
+    Reject,
+    /// Put it on hold (Postfix's quarantine).
+    Quarantine,
+    /// Add the `X-Backstop-*` fields and accept it.
+    Tag,
+}
+
+/// What the milter does when it cannot judge a message (an internal error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MilterOnError {
+    /// Accept the message (fail open).
+    #[default]
+    Accept,
+    /// Answer 451 4.3.0: the sender tries again later.
+    Tempfail,
+}
+
+/// `milter:` the site settings of `backstop-milter` (the per-user commands ignore them).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilterSpec {
+    #[serde(default)]
+    pub backscatter: MilterBackscatter,
+    #[serde(default)]
+    pub on_error: MilterOnError,
+    /// Stamp outbound mail (default true when `stamp.key_file` is set).
+    #[serde(default)]
+    pub stamp_outbound: Option<bool>,
+    /// Learn the Message-IDs of outbound mail into the ledger (`ledger.path`; default false).
+    #[serde(default)]
+    pub learn_outbound: bool,
+}
+
 /// `alarm:` the warning filed when legitimate bounces come in a wave.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +190,7 @@ pub fn check(
     dkim: &DkimSpec,
     batv: &BatvSpec,
     alarm: &AlarmSpec,
+    stamp: &StampSpec,
 ) -> Result<(), SpecError> {
     if let Some(days) = &ledger.expire_days
         && !(1..=3650).contains(&days.value)
@@ -176,6 +230,14 @@ pub fn check(
             0,
             0,
             "batv.required needs batv.secrets: without a secret no tag can be valid".into(),
+        ));
+    }
+    if let Some(days) = &stamp.max_age_days
+        && !(1..=3650).contains(&days.value)
+    {
+        return Err(at(
+            days,
+            "stamp.max_age_days must be between 1 and 3650 (the default is 60)".into(),
         ));
     }
     if alarm.bounces.value < 2 {
