@@ -317,14 +317,12 @@ impl Config {
             &file.alarm,
             &file.stamp,
         )
-        .map_err(
-            |(line, column, message)| ConfigError {
-                line,
-                column,
-                message,
-                ..ConfigError::whole(name, "")
-            },
-        )?;
+        .map_err(|(line, column, message)| ConfigError {
+            line,
+            column,
+            message,
+            ..ConfigError::whole(name, "")
+        })?;
         config.ledger = file.ledger;
         config.dkim = file.dkim;
         config.batv = file.batv;

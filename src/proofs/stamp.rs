@@ -98,8 +98,8 @@ fn canonical(value: &[u8]) -> Vec<u8> {
 }
 
 fn mac(key: &Key, time: i64, from: &[u8], date: &[u8], message_id: &[u8]) -> Hmac<Sha256> {
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.secret)
-        .expect("HMAC takes any key length");
+    let mut m =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&key.secret).expect("HMAC takes any key length");
     m.update(format!("v=1\0{}\0{time}\0", key.id).as_bytes());
     for part in [from, date, message_id] {
         m.update(&canonical(part));
@@ -172,7 +172,8 @@ pub fn verify(block: &[u8], keys: &[Key]) -> Outcome {
         };
         let (Ok(time), Ok(given)) = (
             t.parse::<i64>(),
-            base64::engine::general_purpose::STANDARD.decode(h.replace([' ', '\t', '\r', '\n'], "")),
+            base64::engine::general_purpose::STANDARD
+                .decode(h.replace([' ', '\t', '\r', '\n'], "")),
         ) else {
             if outcome == Outcome::None {
                 outcome = Outcome::Malformed;
@@ -192,7 +193,9 @@ pub fn verify(block: &[u8], keys: &[Key]) -> Outcome {
                 time,
             };
         }
-        outcome = Outcome::Invalid { key: key.id.clone() };
+        outcome = Outcome::Invalid {
+            key: key.id.clone(),
+        };
     }
     outcome
 }

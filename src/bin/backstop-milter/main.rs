@@ -1,0 +1,189 @@
+//! `backstop-milter`: backstop as a milter for Postfix and Sendmail, a binary of its own so that
+//! `backstop deliver` loads none of it. It stamps outbound mail and judges inbound bounces at
+//! the end of DATA (see `session.rs`).
+//!
+//! ```text
+//! backstop-milter --listen inet:127.0.0.1:8894 | unix:/run/backstop/milter.sock
+//!                 [--config /etc/backstop/milter.yaml]
+//! ```
+//!
+//! One thread per connection (at most `MAX_CONNECTIONS`; more are closed at once, and the MTA
+//! applies its `milter_default_action`), each with read and write timeouts. A panic in a
+//! session ends that message with the fail-open answer (`milter.on_error`).
+
+mod protocol;
+mod session;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backstop::config::Config;
+
+use protocol::{read_packet, write_packet};
+use session::{Session, Site};
+
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 512;
+/// The longest wait for the MTA's next packet (Postfix's own command timeout is 30 s, its
+/// content timeout 300 s, and it keeps idle connections for reuse).
+const READ_TIMEOUT: Duration = Duration::from_secs(600);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    let mut listen = None;
+    let mut config_path: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => listen = args.next(),
+            "--config" => config_path = args.next().map(PathBuf::from),
+            "--version" => {
+                println!("backstop-milter {}", backstop::VERSION);
+                return ExitCode::SUCCESS;
+            }
+            "--help" | "-h" => {
+                println!(
+                    "usage: backstop-milter --listen inet:HOST:PORT|unix:PATH [--config FILE]"
+                );
+                return ExitCode::SUCCESS;
+            }
+            other => return fail(&format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    let Some(listen) = listen else {
+        return fail("--listen inet:HOST:PORT or unix:PATH is required");
+    };
+    let config = match Config::load(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let stamp_key = match backstop::proofs::stamp_keys(&config) {
+        None => None,
+        Some(Ok(keys)) => keys.into_iter().next(),
+        Some(Err(e)) => return fail(&e),
+    };
+    let site = Arc::new(Site {
+        config: Arc::new(config),
+        stamp_key,
+    });
+    backstop::run::quiet_panics();
+    let result = if let Some(addr) = listen.strip_prefix("inet:") {
+        std::net::TcpListener::bind(addr).and_then(|l| {
+            say(&format!("listening on {listen}"));
+            serve(site, || l.accept().map(|(s, _)| s))
+        })
+    } else if let Some(path) = listen.strip_prefix("unix:") {
+        bind_unix(Path::new(path)).and_then(|l| {
+            say(&format!("listening on {listen}"));
+            serve(site, || l.accept().map(|(s, _)| s))
+        })
+    } else {
+        return fail("--listen takes inet:HOST:PORT or unix:PATH");
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{listen}: {e}")),
+    }
+}
+
+/// A stream the sessions can use.
+trait Conn: Read + Write + Send + 'static {
+    fn timeouts(&self) -> std::io::Result<()>;
+}
+
+impl Conn for std::net::TcpStream {
+    fn timeouts(&self) -> std::io::Result<()> {
+        self.set_read_timeout(Some(READ_TIMEOUT))?;
+        self.set_write_timeout(Some(WRITE_TIMEOUT))
+    }
+}
+
+impl Conn for std::os::unix::net::UnixStream {
+    fn timeouts(&self) -> std::io::Result<()> {
+        self.set_read_timeout(Some(READ_TIMEOUT))?;
+        self.set_write_timeout(Some(WRITE_TIMEOUT))
+    }
+}
+
+/// Binds a Unix socket, replacing a stale socket (never any other kind of file), mode 0660 so
+/// that the MTA's group can connect.
+fn bind_unix(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        std::fs::remove_file(path)?;
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(l)
+}
+
+fn serve<C: Conn>(
+    site: Arc<Site>,
+    mut accept: impl FnMut() -> std::io::Result<C>,
+) -> std::io::Result<()> {
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let conn = match accept() {
+            Ok(c) => c,
+            Err(e) => {
+                say(&format!("accept: {e}"));
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            say("too many connections: closing one (the MTA applies milter_default_action)");
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (site, active2) = (site.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("session".into())
+            .spawn(move || {
+                if let Err(e) = conn.timeouts().and_then(|()| run_session(conn, site)) {
+                    say(&format!("session ended: {e}"));
+                }
+                active2.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            active.fetch_sub(1, Ordering::SeqCst);
+            say(&format!("no thread for a connection: {e}"));
+        }
+    }
+}
+
+fn run_session(mut conn: impl Read + Write, site: Arc<Site>) -> std::io::Result<()> {
+    let mut session = Session::new(site);
+    while let Some(p) = read_packet(&mut conn)? {
+        let replies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            session.handle(p.cmd, &p.data)
+        }))
+        .unwrap_or_else(|_| {
+            say("internal error in a session: the message gets the on_error answer");
+            session.after_panic(p.cmd)
+        });
+        for (code, data) in &replies.packets {
+            write_packet(&mut conn, *code, data)?;
+        }
+        conn.flush()?;
+        if replies.close {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "backstop-milter: {line}");
+}
+
+fn fail(why: &str) -> ExitCode {
+    say(why);
+    ExitCode::from(1)
+}
