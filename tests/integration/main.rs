@@ -12,6 +12,7 @@ mod fuzz;
 mod hardening;
 mod hosts;
 mod malformed;
+mod milter;
 mod proofs;
 mod recognition;
 mod scan;

@@ -492,3 +492,66 @@ fn lint_checks_the_dkim_keys_and_the_proof_settings() {
     assert_eq!(code, Some(2));
     assert!(err.contains("config.yaml:2:"), "{err}");
 }
+
+/// `original` with an `X-Bounce-Stamp` field made with key `id`/`secret` over its From, Date
+/// and Message-ID (as `backstop-milter` stamps outbound mail), made `age` seconds ago.
+fn stamped(original: &str, id: &str, secret: &str, age: i64) -> String {
+    use backstop::proofs::stamp;
+    let field = |name: &str| -> String {
+        original
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap()
+            .to_string()
+    };
+    let key = stamp::Key {
+        id: id.into(),
+        secret: secret.as_bytes().to_vec(),
+    };
+    let value = stamp::make(
+        &key,
+        now() - age,
+        field("From").as_bytes(),
+        field("Date").as_bytes(),
+        field("Message-ID").as_bytes(),
+    );
+    original.replacen("\n\n", &format!("\n{}: {value}\n\n", stamp::FIELD), 1)
+}
+
+#[test]
+fn a_site_stamp_proves_the_original_in_deliver_and_check() {
+    let home = temp_home();
+    let keys = home.path().join("stamp.keys");
+    fs::write(&keys, "k2 second-secret-0123456789\nk1 first-secret-0123456789\n").unwrap();
+    let (home2, config) = setup(&format!("stamp:\n  key_file: {}\n", keys.display()));
+    let sent = original("s.1@vm.test", now() - 3600);
+    let good = stamped(&sent, "k1", "first-secret-0123456789", 3600);
+    let wrong_key = stamped(&sent, "k1", "someone-elses-secret-0123", 3600);
+    let unknown_key = stamped(&sent, "k9", "first-secret-0123456789", 3600);
+    let copied = good.replace("<s.1@vm.test>", "<s.2@vm.test>");
+    let too_old = stamped(&sent, "k1", "first-secret-0123456789", 61 * 86_400);
+    let cases = [
+        (&good, false, Some("stamp-valid")),
+        (&good, true, Some("stamp-valid")),
+        (&wrong_key, true, Some("stamp-invalid")),
+        (&unknown_key, true, Some("stamp-unknown")),
+        (&copied, true, Some("stamp-invalid")),
+        (&too_old, true, Some("stamp-unknown")),
+        (&sent, true, None),
+    ];
+    for (i, (orig, headers_only, tag)) in cases.iter().enumerate() {
+        let bounce = dsn(orig, *headers_only);
+        let v = deliver(home2.path(), &config, &bounce, &[]);
+        let got = tags(home2.path(), &config, &bounce, &[]);
+        let stamp_tags: Vec<&String> = got.iter().filter(|t| t.starts_with("stamp-")).collect();
+        match tag {
+            Some(t) => assert_eq!(stamp_tags, vec![&t.to_string()], "case {i}: {got:?}"),
+            None => assert!(stamp_tags.is_empty(), "case {i}: {got:?}"),
+        }
+        assert_eq!(
+            v.contains("legit-bounce"),
+            *tag == Some("stamp-valid"),
+            "case {i}: {v}"
+        );
+    }
+}
