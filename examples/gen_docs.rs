@@ -209,12 +209,19 @@ fn check_config_page(page: &str) -> Result<(), String> {
     names.extend(names_of::<Layout>());
     names.extend(names_of::<Lock>());
     {
-        use backstop::proofs::spec::{AlarmSpec, BatvSpec, DkimKeySpec, DkimSpec, LedgerSpec};
+        use backstop::proofs::spec::{
+            AlarmSpec, BatvSpec, DkimKeySpec, DkimSpec, LedgerSpec, MilterBackscatter,
+            MilterOnError, MilterSpec, StampSpec,
+        };
         names.extend(names_of::<LedgerSpec>());
         names.extend(names_of::<DkimSpec>());
         names.extend(names_of::<DkimKeySpec>());
         names.extend(names_of::<BatvSpec>());
         names.extend(names_of::<AlarmSpec>());
+        names.extend(names_of::<StampSpec>());
+        names.extend(names_of::<MilterSpec>());
+        names.extend(names_of::<MilterBackscatter>());
+        names.extend(names_of::<MilterOnError>());
     }
     let escaped = |n: &str| n.replace('-', "\\-");
     let missing: Vec<&str> = names

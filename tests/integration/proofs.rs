@@ -522,7 +522,11 @@ fn stamped(original: &str, id: &str, secret: &str, age: i64) -> String {
 fn a_site_stamp_proves_the_original_in_deliver_and_check() {
     let home = temp_home();
     let keys = home.path().join("stamp.keys");
-    fs::write(&keys, "k2 second-secret-0123456789\nk1 first-secret-0123456789\n").unwrap();
+    fs::write(
+        &keys,
+        "k2 second-secret-0123456789\nk1 first-secret-0123456789\n",
+    )
+    .unwrap();
     let (home2, config) = setup(&format!("stamp:\n  key_file: {}\n", keys.display()));
     let sent = original("s.1@vm.test", now() - 3600);
     let good = stamped(&sent, "k1", "first-secret-0123456789", 3600);
