@@ -318,6 +318,7 @@ fn store_folder_io(
     fault_point("store");
     if let Inbox::Mbox(_) = inbox {
         check_mailbox_owner(&config.mbox_folder).map_err(std::io::Error::other)?;
+        make_parent(&config.mbox_folder)?;
     }
     match inbox {
         Inbox::Maildir(root) => {
@@ -329,6 +330,30 @@ fn store_folder_io(
             &config.mbox_locks,
             payload,
         ),
+    }
+}
+
+/// Makes the directory of the backscatter mbox (`~/mail` for `~/mail/Backscatter`) when it is
+/// missing, as the Maildir code makes the backscatter folder: the last level only (mode 0700),
+/// so that an unmounted home directory defers mail instead of growing a stray tree; the
+/// directory above is synced so that the new one survives a crash.
+fn make_parent(mbox: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(dir) = mbox.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            if let Some(above) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(above)?.sync_all()?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot make {}: {e}", dir.display()),
+        )),
     }
 }
 

@@ -166,8 +166,61 @@ fn a_discard_with_a_log_is_recorded() {
     assert_eq!(e[0]["action"].as_str(), Some("discard"));
 }
 
-/// Keeps `deliver_mbox_cmd` in use here for the mbox tests below.
-#[allow(dead_code)]
+/// `deliver --mbox MBOX -c CONFIG`.
 fn mbox_cmd(home: &Path, mbox: &Path, config: &Path) -> std::process::Command {
     deliver_mbox_cmd(home, mbox, Some(config))
+}
+
+#[test]
+fn an_mbox_user_gets_a_backscatter_mbox_and_a_truthful_header() {
+    let home = temp_home();
+    let mbox = home.path().join("mbox");
+    let config = write_config(home.path(), "c.yaml", OWN);
+    deliver_ok(
+        &mut mbox_cmd(home.path(), &mbox, &config),
+        BACKSCATTER.as_bytes(),
+        "backscatter",
+    );
+    let folder = home.path().join("mail/Backscatter");
+    let stored = fs::read_to_string(&folder).expect("~/mail/Backscatter made");
+    assert!(stored.contains("action=folder"), "{stored}");
+    assert_eq!(
+        fs::metadata(home.path().join("mail"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert!(!mbox.exists(), "nothing in the inbox");
+    // A folder that cannot be made: the inbox, a header that says so, an error naming it.
+    let home = temp_home();
+    let mbox = home.path().join("mbox");
+    let config = write_config(
+        home.path(),
+        "c.yaml",
+        &format!(
+            "{OWN}mbox_folder: {}/no/such/Backscatter\n",
+            home.path().display()
+        ),
+    );
+    let out = run_with_input(
+        &mut mbox_cmd(home.path(), &mbox, &config),
+        BACKSCATTER.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let missing = home.path().join("no/such/Backscatter");
+    assert!(
+        stderr.contains(&missing.display().to_string()) && stderr.contains("inbox instead"),
+        "{stderr}"
+    );
+    let stored = fs::read_to_string(&mbox).unwrap();
+    assert!(
+        stored.contains("X-Backstop-Verdict: backscatter; kind=dsn; action=inbox"),
+        "{stored}"
+    );
+    let log = entries(&home.path().join(".local/state/backstop/log.jsonl"));
+    assert_eq!(log[0]["action"].as_str(), Some("inbox"));
+    assert!(log[0]["fallback"].as_str().is_some(), "{:?}", log[0]);
 }
