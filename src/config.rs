@@ -110,7 +110,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub log: Option<String>,
     #[serde(default)]
-    pub max_size: Option<u64>,
+    pub max_size: Option<Spanned<Size>>,
     /// Milliseconds of CPU time that judging one message may take.
     #[serde(default)]
     pub cpu_budget_ms: Option<Spanned<u64>>,
@@ -237,16 +237,19 @@ impl Config {
             ConfigFile::default()
         } else {
             serde_saphyr::from_str_with_options(text, options)
-                .map_err(|e| ConfigError::from_yaml(name, &e))?
+                .map_err(|e| ConfigError::from_yaml(name, &e, text))?
         };
         let mut config = Config::default();
-        check_own(&file.own, name)?;
+        // Every error the file has, in one run.
+        let mut errors = check_own(&file.own, name);
         for rule in &file.rules {
-            rule.check(name)?;
+            if let Err(e) = rule.check(name) {
+                errors.push(e);
+            }
         }
         if let Some(actions) = file.actions {
             if actions.unverified_bounce.value == Action::Discard {
-                return Err(ConfigError::at(
+                errors.push(ConfigError::at(
                     name,
                     &actions.unverified_bounce,
                     "only backscatter may be discarded; unverified bounces may be real",
@@ -256,16 +259,17 @@ impl Config {
         }
         if let Some(t) = file.threshold {
             if t.value < 1 {
-                return Err(ConfigError::at(name, &t, "threshold must be at least 1"));
+                errors.push(ConfigError::at(name, &t, "threshold must be at least 1"));
             }
             config.threshold = t.value;
         }
         config.inbox = match (file.maildir, file.mbox) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::whole(
+                errors.push(ConfigError::whole(
                     name,
                     "give either maildir or mbox, not both",
                 ));
+                None
             }
             (Some(m), None) => Some(Inbox::Maildir(expand_home(&m))),
             (None, Some(m)) => Some(Inbox::Mbox(expand_home(&m))),
@@ -274,7 +278,7 @@ impl Config {
         config.layout = file.layout.unwrap_or_default();
         if let Some(folder) = file.folder {
             if let Err(why) = check_folder(&folder.value, config.layout) {
-                return Err(ConfigError::at(name, &folder, why));
+                errors.push(ConfigError::at(name, &folder, why));
             }
             config.folder = folder.value;
         }
@@ -287,10 +291,10 @@ impl Config {
         if let Some(l) = file.log {
             config.log = log_path(&l);
         }
-        config.max_size = file.max_size.unwrap_or(DEFAULT_MAX_SIZE);
+        config.max_size = file.max_size.map_or(DEFAULT_MAX_SIZE, |s| s.value.0);
         if let Some(b) = file.cpu_budget_ms {
             if !(MIN_CPU_BUDGET_MS..=MAX_CPU_BUDGET_MS).contains(&b.value) {
-                return Err(ConfigError::at(
+                errors.push(ConfigError::at(
                     name,
                     &b,
                     format!(
@@ -303,14 +307,19 @@ impl Config {
             config.cpu_budget_ms = b.value;
         }
         config.trace_headers = file.trace_headers.unwrap_or(true);
-        crate::proofs::spec::check(&file.ledger, &file.dkim, &file.batv, &file.alarm).map_err(
-            |(line, column, message)| ConfigError {
+        if let Err((line, column, message)) =
+            crate::proofs::spec::check(&file.ledger, &file.dkim, &file.batv, &file.alarm)
+        {
+            errors.push(ConfigError {
                 line,
                 column,
                 message,
                 ..ConfigError::whole(name, "")
-            },
-        )?;
+            });
+        }
+        if let Some(e) = ConfigError::all(errors) {
+            return Err(e);
+        }
         config.ledger = file.ledger;
         config.dkim = file.dkim;
         config.batv = file.batv;
@@ -417,10 +426,11 @@ fn this_host_name() -> Option<&'static str> {
     .as_deref()
 }
 
-fn check_own(own: &OwnSpec, name: &str) -> Result<(), ConfigError> {
+fn check_own(own: &OwnSpec, name: &str) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
     for n in &own.networks {
         if parse_network(&n.value).is_none() {
-            return Err(ConfigError::at(
+            errors.push(ConfigError::at(
                 name,
                 n,
                 format!(
@@ -433,24 +443,82 @@ fn check_own(own: &OwnSpec, name: &str) -> Result<(), ConfigError> {
     for d in own.domains.iter().chain(&own.message_id_domains) {
         let v = normalize_domain(&d.value);
         if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
-            return Err(ConfigError::at(
+            errors.push(ConfigError::at(
                 name,
                 d,
-                format!("invalid domain {:?}", d.value),
+                format!(
+                    "invalid domain {:?}: expected a name such as example.org",
+                    d.value
+                ),
             ));
         }
     }
     for h in &own.hosts {
         let v = h.value.trim();
         if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
-            return Err(ConfigError::at(
+            errors.push(ConfigError::at(
                 name,
                 h,
-                format!("invalid host name {:?}", h.value),
+                format!(
+                    "invalid host name {:?}: expected a name such as mail.example.org or *.out.example.org",
+                    h.value
+                ),
             ));
         }
     }
-    Ok(())
+    errors
+}
+
+/// A size in bytes: a whole number, or one with a suffix K, M or G (powers of 1024; KiB,
+/// MB and the like are read the same), as `max_size: 32M`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl Size {
+    /// Reads `32M`, `512 KiB`, `1G`, `1000`.
+    pub fn parse(text: &str) -> Option<Size> {
+        let t = text.trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let number: u64 = t[..digits].parse().ok()?;
+        let unit = t[digits..].trim().to_ascii_lowercase();
+        let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+            "" => 0,
+            "k" => 10,
+            "m" => 20,
+            "g" => 30,
+            _ => return None,
+        };
+        number.checked_mul(1 << shift).map(Size)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size in bytes, or with a suffix K, M or G, e.g. 32M")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v).map(Size).map_err(|_| {
+                    E::custom("max_size takes a size of 0 or more, e.g. max_size: 32M")
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                Size::parse(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "invalid size {v:?}: expected bytes, or a number with K, M or G \
+                         (powers of 1024), e.g. max_size: 32M"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A folder name may have `.` or `/` as separators but no empty, `.` or `..` part, and no
