@@ -97,6 +97,9 @@ pub struct CheckArgs {
 pub struct LintArgs {
     /// The config or rules file (default: the default config file).
     pub file: Option<PathBuf>,
+    /// The config file, as every other command takes it.
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "file")]
+    pub config: Option<PathBuf>,
 }
 
 /// The arguments of `deliver` (`args` starts with the word `deliver`), parsed by the same

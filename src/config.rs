@@ -159,6 +159,8 @@ pub struct Config {
     pub dkim: DkimSpec,
     pub batv: BatvSpec,
     pub alarm: AlarmSpec,
+    /// Paths the file gave relative, as written: resolved against the home directory.
+    pub relative_paths: Vec<(&'static str, String)>,
 }
 
 /// The range `cpu_budget_ms` may take: under 10 ms even clean mail would go unjudged on a
@@ -195,6 +197,7 @@ impl Default for Config {
             dkim: DkimSpec::default(),
             batv: BatvSpec::default(),
             alarm: AlarmSpec::default(),
+            relative_paths: Vec::new(),
         }
     }
 }
@@ -240,6 +243,20 @@ impl Config {
                 .map_err(|e| ConfigError::from_yaml(name, &e, text))?
         };
         let mut config = Config::default();
+        for (key, value) in [
+            ("maildir", &file.maildir),
+            ("mbox", &file.mbox),
+            ("mbox_folder", &file.mbox_folder),
+            ("log", &file.log),
+        ] {
+            if let Some(v) = value
+                && v != "off"
+                && !v.starts_with('/')
+                && !v.starts_with("~/")
+            {
+                config.relative_paths.push((key, v.clone()));
+            }
+        }
         // Every error the file has, in one run.
         let mut errors = check_own(&file.own, name);
         for rule in &file.rules {
@@ -338,6 +355,29 @@ impl Config {
                  record, so backscatter will be filed in the backscatter folder instead"
                     .to_string(),
             );
+        }
+        for h in &self.own.hosts {
+            let fixed = h.value.trim().trim_start_matches(['*', '.']);
+            if !fixed.contains('.') {
+                w.push(format!(
+                    "own.hosts {:?} matches far too many hosts: every bounce that passed one \
+                     would count as yours; name your relays, e.g. *.out.example.org",
+                    h.value
+                ));
+            }
+        }
+        if self.max_size == 0 {
+            w.push(
+                "max_size is 0: every message is larger, so nothing is filtered (the default \
+                 is 32M)"
+                    .to_string(),
+            );
+        }
+        for (key, value) in &self.relative_paths {
+            w.push(format!(
+                "{key} {value:?} is relative: it is taken from your home directory, as \
+                 procmail and maildrop do; write ~/{value} to say so"
+            ));
         }
         w
     }

@@ -224,3 +224,69 @@ fn an_mbox_user_gets_a_backscatter_mbox_and_a_truthful_header() {
     assert_eq!(log[0]["action"].as_str(), Some("inbox"));
     assert!(log[0]["fallback"].as_str().is_some(), "{:?}", log[0]);
 }
+
+/// `backstop lint ARGS` in `home`: (exit status, stdout, stderr).
+fn lint(home: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = backstop(home);
+    cmd.arg("lint").args(args);
+    let out = run_with_input(&mut cmd, b"");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn lint_takes_c_and_says_when_the_defaults_are_in_use() {
+    let home = temp_home();
+    let (code, out, err) = lint(home.path(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("no config") && out.contains("the built-in defaults are in use and valid"),
+        "{out}"
+    );
+    let config = write_config(home.path(), "c.yaml", OWN);
+    let c = config.to_str().unwrap();
+    let (code, out, err) = lint(home.path(), &["-c", c]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with(&format!("{c}: ok")), "{out}");
+    // A file named that does not exist is an error, not the defaults.
+    let (code, _, err) = lint(home.path(), &["-c", "/nonexistent/c.yaml"]);
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn lint_warns_of_risky_values() {
+    let home = temp_home();
+    let config = write_config(
+        home.path(),
+        "c.yaml",
+        "own:\n  hosts: [\"*\", \"*.org\", \"*.out.example.org\"]\nmax_size: 0\nmaildir: Maildir\nlog: state/log.jsonl\n",
+    );
+    let (code, _, err) = lint(home.path(), &["-c", config.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "warnings only: {err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains(": warning: ")).collect();
+    for want in [
+        "own.hosts \"*\" matches far too many hosts",
+        "own.hosts \"*.org\" matches far too many hosts",
+        "max_size is 0",
+        "maildir \"Maildir\" is relative",
+        "log \"state/log.jsonl\" is relative",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(want)),
+            "{want:?} in {err}"
+        );
+    }
+    assert_eq!(warnings.len(), 5, "{err}");
+    // A relative path is taken from HOME, not from the working directory.
+    let c = ::backstop::config::Config::from_str("maildir: Maildir\n", "c.yaml").unwrap();
+    let home_dir = std::env::var("HOME").unwrap();
+    assert_eq!(
+        c.inbox,
+        Some(::backstop::config::Inbox::Maildir(
+            Path::new(&home_dir).join("Maildir")
+        ))
+    );
+}
