@@ -290,3 +290,31 @@ fn lint_warns_of_risky_values() {
         ))
     );
 }
+
+#[test]
+fn help_from_a_pipe_is_whole_on_stderr_and_defers() {
+    let home = temp_home();
+    for args in [
+        &["deliver", "--help"][..],
+        &["help", "deliver"],
+        &["deliver", "-h"],
+    ] {
+        let mut cmd = backstop(home.path());
+        cmd.args(args);
+        let out = run_with_input(&mut cmd, b"From: a@b\n\nhi\n");
+        assert_eq!(out.status.code(), Some(75), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("backstop: "), "{args:?}: {err}");
+        for want in ["Usage: backstop deliver", "--mbox <FILE>", "--recipient"] {
+            assert!(err.contains(want), "{args:?}: {want:?} missing from {err}");
+        }
+    }
+    // A typo keeps clap's hint.
+    let mut cmd = backstop(home.path());
+    cmd.args(["deliver", "--mbx", "/tmp/x"]);
+    let out = run_with_input(&mut cmd, b"");
+    assert_eq!(out.status.code(), Some(75));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a similar argument exists: '--mbox'"), "{err}");
+}
