@@ -318,3 +318,84 @@ fn help_from_a_pipe_is_whole_on_stderr_and_defers() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("a similar argument exists: '--mbox'"), "{err}");
 }
+
+#[test]
+fn check_takes_several_files_and_reads_an_mbox_message_by_message() {
+    let home = temp_home();
+    let config = write_config(home.path(), "c.yaml", OWN);
+    let a = home.path().join("a.eml");
+    let b = home.path().join("b.eml");
+    fs::write(&a, BACKSCATTER).unwrap();
+    fs::write(&b, "From: friend@example.net\nSubject: lunch\n\nat noon?\n").unwrap();
+    let mbox = home.path().join("some.mbox");
+    fs::write(
+        &mbox,
+        format!(
+            "From MAILER-DAEMON Tue Mar  3 10:00:05 2026\n{BACKSCATTER}\n\
+             From friend@example.net Tue Mar  3 11:00:00 2026\nFrom: friend@example.net\n\
+             Subject: lunch\n\n>From the top\n\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = backstop(home.path());
+    cmd.args([
+        "check",
+        "--recipient",
+        "user@example.com",
+        "--format",
+        "word",
+        "-c",
+    ])
+    .arg(&config)
+    .args([&a, &b, &mbox]);
+    let out = run_with_input(&mut cmd, b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (a, b, m) = (a.display(), b.display(), mbox.display());
+    assert_eq!(
+        text,
+        format!("{a}: backscatter\n{b}: clean\n{m}#1: backscatter\n{m}#2: clean\n")
+    );
+    // One file alone prints as it always has.
+    let mut cmd = backstop(home.path());
+    cmd.args([
+        "check",
+        "--recipient",
+        "user@example.com",
+        "--format",
+        "word",
+        "-c",
+    ])
+    .arg(&config)
+    .arg(home.path().join("b.eml"));
+    assert_eq!(run_with_input(&mut cmd, b"").stdout, b"clean");
+    // A bounce whose returned original keeps its own From_ line is one message, unasked.
+    let bounce = crate::util::fixture("corpus/bounces/sisimai-not/rb-issue-368-bug.eml");
+    let mut cmd = backstop(home.path());
+    cmd.args(["check", "--format", "word", "-c"])
+        .arg(&config)
+        .arg(&bounce)
+        .arg(&bounce);
+    let out = run_with_input(&mut cmd, b"");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2,
+        "{out:?}"
+    );
+    // A missing file is named, and the others are still judged.
+    let mut cmd = backstop(home.path());
+    cmd.args(["check", "-c"])
+        .arg(&config)
+        .arg(home.path().join("nope.eml"))
+        .arg(home.path().join("b.eml"));
+    let out = run_with_input(&mut cmd, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope.eml"),
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("b.eml: clean"),
+        "{out:?}"
+    );
+}
