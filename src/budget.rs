@@ -27,7 +27,7 @@ const MIN_WAIT: Duration = Duration::from_millis(10);
 /// What the evaluating thread sends: its thread id first, then the result.
 enum Report {
     Started(i32),
-    Done(Box<Evaluation>),
+    Done(Box<(Evaluation, RuleSet)>),
 }
 
 /// Evaluates `raw` as [`evaluate`] does, within the config's CPU budget. The rules move to the
@@ -41,6 +41,17 @@ pub fn evaluate_within(
     rules: RuleSet,
     env: &EnvVars,
 ) -> Evaluation {
+    evaluate_keeping_rules(raw, config, rules, env).0
+}
+
+/// As [`evaluate_within`], and gives the rules back when the evaluation ended in time (for
+/// `scan`, which judges one message after another with the same rules, compiled as needed).
+pub fn evaluate_keeping_rules(
+    raw: &Arc<Vec<u8>>,
+    config: &Arc<Config>,
+    rules: RuleSet,
+    env: &EnvVars,
+) -> (Evaluation, Option<RuleSet>) {
     let budget = Duration::from_millis(config.cpu_budget_ms);
     let (tx, rx) = mpsc::channel();
     let job = (raw.clone(), config.clone(), rules, env.clone());
@@ -54,30 +65,34 @@ pub fn evaluate_within(
             ));
             spin_fault();
             let eval = evaluate(&raw, &config, &rules, &env);
-            let _ = tx.send(Report::Done(Box::new(eval)));
+            let _ = tx.send(Report::Done(Box::new((eval, rules))));
         });
     let handle = match spawned {
         Ok(handle) => handle,
-        Err(e) => return unjudged(&format!("no thread to judge it in ({e})")),
+        Err(e) => return (unjudged(&format!("no thread to judge it in ({e})")), None),
     };
     let mut tid = None;
     let mut wait = budget;
     loop {
         match rx.recv_timeout(wait) {
             Ok(Report::Started(id)) => tid = Some(id),
-            Ok(Report::Done(eval)) => return *eval,
+            Ok(Report::Done(done)) => {
+                let (eval, rules) = *done;
+                return (eval, Some(rules));
+            }
             Err(RecvTimeoutError::Disconnected) => match handle.join() {
                 Err(panic) => std::panic::resume_unwind(panic),
-                Ok(()) => return unjudged("the evaluation ended without a result"),
+                Ok(()) => return (unjudged("the evaluation ended without a result"), None),
             },
             Err(RecvTimeoutError::Timeout) => {
                 // Without /proc, the wall time waited stands for the CPU time used.
                 let used = tid.and_then(thread_cpu_time).unwrap_or(budget);
                 if used >= budget {
-                    return unjudged(&format!(
+                    let why = format!(
                         "the evaluation used up its CPU budget ({} ms, cpu_budget_ms)",
                         budget.as_millis()
-                    ));
+                    );
+                    return (unjudged(&why), None);
                 }
                 wait = (budget - used).max(MIN_WAIT);
             }

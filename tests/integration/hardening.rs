@@ -117,6 +117,49 @@ fn an_evaluation_past_its_cpu_budget_goes_to_the_inbox_marked() {
 }
 
 #[test]
+fn scan_leaves_a_message_past_the_budget_where_it_is() {
+    let home = temp_home();
+    let maildir = home.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(maildir.join(sub)).expect("mkdir");
+    }
+    fs::write(maildir.join("new/1.host"), BACKSCATTER).expect("write");
+    let config = write_config(
+        home.path(),
+        "budget.yaml",
+        &format!("{OWN}cpu_budget_ms: 100\n"),
+    );
+    let out = backstop(home.path())
+        .args(["scan", "--apply", "--config"])
+        .arg(&config)
+        .arg(&maildir)
+        .env("BACKSTOP_FAULT", "spin")
+        .output()
+        .expect("scan");
+    // The report (on stdout) lists it among the messages that could not be judged.
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("not judged (the evaluation used up its CPU budget (100 ms"),
+        "{report}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a message left unjudged is reported"
+    );
+    assert!(maildir.join("new/1.host").exists(), "it stays where it is");
+    // Without the fault, the same scan moves it.
+    let out = backstop(home.path())
+        .args(["scan", "--apply", "--config"])
+        .arg(&config)
+        .arg(&maildir)
+        .output()
+        .expect("scan");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(!maildir.join("new/1.host").exists());
+}
+
+#[test]
 fn the_budget_is_checked_in_the_config() {
     let home = temp_home();
     for value in ["0", "9", "60001", "-1", "two"] {

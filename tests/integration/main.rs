@@ -14,4 +14,5 @@ mod hardening;
 mod hosts;
 mod malformed;
 mod proofs;
+mod recognition;
 mod scan;

@@ -5,10 +5,12 @@ use std::fs;
 use std::io::{self, IsTerminal};
 use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::budget::evaluate_keeping_rules;
 use crate::config::Config;
 use crate::message::{self, EnvVars};
 use crate::rules::{Kind, RuleSet};
@@ -51,8 +53,15 @@ pub(super) fn classify<'d, T: Sync>(
             .map(|_| {
                 let (next, read, progress) = (&next, &read, &progress);
                 scope.spawn(move || -> Result<Vec<(usize, Outcome)>, String> {
-                    let rules = RuleSet::build(&ctx.config.user_rules, &ctx.rules_name)
-                        .map_err(|e| e.to_string())?;
+                    let build = || {
+                        RuleSet::build(&ctx.config.user_rules, &ctx.rules_name)
+                            .map_err(|e| e.to_string())
+                    };
+                    // Each message is judged within the CPU budget (crate::budget), on a thread
+                    // of its own that borrows nothing: the config is shared, the rules move
+                    // there and back, and are built again after a message that overran.
+                    let config = Arc::new(ctx.config.clone());
+                    let mut rules = Some(build()?);
                     let mut done = Vec::new();
                     loop {
                         if ctx.stop.load(Ordering::Relaxed) {
@@ -60,21 +69,30 @@ pub(super) fn classify<'d, T: Sync>(
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(item) = items.get(i) else { break };
-                        let judged =
-                            read(item).and_then(|input| match input {
-                                // A bug met by one message costs that message (it stays where it
-                                // is, reported), not the scan.
-                                Some(input) => catch_unwind(AssertUnwindSafe(|| {
-                                    judge(&input, ctx.config, &rules)
+                        let judged = read(item).and_then(|input| match input {
+                            // A bug met by one message costs that message (it stays where it
+                            // is, reported), not the scan.
+                            Some(input) => {
+                                let rules_now = match rules.take() {
+                                    Some(r) => r,
+                                    None => build()?,
+                                };
+                                catch_unwind(AssertUnwindSafe(|| {
+                                    judge_within(input, &config, rules_now)
                                 }))
-                                .map_err(|_| "evaluating it failed (internal error)".to_string()),
-                                // Over max_size: not read, like deliver, it stays in the inbox.
-                                None => Ok(Judged {
-                                    verdict: Verdict::Clean,
-                                    kind: None,
-                                    day: None,
-                                }),
-                            });
+                                .map_err(|_| "evaluating it failed (internal error)".to_string())
+                                .and_then(|(judged, back)| {
+                                    rules = back;
+                                    judged
+                                })
+                            }
+                            // Over max_size: not read, like deliver, it stays in the inbox.
+                            None => Ok(Judged {
+                                verdict: Verdict::Clean,
+                                kind: None,
+                                day: None,
+                            }),
+                        });
                         done.push((i, judged));
                         progress.inc(1);
                     }
@@ -129,8 +147,43 @@ pub(super) fn progress_bar(len: u64, label: &str) -> ProgressBar {
     bar
 }
 
-pub(super) fn judge(input: &Input<'_>, config: &Config, rules: &RuleSet) -> Judged {
-    let eval = evaluate_bytes(&input.bytes, config, rules, &EnvVars::default());
+/// Judges one message within the CPU budget; gives the rules back when it ended in time. A
+/// message that overran is reported and stays where it is.
+fn judge_within(
+    input: Input<'_>,
+    config: &Arc<Config>,
+    rules: RuleSet,
+) -> (Result<Judged, String>, Option<RuleSet>) {
+    if input.bytes.len() as u64 > config.max_size {
+        return (
+            Ok(judged_from(
+                &input,
+                &evaluate_bytes(&input.bytes, config, &rules, &EnvVars::default()),
+            )),
+            Some(rules),
+        );
+    }
+    let arrived = input.arrived;
+    let raw = Arc::new(input.bytes.into_owned());
+    let (eval, back) = evaluate_keeping_rules(&raw, config, rules, &EnvVars::default());
+    if let Some(error) = &eval.error {
+        return (
+            Err(format!(
+                "not judged ({}); it stays where it is",
+                error.split(": not judged").next().unwrap_or(error)
+            )),
+            back,
+        );
+    }
+    let input = Input {
+        bytes: Cow::Borrowed(&raw[..]),
+        arrived,
+    };
+    (Ok(judged_from(&input, &eval)), back)
+}
+
+/// The verdict, kind and day of a message's evaluation.
+fn judged_from(input: &Input<'_>, eval: &crate::verdict::Evaluation) -> Judged {
     let day = matches!(
         eval.verdict,
         Verdict::Backscatter | Verdict::UnverifiedBounce
