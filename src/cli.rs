@@ -84,11 +84,19 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The message files (standard input when none is given, or for "-"). A file named
+    /// *.mbox, or any with --mbox, is read as an mbox: message by message, one verdict each.
+    pub files: Vec<PathBuf>,
+    /// Read every input as an mbox (a returned original may hold a From_ line of its own, so
+    /// a single message is never split unasked).
+    #[arg(long)]
+    pub mbox: bool,
     #[command(flatten)]
-    pub input: InputArgs,
+    pub common: CommonArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Exit 0 when the message is backscatter and 1 when it is not (like grep -q).
+    /// Exit 0 when the message (any of them, for several) is backscatter and 1 when it is not
+    /// (like grep -q).
     #[arg(long)]
     pub exit_status: bool,
 }
@@ -97,6 +105,9 @@ pub struct CheckArgs {
 pub struct LintArgs {
     /// The config or rules file (default: the default config file).
     pub file: Option<PathBuf>,
+    /// The config file, as every other command takes it.
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "file")]
+    pub config: Option<PathBuf>,
 }
 
 /// The arguments of `deliver` (`args` starts with the word `deliver`), parsed by the same

@@ -110,7 +110,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub log: Option<String>,
     #[serde(default)]
-    pub max_size: Option<u64>,
+    pub max_size: Option<Spanned<Size>>,
     /// Milliseconds of CPU time that judging one message may take.
     #[serde(default)]
     pub cpu_budget_ms: Option<Spanned<u64>>,
@@ -166,6 +166,8 @@ pub struct Config {
     pub alarm: AlarmSpec,
     pub stamp: StampSpec,
     pub milter: MilterSpec,
+    /// Paths the file gave relative, as written: resolved against the home directory.
+    pub relative_paths: Vec<(&'static str, String)>,
 }
 
 /// The range `cpu_budget_ms` may take: under 10 ms even clean mail would go unjudged on a
@@ -194,7 +196,7 @@ impl Default for Config {
             layout: Layout::default(),
             mbox_locks: DEFAULT_LOCKS.to_vec(),
             mbox_folder: expand_home("~/mail/Backscatter"),
-            log: None,
+            log: default_log(),
             max_size: DEFAULT_MAX_SIZE,
             cpu_budget_ms: DEFAULT_CPU_BUDGET_MS,
             trace_headers: true,
@@ -204,6 +206,7 @@ impl Default for Config {
             alarm: AlarmSpec::default(),
             stamp: StampSpec::default(),
             milter: MilterSpec::default(),
+            relative_paths: Vec::new(),
         }
     }
 }
@@ -246,16 +249,33 @@ impl Config {
             ConfigFile::default()
         } else {
             serde_saphyr::from_str_with_options(text, options)
-                .map_err(|e| ConfigError::from_yaml(name, &e))?
+                .map_err(|e| ConfigError::from_yaml(name, &e, text))?
         };
         let mut config = Config::default();
-        check_own(&file.own, name)?;
+        for (key, value) in [
+            ("maildir", &file.maildir),
+            ("mbox", &file.mbox),
+            ("mbox_folder", &file.mbox_folder),
+            ("log", &file.log),
+        ] {
+            if let Some(v) = value
+                && v != "off"
+                && !v.starts_with('/')
+                && !v.starts_with("~/")
+            {
+                config.relative_paths.push((key, v.clone()));
+            }
+        }
+        // Every error the file has, in one run.
+        let mut errors = check_own(&file.own, name);
         for rule in &file.rules {
-            rule.check(name)?;
+            if let Err(e) = rule.check(name) {
+                errors.push(e);
+            }
         }
         if let Some(actions) = file.actions {
             if actions.unverified_bounce.value == Action::Discard {
-                return Err(ConfigError::at(
+                errors.push(ConfigError::at(
                     name,
                     &actions.unverified_bounce,
                     "only backscatter may be discarded; unverified bounces may be real",
@@ -265,16 +285,17 @@ impl Config {
         }
         if let Some(t) = file.threshold {
             if t.value < 1 {
-                return Err(ConfigError::at(name, &t, "threshold must be at least 1"));
+                errors.push(ConfigError::at(name, &t, "threshold must be at least 1"));
             }
             config.threshold = t.value;
         }
         config.inbox = match (file.maildir, file.mbox) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::whole(
+                errors.push(ConfigError::whole(
                     name,
                     "give either maildir or mbox, not both",
                 ));
+                None
             }
             (Some(m), None) => Some(Inbox::Maildir(expand_home(&m))),
             (None, Some(m)) => Some(Inbox::Mbox(expand_home(&m))),
@@ -283,7 +304,7 @@ impl Config {
         config.layout = file.layout.unwrap_or_default();
         if let Some(folder) = file.folder {
             if let Err(why) = check_folder(&folder.value, config.layout) {
-                return Err(ConfigError::at(name, &folder, why));
+                errors.push(ConfigError::at(name, &folder, why));
             }
             config.folder = folder.value;
         }
@@ -293,11 +314,13 @@ impl Config {
         if let Some(f) = file.mbox_folder {
             config.mbox_folder = expand_home(&f);
         }
-        config.log = file.log.map(|l| expand_home(&l));
-        config.max_size = file.max_size.unwrap_or(DEFAULT_MAX_SIZE);
+        if let Some(l) = file.log {
+            config.log = log_path(&l);
+        }
+        config.max_size = file.max_size.map_or(DEFAULT_MAX_SIZE, |s| s.value.0);
         if let Some(b) = file.cpu_budget_ms {
             if !(MIN_CPU_BUDGET_MS..=MAX_CPU_BUDGET_MS).contains(&b.value) {
-                return Err(ConfigError::at(
+                errors.push(ConfigError::at(
                     name,
                     &b,
                     format!(
@@ -310,19 +333,25 @@ impl Config {
             config.cpu_budget_ms = b.value;
         }
         config.trace_headers = file.trace_headers.unwrap_or(true);
-        crate::proofs::spec::check(
-            &file.ledger,
-            &file.dkim,
-            &file.batv,
-            &file.alarm,
-            &file.stamp,
-        )
-        .map_err(|(line, column, message)| ConfigError {
-            line,
-            column,
-            message,
-            ..ConfigError::whole(name, "")
-        })?;
+        if let Err((line, column, message)) =
+            crate::proofs::spec::check(
+                &file.ledger,
+                &file.dkim,
+                &file.batv,
+                &file.alarm,
+                &file.stamp,
+            )
+        {
+            errors.push(ConfigError {
+                line,
+                column,
+                message,
+                ..ConfigError::whole(name, "")
+            });
+        }
+        if let Some(e) = ConfigError::all(errors) {
+            return Err(e);
+        }
         config.ledger = file.ledger;
         config.dkim = file.dkim;
         config.batv = file.batv;
@@ -332,6 +361,42 @@ impl Config {
         config.own = file.own;
         config.user_rules = file.rules;
         Ok(config)
+    }
+
+    /// What a valid config may still get wrong, for `lint` to say (one sentence each).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.actions.backscatter.value == Action::Discard && self.log.is_none() {
+            w.push(
+                "actions.backscatter is discard but the log is off: a discard must leave a \
+                 record, so backscatter will be filed in the backscatter folder instead"
+                    .to_string(),
+            );
+        }
+        for h in &self.own.hosts {
+            let fixed = h.value.trim().trim_start_matches(['*', '.']);
+            if !fixed.contains('.') {
+                w.push(format!(
+                    "own.hosts {:?} matches far too many hosts: every bounce that passed one \
+                     would count as yours; name your relays, e.g. *.out.example.org",
+                    h.value
+                ));
+            }
+        }
+        if self.max_size == 0 {
+            w.push(
+                "max_size is 0: every message is larger, so nothing is filtered (the default \
+                 is 32M)"
+                    .to_string(),
+            );
+        }
+        for (key, value) in &self.relative_paths {
+            w.push(format!(
+                "{key} {value:?} is relative: it is taken from your home directory, as \
+                 procmail and maildrop do; write ~/{value} to say so"
+            ));
+        }
+        w
     }
 
     /// The user's own infrastructure for one message: the one the config describes (built
@@ -418,10 +483,11 @@ fn this_host_name() -> Option<&'static str> {
     .as_deref()
 }
 
-fn check_own(own: &OwnSpec, name: &str) -> Result<(), ConfigError> {
+fn check_own(own: &OwnSpec, name: &str) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
     for n in &own.networks {
         if parse_network(&n.value).is_none() {
-            return Err(ConfigError::at(
+            errors.push(ConfigError::at(
                 name,
                 n,
                 format!(
@@ -434,24 +500,82 @@ fn check_own(own: &OwnSpec, name: &str) -> Result<(), ConfigError> {
     for d in own.domains.iter().chain(&own.message_id_domains) {
         let v = normalize_domain(&d.value);
         if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
-            return Err(ConfigError::at(
+            errors.push(ConfigError::at(
                 name,
                 d,
-                format!("invalid domain {:?}", d.value),
+                format!(
+                    "invalid domain {:?}: expected a name such as example.org",
+                    d.value
+                ),
             ));
         }
     }
     for h in &own.hosts {
         let v = h.value.trim();
         if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
-            return Err(ConfigError::at(
+            errors.push(ConfigError::at(
                 name,
                 h,
-                format!("invalid host name {:?}", h.value),
+                format!(
+                    "invalid host name {:?}: expected a name such as mail.example.org or *.out.example.org",
+                    h.value
+                ),
             ));
         }
     }
-    Ok(())
+    errors
+}
+
+/// A size in bytes: a whole number, or one with a suffix K, M or G (powers of 1024; KiB,
+/// MB and the like are read the same), as `max_size: 32M`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl Size {
+    /// Reads `32M`, `512 KiB`, `1G`, `1000`.
+    pub fn parse(text: &str) -> Option<Size> {
+        let t = text.trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let number: u64 = t[..digits].parse().ok()?;
+        let unit = t[digits..].trim().to_ascii_lowercase();
+        let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+            "" => 0,
+            "k" => 10,
+            "m" => 20,
+            "g" => 30,
+            _ => return None,
+        };
+        number.checked_mul(1 << shift).map(Size)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size in bytes, or with a suffix K, M or G, e.g. 32M")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v).map(Size).map_err(|_| {
+                    E::custom("max_size takes a size of 0 or more, e.g. max_size: 32M")
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                Size::parse(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "invalid size {v:?}: expected bytes, or a number with K, M or G \
+                         (powers of 1024), e.g. max_size: 32M"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A folder name may have `.` or `/` as separators but no empty, `.` or `..` part, and no
@@ -502,10 +626,29 @@ pub fn lenient_inbox(text: &str) -> Option<Inbox> {
     }
 }
 
+/// The default decision log: `$XDG_STATE_HOME/backstop/log.jsonl`, that is
+/// `~/.local/state/backstop/log.jsonl` unless XDG_STATE_HOME names another absolute directory.
+pub fn default_log() -> Option<PathBuf> {
+    let dirs = directories::BaseDirs::new()?;
+    Some(dirs.state_dir()?.join("backstop").join("log.jsonl"))
+}
+
+/// A `log:` value: `off` for no log, else a path (see [`expand_home`]).
+pub fn log_path(value: &str) -> Option<PathBuf> {
+    (value.trim() != "off").then(|| expand_home(value.trim()))
+}
+
 /// Expands a leading `~/` to the home directory ($HOME, else the password database:
-/// procmail and some hosts clear the environment).
+/// procmail and some hosts clear the environment), and resolves a relative path against it,
+/// as procmail, maildrop and Dovecot do: the mail agent's working directory is no place to
+/// file mail in.
 pub fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), directories::BaseDirs::new()) {
+    let rest = match path.strip_prefix("~/") {
+        Some(rest) => Some(rest),
+        None if Path::new(path).is_relative() && !path.is_empty() => Some(path),
+        None => None,
+    };
+    match (rest, directories::BaseDirs::new()) {
         (Some(rest), Some(dirs)) => dirs.home_dir().join(rest),
         _ => PathBuf::from(path),
     }

@@ -1,7 +1,9 @@
-//! The decision log: one JSON line per delivered message, appended to the file `log:` names.
+//! The decision log: one JSON line per delivered message, appended to the file `log:` names
+//! (by default `$XDG_STATE_HOME/backstop/log.jsonl`), rotated at [`ROTATE_AT`] bytes.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -30,6 +32,10 @@ pub struct Entry {
     pub reasons: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the action differs from the verdict's: a discard that could not be recorded, a
+    /// folder that could not be written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 impl Entry {
@@ -46,13 +52,41 @@ impl Entry {
             stored: stored.map(|s| s.path.display().to_string()),
             reasons: eval.reasons.clone(),
             error: None,
+            fallback: None,
         }
     }
 }
 
-/// Appends the decision; a log that cannot be written never fails a delivery.
-pub fn append(path: &Path, eval: &Evaluation, stored: Option<&Stored>) {
-    write_line(path, &Entry::new(eval, stored));
+/// The size at which the log is rotated: the full file becomes `<log>.1` (replacing the one
+/// before), and a new one is started; so the log never takes more than twice this. Some 8000
+/// decisions fit in one file. `stats` reads both.
+pub const ROTATE_AT: u64 = 4 * 1024 * 1024;
+
+/// The file the log is rotated into.
+pub fn rotated(path: &Path) -> PathBuf {
+    let mut old = path.as_os_str().to_owned();
+    old.push(".1");
+    PathBuf::from(old)
+}
+
+/// Appends the decision. The caller decides what a failure means (a discarded message must
+/// leave a record; any other delivery goes on, see [`warn`]).
+pub fn append(path: &Path, eval: &Evaluation, stored: Option<&Stored>) -> io::Result<()> {
+    write_line(path, &Entry::new(eval, stored))
+}
+
+/// Appends an entry as it is.
+pub fn append_entry(path: &Path, entry: &Entry) -> io::Result<()> {
+    write_line(path, entry)
+}
+
+/// Says on stderr that the log could not be written: a log never fails a delivery.
+pub fn warn(path: &Path, e: &io::Error) {
+    let _ = writeln!(
+        io::stderr(),
+        "backstop: cannot write the log {}: {e}",
+        path.display()
+    );
 }
 
 /// Logs a config error that sent a message to the inbox unfiltered.
@@ -69,39 +103,71 @@ pub fn append_error(path: &Path, error: &str, stored: &Stored) {
         stored: Some(stored.path.display().to_string()),
         reasons: vec!["config error: delivered unfiltered".into()],
         error: Some(error.to_string()),
+        fallback: None,
     };
-    write_line(path, &entry);
-}
-
-fn write_line(path: &Path, entry: &Entry) {
-    let Ok(mut line) = serde_json::to_string(entry) else {
-        return;
-    };
-    line.push('\n');
-    // Through a symbolic link only as the mailboxes are (see the `store` module comment).
-    let file = crate::store::resolve_link(path).and_then(|real| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&real)
-            .map_err(|e| crate::store::no_follow_error(e, &real))
-    });
-    // One write(2) with O_APPEND: concurrent deliveries never interleave a line.
-    let result = file.and_then(|mut f| f.write_all(line.as_bytes()));
-    if let Err(e) = result {
-        let _ = writeln!(
-            std::io::stderr(),
-            "backstop: cannot write the log {}: {e}",
-            path.display()
-        );
+    if let Err(e) = write_line(path, &entry) {
+        warn(path, &e);
     }
 }
 
-/// The `log:` path of a config file that failed to load, read leniently.
+fn write_line(path: &Path, entry: &Entry) -> io::Result<()> {
+    let mut line = serde_json::to_string(entry).map_err(io::Error::other)?;
+    line.push('\n');
+    // Through a symbolic link only as the mailboxes are (see the `store` module comment).
+    let real = crate::store::resolve_link(path)?;
+    let mut file = match open_append(&real) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // The directory is made when first needed, for the user alone (the log names
+            // senders and subjects).
+            if let Some(dir) = real.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)?;
+            }
+            open_append(&real)?
+        }
+        other => other?,
+    };
+    if file.metadata()?.len() >= ROTATE_AT {
+        file = rotate(&real, file)?;
+    }
+    // One write(2) with O_APPEND: concurrent deliveries never interleave a line.
+    file.write_all(line.as_bytes())
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| crate::store::no_follow_error(e, path))
+}
+
+/// Renames the full log `file` (open at `path`) to `<path>.1` and opens a new one. Under an
+/// exclusive lock on the full file, and only while `path` still names it: concurrent
+/// deliveries that found it full at once rotate it once. A line written meanwhile through an
+/// older descriptor lands in `<path>.1`, still recorded.
+fn rotate(path: &Path, file: File) -> io::Result<File> {
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    let open = file.metadata()?;
+    let current = std::fs::symlink_metadata(path);
+    if current.is_ok_and(|m| m.dev() == open.dev() && m.ino() == open.ino()) {
+        std::fs::rename(path, rotated(path))?;
+    }
+    drop(file);
+    open_append(path)
+}
+
+/// The log of a config file that failed to load: its `log:` line read leniently, else the
+/// default; None when it says `off`.
 pub fn path_hint(config_text: &str) -> Option<PathBuf> {
-    crate::config::lenient_value(config_text, "log").map(|v| crate::config::expand_home(&v))
+    match crate::config::lenient_value(config_text, "log") {
+        Some(v) => crate::config::log_path(&v),
+        None => crate::config::default_log(),
+    }
 }
 
 #[cfg(test)]

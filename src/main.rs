@@ -44,13 +44,27 @@ fn main() -> ExitCode {
 fn usage_error(err: clap::Error, delivering: bool) -> ExitCode {
     let from_a_host = !std::io::stdin().is_terminal();
     if delivering && (err.use_stderr() || from_a_host) {
-        let text = err.to_string();
-        let first = text.lines().next().unwrap_or("usage error");
+        let text = err.render().to_string();
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or("usage error");
+        // The first line is what the MTA logs (Exim logs no more); the rest (clap's "did
+        // you mean", or the whole help asked for) follows for whoever reads stderr.
         // Never panics: `eprintln!` would on a closed stderr, and exit 101.
-        let _ = writeln!(
-            std::io::stderr(),
-            "backstop: {first}; the MTA will try again"
-        );
+        let first = if err.use_stderr() {
+            first.to_string()
+        } else {
+            "help or version asked for while delivering, not a message".to_string()
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "backstop: {first}; the MTA will try again");
+        let rest: Vec<&str> = if err.use_stderr() {
+            lines.collect()
+        } else {
+            text.lines().collect()
+        };
+        for line in rest {
+            let _ = writeln!(stderr, "{line}");
+        }
         return ExitCode::from(Exit::TempFail);
     }
     err.exit();

@@ -1,35 +1,148 @@
-//! `backstop check`: print the verdict for one message, with no side effects.
+//! `backstop check`: print the verdict for each message given (a file, several, or every
+//! message of an mbox), with no side effects.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use crate::budget::evaluate_within;
 use crate::cli::{CheckArgs, Format};
+use crate::cmd::scan::{for_judging, split_mbox};
 use crate::exit::Exit;
-use crate::run::evaluate_input;
-use crate::verdict::Verdict;
+use crate::rules::RuleSet;
+use crate::run::{env_vars, evaluate_bytes, load, read_limited};
+use crate::verdict::{Evaluation, Verdict};
 
 /// Runs `check`.
 pub fn run(args: &CheckArgs) -> ExitCode {
-    let eval = match evaluate_input(&args.input) {
-        Ok(e) => e,
-        Err(msg) => {
-            say!("backstop: {msg}");
+    let (config, rules) = match load(args.common.config.as_deref()) {
+        Ok((config, rules)) => (Arc::new(config), rules),
+        Err(e) => {
+            say!("backstop: {e}");
             return ExitCode::from(Exit::Error);
         }
     };
-    let text = match args.format {
-        Format::Word => eval.verdict.as_str().to_string(),
-        Format::Json => match serde_json::to_string(&eval) {
-            Ok(j) => j + "\n",
-            Err(e) => {
-                say!("backstop: cannot write JSON: {e}");
+    let env = env_vars(&args.common);
+    let files: Vec<Option<PathBuf>> = if args.files.is_empty() {
+        vec![None]
+    } else {
+        args.files.iter().cloned().map(Some).collect()
+    };
+    let mut out = std::io::stdout().lock();
+    let (mut any_backscatter, mut failed) = (false, false);
+    for file in &files {
+        let name = file
+            .as_deref()
+            .map_or_else(|| "-".to_string(), |p| p.display().to_string());
+        let as_mbox = args.mbox
+            || file
+                .as_deref()
+                .and_then(Path::extension)
+                .is_some_and(|e| e.eq_ignore_ascii_case("mbox"));
+        let evals = match judge_file(file.as_deref(), as_mbox, &config, &rules, &env) {
+            Ok(e) => e,
+            Err(msg) => {
+                say!("backstop: {msg}");
+                failed = true;
+                continue;
+            }
+        };
+        // One message alone prints as it always has (Sieve and procmail read it); several
+        // are each named: the file, and the message's number in an mbox.
+        let named = files.len() > 1 || evals.len() > 1;
+        for (i, eval) in evals.iter().enumerate() {
+            any_backscatter |= eval.verdict == Verdict::Backscatter;
+            let label = match (named, evals.len() > 1) {
+                (false, _) => None,
+                (true, false) => Some(name.clone()),
+                (true, true) => Some(format!("{name}#{}", i + 1)),
+            };
+            let text = match render(eval, args.format, label.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    say!("backstop: cannot write JSON: {e}");
+                    return ExitCode::from(Exit::Error);
+                }
+            };
+            if let Err(e) = out.write_all(text.as_bytes()) {
+                say!("backstop: cannot write the verdict: {e}");
                 return ExitCode::from(Exit::Error);
             }
-        },
+        }
+    }
+    if let Err(e) = out.flush() {
+        say!("backstop: cannot write the verdict: {e}");
+        return ExitCode::from(Exit::Error);
+    }
+    if failed {
+        return ExitCode::from(Exit::Error);
+    }
+    if args.exit_status {
+        return ExitCode::from(if any_backscatter {
+            Exit::Success
+        } else {
+            Exit::NotBackscatter
+        });
+    }
+    ExitCode::SUCCESS
+}
+
+/// The evaluations of one input: one message, or each message of an mbox (read whole).
+fn judge_file(
+    file: Option<&Path>,
+    as_mbox: bool,
+    config: &Arc<crate::config::Config>,
+    rules: &RuleSet,
+    env: &crate::message::EnvVars,
+) -> Result<Vec<Evaluation>, String> {
+    let (mut raw, rest) = read_limited(file, config.max_size).map_err(|e| e.to_string())?;
+    // Each message within the size limit and the CPU budget, as `deliver` judges it.
+    let judge = |bytes: Vec<u8>| {
+        if bytes.len() as u64 > config.max_size {
+            return evaluate_bytes(&bytes, config, rules, env);
+        }
+        // The budget's thread takes a rule set of its own (built as `load` built this one).
+        match RuleSet::build(&config.user_rules, "(config)") {
+            Ok(own) => evaluate_within(&Arc::new(bytes), config, own, env),
+            Err(_) => evaluate_bytes(&bytes, config, rules, env),
+        }
+    };
+    if !as_mbox {
+        if rest.is_some() {
+            return Ok(vec![evaluate_bytes(&raw, config, rules, env)]);
+        }
+        return Ok(vec![judge(raw)]);
+    }
+    if let Some(mut rest) = rest {
+        let what = file.map_or_else(|| "standard input".to_string(), |p| p.display().to_string());
+        rest.read_to_end(&mut raw)
+            .map_err(|e| format!("cannot read the message {what}: {e}"))?;
+    }
+    let ranges = split_mbox(&raw)?;
+    Ok(ranges
+        .into_iter()
+        .map(|r| judge(for_judging(&raw[r]).into_owned()))
+        .collect())
+}
+
+/// One verdict in the format asked for, labelled when there are several.
+fn render(eval: &Evaluation, format: Format, label: Option<&str>) -> serde_json::Result<String> {
+    let prefix = label.map_or_else(String::new, |l| format!("{l}: "));
+    Ok(match format {
+        Format::Word if label.is_none() => eval.verdict.as_str().to_string(),
+        Format::Word => format!("{prefix}{}\n", eval.verdict.as_str()),
+        Format::Json => {
+            let mut j = serde_json::to_value(eval)?;
+            if let (Some(l), Some(obj)) = (label, j.as_object_mut()) {
+                obj.insert("file".into(), l.into());
+            }
+            serde_json::to_string(&j)? + "\n"
+        }
         Format::Text => {
             let kind = eval.kind.map_or("-", |k| k.as_str());
             let mut t = format!(
-                "{} {} {}\n",
+                "{prefix}{} {} {}\n",
                 eval.verdict.as_str(),
                 kind,
                 eval.action.as_str()
@@ -39,18 +152,5 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             }
             t
         }
-    };
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        say!("backstop: cannot write the verdict: {e}");
-        return ExitCode::from(Exit::Error);
-    }
-    if args.exit_status {
-        return ExitCode::from(if eval.verdict == Verdict::Backscatter {
-            Exit::Success
-        } else {
-            Exit::NotBackscatter
-        });
-    }
-    ExitCode::SUCCESS
+    })
 }

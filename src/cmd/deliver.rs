@@ -153,57 +153,96 @@ fn deliver_unfiltered(args: &DeliverArgs, err: &ConfigError, input: &Input) -> R
         &format!("config error, not filtered: {err}"),
     );
     let stored = store_inbox(&inbox, &Config::default(), &head, input)?;
-    if let Some(path) = text.as_deref().and_then(log::path_hint) {
+    let log = match text.as_deref() {
+        Some(text) => log::path_hint(text),
+        None => crate::config::default_log(),
+    };
+    if let Some(path) = log {
         log::append_error(&path, &err.to_string(), &stored);
     }
     Ok(())
 }
 
-/// Writes the message where its verdict sends it, then logs the decision.
+/// Writes the message where its verdict sends it, then logs the decision. The action the
+/// trace header and the log give is the one taken: a discard that could not be recorded is
+/// filed in the folder, and a folder that could not be written gives way to the inbox.
 fn file_message(
     eval: &Evaluation,
     config: &Config,
     inbox: &Inbox,
     input: &Input,
 ) -> Result<(), String> {
-    let head = if config.trace_headers {
-        trace_headers(&input.bytes, eval)
-    } else {
-        Vec::new()
+    let mut eval = Cow::Borrowed(eval);
+    let mut fallback = None;
+    if eval.action == Action::Discard {
+        // A discard always leaves a record: the log, else the message itself.
+        let why = match &config.log {
+            Some(path) => match log::append(path, &eval, None) {
+                Ok(()) => {
+                    note_wave(&eval, config, inbox);
+                    return Ok(());
+                }
+                Err(e) => format!("cannot write the log {}: {e}", path.display()),
+            },
+            None => "the log is off (log: off), so a discard would leave no record".to_string(),
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "backstop: not discarded: {why}; filed in the backscatter folder instead"
+        );
+        fallback = Some(format!("not discarded: {why}"));
+        eval.to_mut().action = Action::Folder;
+    }
+    let head = |eval: &Evaluation| {
+        if config.trace_headers {
+            trace_headers(&input.bytes, eval)
+        } else {
+            Vec::new()
+        }
     };
     let stored = match eval.action {
-        Action::Discard => None,
-        Action::Inbox => Some(store_inbox(inbox, config, &head, input)?),
+        Action::Inbox | Action::Discard => store_inbox(inbox, config, &head(&eval), input)?,
         // When in doubt, the inbox. If that fails too, both reasons make the one line
         // the MTA logs (Exim logs only the first line of a command's output).
-        Action::Folder => match store_folder(inbox, config, &head, input) {
-            Ok(s) => Some(s),
-            Err(e) => match store_inbox(inbox, config, &head, input) {
-                Ok(s) => {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "backstop: cannot file into the backscatter folder ({e}); filed in the inbox instead"
-                    );
-                    Some(s)
+        Action::Folder => match store_folder(inbox, config, &head(&eval), input) {
+            Ok(s) => s,
+            Err(e) => {
+                eval.to_mut().action = Action::Inbox;
+                match store_inbox(inbox, config, &head(&eval), input) {
+                    Ok(s) => {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "backstop: {e}; filed in the inbox instead"
+                        );
+                        fallback = Some(format!("{e}; filed in the inbox instead"));
+                        s
+                    }
+                    Err(inbox_error) => {
+                        return Err(format!("{e}, nor into the inbox: {inbox_error}"));
+                    }
                 }
-                Err(inbox_error) => {
-                    return Err(format!(
-                        "cannot file into the backscatter folder ({e}), nor into the inbox: {inbox_error}"
-                    ));
-                }
-            },
+            }
         },
     };
     if let Some(path) = &config.log {
-        log::append(path, eval, stored.as_ref());
+        let mut entry = log::Entry::new(&eval, Some(&stored));
+        entry.fallback = fallback;
+        if let Err(e) = log::append_entry(path, &entry) {
+            log::warn(path, &e);
+        }
     }
+    note_wave(&eval, config, inbox);
+    Ok(())
+}
+
+/// Tells the wave alarm of a legitimate bounce. The bounce is stored (or consciously
+/// discarded): the alarm's trouble must not make the MTA deliver it again.
+fn note_wave(eval: &Evaluation, config: &Config, inbox: &Inbox) {
     if let Some(facts) = &eval.wave
         && let Err(e) = crate::proofs::alarm::note(config, inbox, facts, crate::proofs::now())
     {
-        // The bounce is stored: the alarm's trouble must not make the MTA deliver it again.
         let _ = writeln!(std::io::stderr(), "backstop: {e}");
     }
-    Ok(())
 }
 
 fn store_inbox(
@@ -228,7 +267,36 @@ fn store_inbox(
     result.map_err(|e| format!("cannot deliver to {}: {e}", inbox_path(inbox).display()))
 }
 
+/// Files the message in the backscatter folder; the error names the folder.
 fn store_folder(
+    inbox: &Inbox,
+    config: &Config,
+    head: &[u8],
+    input: &Input,
+) -> Result<Stored, String> {
+    let folder = match inbox {
+        Inbox::Maildir(root) => {
+            match crate::store::maildir::folder_levels(&config.folder, config.layout) {
+                Ok(Some(levels))
+                    if config.layout == crate::store::maildir::Layout::MaildirPlusPlus =>
+                {
+                    root.join(format!(".{}", levels.join(".")))
+                }
+                Ok(Some(levels)) => root.join(levels.join("/")),
+                _ => root.join(&config.folder),
+            }
+        }
+        Inbox::Mbox(_) => config.mbox_folder.clone(),
+    };
+    store_folder_io(inbox, config, head, input).map_err(|e| {
+        format!(
+            "cannot file into the backscatter folder {}: {e}",
+            folder.display()
+        )
+    })
+}
+
+fn store_folder_io(
     inbox: &Inbox,
     config: &Config,
     head: &[u8],
@@ -250,6 +318,7 @@ fn store_folder(
     fault_point("store");
     if let Inbox::Mbox(_) = inbox {
         check_mailbox_owner(&config.mbox_folder).map_err(std::io::Error::other)?;
+        make_parent(&config.mbox_folder)?;
     }
     match inbox {
         Inbox::Maildir(root) => {
@@ -261,6 +330,30 @@ fn store_folder(
             &config.mbox_locks,
             payload,
         ),
+    }
+}
+
+/// Makes the directory of the backscatter mbox (`~/mail` for `~/mail/Backscatter`) when it is
+/// missing, as the Maildir code makes the backscatter folder: the last level only (mode 0700),
+/// so that an unmounted home directory defers mail instead of growing a stray tree; the
+/// directory above is synced so that the new one survives a crash.
+fn make_parent(mbox: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(dir) = mbox.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            if let Some(above) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(above)?.sync_all()?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot make {}: {e}", dir.display()),
+        )),
     }
 }
 

@@ -88,8 +88,10 @@ fn headers_for(raw: &Arc<Vec<u8>>, oversized: bool, loaded: Loaded, args: &Input
                 fault_point("evaluate");
                 evaluate_within(raw, &config, rules, &env_vars(&args.common))
             };
-            if let Some(path) = &config.log {
-                crate::log::append(path, &eval, None);
+            if let Some(path) = &config.log
+                && let Err(e) = crate::log::append(path, &eval, None)
+            {
+                crate::log::warn(path, &e);
             }
             trace_headers(raw, &eval)
         }

@@ -11,11 +11,23 @@ use crate::rules::RuleSet;
 
 /// Runs `lint`.
 pub fn run(args: &LintArgs) -> ExitCode {
-    let path = match args.file.clone().or_else(Config::default_path) {
-        Some(p) => p,
-        None => {
-            say!("backstop: no file given and no default config location");
-            return ExitCode::from(Exit::Error);
+    let given = args.file.clone().or_else(|| args.config.clone());
+    let path = match given.clone().or_else(Config::default_path) {
+        // No file named and none at the default place: nothing can be wrong.
+        Some(p) if given.is_some() || p.exists() => p,
+        default => {
+            let mut out = std::io::stdout().lock();
+            let place = default.map_or_else(String::new, |p| format!(" (none at {})", p.display()));
+            return match writeln!(
+                out,
+                "no config{place}: the built-in defaults are in use and valid"
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    say!("backstop: cannot write the result: {e}");
+                    ExitCode::from(Exit::Error)
+                }
+            };
         }
     };
     let result = Config::from_file(&path).and_then(|config| {
@@ -25,6 +37,9 @@ pub fn run(args: &LintArgs) -> ExitCode {
         for rule in &rules.rules {
             rule.compile()
                 .map_err(|e| ConfigError::whole(&rule.origin, e))?;
+        }
+        for w in config.warnings() {
+            say!("{}: warning: {w}", path.display());
         }
         Ok(rules.rules.len())
     });

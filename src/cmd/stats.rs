@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -120,13 +120,20 @@ pub struct Stats {
 
 /// Runs `backstop stats`.
 pub fn run(args: &StatsArgs) -> ExitCode {
-    let path = match &args.logfile {
-        Some(p) => p.clone(),
+    // A LOGFILE given is read alone; the config's log (the default one unless it says
+    // otherwise) with its rotated half, oldest first, and may not exist yet.
+    let (path, rotated) = match &args.logfile {
+        Some(p) => (p.clone(), None),
         None => match Config::load(args.config.as_deref()) {
             Ok(c) => match c.log {
-                Some(p) => p,
+                Some(p) => {
+                    let old = crate::log::rotated(&p);
+                    (p, Some(old))
+                }
                 None => {
-                    say!("backstop: no LOGFILE given and the config sets no log: path");
+                    say!(
+                        "backstop: the log is off (log: off in the config): give a LOGFILE, or remove that line"
+                    );
                     return ExitCode::from(Exit::Error);
                 }
             },
@@ -136,15 +143,28 @@ pub fn run(args: &StatsArgs) -> ExitCode {
             }
         },
     };
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
+    let mut reader: Box<dyn std::io::Read> = Box::new(std::io::empty());
+    if let Some(old) = &rotated
+        && let Ok(f) = std::fs::File::open(old)
+    {
+        reader = Box::new(f);
+    }
+    match std::fs::File::open(&path) {
+        Ok(f) => reader = Box::new(reader.chain(f)),
+        Err(e) if rotated.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
+            say!(
+                "backstop: no decisions logged yet: deliver writes one line per message to {}",
+                path.display()
+            );
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             say!("backstop: cannot read {}: {e}", path.display());
             return ExitCode::from(Exit::Error);
         }
-    };
+    }
     let stats = match summarise(
-        BufReader::new(file),
+        BufReader::new(reader),
         &path.display().to_string(),
         args.top,
         args.wave_min as usize,

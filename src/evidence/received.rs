@@ -121,11 +121,14 @@ impl Hop {
     }
 }
 
-/// One Received value parsed by mail-parser, owned.
+/// One Received value parsed by mail-parser's own field parser, owned. (A whole
+/// `MessageParser` per line would build its header table each time: most of the cost.)
 fn parse_received(raw: &str) -> Option<mail_parser::Received<'static>> {
-    let text = format!("Received: {raw}\r\n\r\n");
-    let mail = mail_parser::MessageParser::new().parse_headers(text.as_bytes())?;
-    mail.received().map(|r| r.clone().into_owned())
+    let text = format!("{raw}\r\n\r\n");
+    match mail_parser::parsers::MessageStream::new(text.as_bytes()).parse_received() {
+        mail_parser::HeaderValue::Received(r) => Some(r.into_owned()),
+        _ => None,
+    }
 }
 
 /// Removes parenthesised comments (one level of nesting is enough for Received).

@@ -597,7 +597,7 @@ struct RulesFile {
 pub fn parse_rules(text: &str, file: &str) -> Result<Vec<RuleSpec>, ConfigError> {
     let options = serde_saphyr::options! { strict_booleans: true };
     let parsed: RulesFile = serde_saphyr::from_str_with_options(text, options)
-        .map_err(|e| ConfigError::from_yaml(file, &e))?;
+        .map_err(|e| ConfigError::from_yaml(file, &e, text))?;
     Ok(parsed.rules)
 }
 

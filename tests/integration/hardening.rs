@@ -289,7 +289,10 @@ fn a_config_others_can_write_is_not_obeyed() {
         BACKSCATTER.as_bytes(),
         "trusted",
     );
-    assert!(evil.exists());
+    // The config's mbox: is obeyed, so its backscatter mbox (~/mail/Backscatter) takes the
+    // backscatter; with the config ignored it would be ~/Maildir/.Backscatter.
+    assert!(home.path().join("mail/Backscatter").exists());
+    assert!(home.path().join("evil.log").exists());
 }
 
 #[test]

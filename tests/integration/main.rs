@@ -7,6 +7,7 @@ mod cli;
 mod complexity;
 mod config_errors;
 mod deliver;
+mod firstday;
 mod forgery;
 mod fuzz;
 mod hardening;

@@ -129,7 +129,7 @@ fn judge_chunks(
 /// The byte ranges of the messages of an mbox: each from its `From ` line to the next one
 /// (the separating empty line included). `From ` lines count at the start of the file and
 /// after an empty line, as `deliver` (and every mboxrd writer) puts them.
-fn split_mbox(data: &[u8]) -> Result<Vec<Range<usize>>, String> {
+pub(crate) fn split_mbox(data: &[u8]) -> Result<Vec<Range<usize>>, String> {
     if data.is_empty() {
         return Ok(Vec::new());
     }
@@ -167,7 +167,7 @@ fn without_separator(chunk: &[u8]) -> &[u8] {
 
 /// The message as `check` would see it: the separator dropped and the mboxrd quoting undone
 /// (one `>` less on every line matching `^>+From `), the `From ` line kept.
-fn for_judging(chunk: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn for_judging(chunk: &[u8]) -> Cow<'_, [u8]> {
     let msg = without_separator(chunk);
     if memchr::memmem::find(msg, b"\n>").is_none() {
         return Cow::Borrowed(msg);

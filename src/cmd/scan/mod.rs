@@ -100,6 +100,7 @@ mod journal;
 mod judge;
 mod maildir;
 mod mbox;
+pub(crate) use mbox::{for_judging, split_mbox};
 mod report;
 
 use maildir::scan_maildir;
