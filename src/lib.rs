@@ -43,7 +43,10 @@
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        // What is said may quote a message or a file name: no control character reaches the
+        // terminal or the MTA's log.
+        let line = format!($($arg)*);
+        let _ = writeln!(std::io::stderr(), "{}", $crate::util::text::for_terminal(&line));
     }};
 }
 

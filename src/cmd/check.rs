@@ -12,6 +12,7 @@ use crate::cmd::scan::{for_judging, split_mbox};
 use crate::exit::Exit;
 use crate::rules::RuleSet;
 use crate::run::{env_vars, evaluate_bytes, load, read_limited};
+use crate::util::text::for_terminal;
 use crate::verdict::{Evaluation, Verdict};
 
 /// Runs `check`.
@@ -64,6 +65,10 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                     say!("backstop: cannot write JSON: {e}");
                     return ExitCode::from(Exit::Error);
                 }
+            };
+            let text = match args.format {
+                Format::Text => for_terminal(&text),
+                _ => std::borrow::Cow::Borrowed(text.as_str()),
             };
             if let Err(e) = out.write_all(text.as_bytes()) {
                 say!("backstop: cannot write the verdict: {e}");

@@ -7,6 +7,7 @@ use crate::cli::InputArgs;
 use crate::exit::Exit;
 use crate::explain;
 use crate::run::evaluate_input;
+use crate::util::text::for_terminal;
 
 /// Runs `explain`.
 pub fn run(args: &InputArgs) -> ExitCode {
@@ -14,7 +15,7 @@ pub fn run(args: &InputArgs) -> ExitCode {
         Ok(eval) => {
             let mut out = std::io::stdout().lock();
             match out
-                .write_all(explain::render(&eval).as_bytes())
+                .write_all(for_terminal(&explain::render(&eval)).as_bytes())
                 .and_then(|()| out.flush())
             {
                 Ok(()) => ExitCode::SUCCESS,

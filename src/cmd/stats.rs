@@ -30,6 +30,7 @@ use crate::exit::Exit;
 use crate::log::Entry;
 use crate::util::dates::{day_number, day_string};
 use crate::util::text::bar;
+use crate::util::text::for_terminal;
 
 /// How many days before a wave its baseline median is taken over.
 pub const BASELINE_DAYS: usize = 14;
@@ -186,8 +187,22 @@ pub fn run(args: &StatsArgs) -> ExitCode {
         },
     };
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-    ExitCode::SUCCESS
+    match out
+        .write_all(
+            match args.format {
+                ReportFormat::Text => for_terminal(&text),
+                ReportFormat::Json => std::borrow::Cow::Borrowed(text.as_str()),
+            }
+            .as_bytes(),
+        )
+        .and_then(|()| out.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say!("backstop: cannot write the summary: {e}");
+            ExitCode::from(Exit::Error)
+        }
+    }
 }
 
 /// Reads a log and summarises it.

@@ -522,3 +522,67 @@ fn folder_names_no_maildir_can_hold_are_config_errors() {
         .expect("lint");
     assert_eq!(out.status.code(), Some(0), "Maildir++ keeps it in .cur");
 }
+
+/// A bounce whose sender filled every field a report prints with terminal controls: a
+/// title-setting OSC, a screen clear, BEL, NUL, a carriage return and a right-to-left override.
+fn full_of_controls() -> Vec<u8> {
+    let nasty = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{0}\r\u{202e}";
+    BACKSCATTER
+        .replacen("Subject: ", &format!("Subject: {nasty}"), 1)
+        .replace("mx.remote.example", &format!("mx{nasty}.remote.example"))
+        .into_bytes()
+}
+
+fn assert_no_controls(bytes: &[u8], what: &str) {
+    let text = String::from_utf8_lossy(bytes);
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|&c| (c.is_control() && c != '\n') || c == '\u{202e}')
+        .collect();
+    assert!(bad.is_empty(), "{what} printed {bad:?}:\n{text}");
+}
+
+#[test]
+fn no_command_prints_a_control_character_from_a_message() {
+    let home = temp_home();
+    let input = full_of_controls();
+    let log = home.path().join("decisions.jsonl");
+    let config = write_config(
+        home.path(),
+        "c.yaml",
+        &format!("{OWN}log: {}\n", log.display()),
+    );
+    for command in ["check", "explain"] {
+        let mut cmd = backstop(home.path());
+        cmd.args([command, "--config"]).arg(&config);
+        let out = run_with_input(&mut cmd, &input);
+        assert_eq!(out.status.code(), Some(0), "{command}: {}", stderr_of(&out));
+        if command == "explain" {
+            // The subject is shown, escaped.
+            assert!(String::from_utf8_lossy(&out.stdout).contains("\\x1b]0;pwned"));
+        }
+        assert_no_controls(&out.stdout, command);
+        assert_no_controls(&out.stderr, command);
+    }
+    let maildir = home.path().join("Maildir");
+    deliver_ok(
+        &mut deliver_cmd(home.path(), &maildir, Some(&config)),
+        &input,
+        "deliver",
+    );
+    let out = backstop(home.path())
+        .args(["stats", "--config"])
+        .arg(&config)
+        .output()
+        .expect("stats");
+    assert_no_controls(&out.stdout, "stats");
+    fs::write(maildir.join("new/2.host"), &input).expect("write");
+    let out = backstop(home.path())
+        .args(["scan", "--config"])
+        .arg(&config)
+        .arg(&maildir)
+        .output()
+        .expect("scan");
+    assert_no_controls(&out.stdout, "scan");
+    assert_no_controls(&out.stderr, "scan");
+}

@@ -94,6 +94,7 @@ use crate::cli::{ReportFormat, ScanArgs};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::run::load;
+use crate::util::text::for_terminal;
 use crate::verdict::Verdict;
 
 mod journal;
@@ -174,7 +175,19 @@ pub fn run(args: &ScanArgs) -> ExitCode {
                 },
             };
             let mut out = io::stdout().lock();
-            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            if let Err(e) = out
+                .write_all(
+                    match args.format {
+                        ReportFormat::Text => for_terminal(&text),
+                        ReportFormat::Json => std::borrow::Cow::Borrowed(text.as_str()),
+                    }
+                    .as_bytes(),
+                )
+                .and_then(|()| out.flush())
+            {
+                say!("backstop: cannot write the report: {e}");
+                return ExitCode::from(Exit::Error);
+            }
             if report.interrupted {
                 ExitCode::from(Exit::Interrupted)
             } else if report.errors.is_empty() {
