@@ -333,15 +333,13 @@ impl Config {
             config.cpu_budget_ms = b.value;
         }
         config.trace_headers = file.trace_headers.unwrap_or(true);
-        if let Err((line, column, message)) =
-            crate::proofs::spec::check(
-                &file.ledger,
-                &file.dkim,
-                &file.batv,
-                &file.alarm,
-                &file.stamp,
-            )
-        {
+        if let Err((line, column, message)) = crate::proofs::spec::check(
+            &file.ledger,
+            &file.dkim,
+            &file.batv,
+            &file.alarm,
+            &file.stamp,
+        ) {
             errors.push(ConfigError {
                 line,
                 column,

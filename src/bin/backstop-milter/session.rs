@@ -616,6 +616,72 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_site_config_parses_with_its_milter_settings() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/milter/milter.yaml");
+        let text = std::fs::read_to_string(path).expect("packaging/milter/milter.yaml");
+        let config = Config::from_str(&text, path).expect("parses");
+        assert_eq!(config.milter.backscatter, MilterBackscatter::Reject);
+        assert_eq!(config.milter.on_error, MilterOnError::Accept);
+        assert!(config.stamp.key_file.is_some());
+        let own = config.own(None);
+        assert!(own.is_own_ip("192.0.2.9".parse().expect("ip")));
+        assert!(!own.is_own_ip("198.51.100.9".parse().expect("ip")));
+    }
+
+    #[test]
+    fn tag_policy_accepts_backscatter_with_headers_and_drops_forged_ones() {
+        let yaml = "own:\n  domains: [example.jp]\n  hosts: [mail.own.example]\n  \
+                    networks: [198.51.100.0/24]\nthreshold: 8\nmilter:\n  backscatter: tag\n";
+        let mut s = Session::new(site(yaml));
+        connect(&mut s, "203.0.113.5");
+        let raw = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/corpus/bounces/sisimai-bsd/lhost-postfix-02.eml"
+        ))
+        .expect("fixture");
+        let text = String::from_utf8_lossy(&raw).replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").expect("header and body");
+        s.handle(cmd::MAIL, &zstrings(&["<>"]));
+        s.handle(cmd::RCPT, &zstrings(&["<kijitora@example.jp>"]));
+        s.handle(cmd::HEADER, &zstrings(&["X-Backstop-Verdict", "clean"]));
+        for field in head
+            .split('\n')
+            .fold(Vec::<String>::new(), |mut acc, line| {
+                if line.starts_with([' ', '\t']) {
+                    if let Some(last) = acc.last_mut() {
+                        last.push('\n');
+                        last.push_str(line);
+                    }
+                } else {
+                    acc.push(line.to_string());
+                }
+                acc
+            })
+        {
+            let (name, value) = field.split_once(':').expect("field");
+            s.handle(cmd::HEADER, &zstrings(&[name, value.trim_start()]));
+        }
+        s.handle(cmd::BODY, body.as_bytes());
+        let r = s.handle(cmd::BODYEOB, b"");
+        let codes: Vec<u8> = r.packets.iter().map(|p| p.0).collect();
+        assert_eq!(
+            codes,
+            vec![
+                reply::CHGHEADER,
+                reply::ADDHEADER,
+                reply::ADDHEADER,
+                reply::CONTINUE
+            ],
+            "{r:?}"
+        );
+        assert_eq!(&r.packets[0].1[..4], &1u32.to_be_bytes());
+        assert!(
+            String::from_utf8_lossy(&r.packets[1].1).starts_with("X-Backstop-Verdict\0backscatter"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn connect_addresses() {
         assert_eq!(
             connect_address(b"h\x004\x00\x19127.0.0.2\x00"),
