@@ -399,3 +399,22 @@ fn check_takes_several_files_and_reads_an_mbox_message_by_message() {
         "{out:?}"
     );
 }
+
+/// The example config the README and man 1 point at is valid as shipped.
+#[test]
+fn the_example_config_passes_lint() {
+    let home = crate::util::temp_home();
+    let example = crate::util::root().join("packaging/examples/config.yaml");
+    let out = crate::util::backstop(home.path())
+        .args(["lint", "-c"])
+        .arg(&example)
+        .output()
+        .expect("lint");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+}
