@@ -218,10 +218,19 @@ impl Config {
             .map(|d| d.config_dir().join("config.yaml"))
     }
 
-    /// Loads `path`, or the default file when it exists, or the built-in defaults.
+    /// The file `$BACKSTOP_CONFIG` names, if set: a site's every-user router or a host's
+    /// environment can point all its users at one file. Like `--config`, it must exist.
+    pub fn env_path() -> Option<PathBuf> {
+        std::env::var_os("BACKSTOP_CONFIG")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    }
+
+    /// Loads `path`, else `$BACKSTOP_CONFIG`, else the default file when it exists, else the
+    /// built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        match path {
-            Some(p) => Config::from_file(p),
+        match path.map(Path::to_path_buf).or_else(Config::env_path) {
+            Some(p) => Config::from_file(&p),
             None => match Config::default_path() {
                 Some(p) if p.exists() => Config::from_file(&p),
                 _ => Ok(Config::default()),

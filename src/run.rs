@@ -142,3 +142,22 @@ pub(crate) fn fault_point(point: &str) {
         panic!("fault injected at {point}");
     }
 }
+
+/// Writes a report to standard output: text made safe for a terminal
+/// ([`for_terminal`](crate::util::text::for_terminal)), JSON as it is (serde_json escapes its
+/// control characters itself). The error names `what` was being written.
+pub fn print_report(
+    text: &str,
+    format: crate::cli::ReportFormat,
+    what: &str,
+) -> Result<(), String> {
+    use std::io::Write;
+    let shown = match format {
+        crate::cli::ReportFormat::Text => crate::util::text::for_terminal(text),
+        crate::cli::ReportFormat::Json => std::borrow::Cow::Borrowed(text),
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(shown.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the {what}: {e}"))
+}

@@ -141,7 +141,13 @@ fn deliver_unfiltered(args: &DeliverArgs, err: &ConfigError, input: &Input) -> R
         std::io::stderr(),
         "backstop: {err}; delivering to the inbox unfiltered"
     );
-    let text = match args.common.config.clone().or_else(Config::default_path) {
+    let text = match args
+        .common
+        .config
+        .clone()
+        .or_else(Config::env_path)
+        .or_else(Config::default_path)
+    {
         Some(path) if !err.untrusted => std::fs::read_to_string(path).ok(),
         _ => None,
     };

@@ -12,9 +12,13 @@ use crate::rules::RuleSet;
 /// Runs `lint`.
 pub fn run(args: &LintArgs) -> ExitCode {
     let given = args.file.clone().or_else(|| args.config.clone());
-    let path = match given.clone().or_else(Config::default_path) {
+    let path = match given
+        .clone()
+        .or_else(Config::env_path)
+        .or_else(Config::default_path)
+    {
         // No file named and none at the default place: nothing can be wrong.
-        Some(p) if given.is_some() || p.exists() => p,
+        Some(p) if given.is_some() || Config::env_path().is_some() || p.exists() => p,
         default => {
             let mut out = std::io::stdout().lock();
             let place = default.map_or_else(String::new, |p| format!(" (none at {})", p.display()));

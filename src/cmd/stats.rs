@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -28,9 +28,9 @@ use crate::cli::{ReportFormat, StatsArgs};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::log::Entry;
+use crate::run::print_report;
 use crate::util::dates::{day_number, day_string};
 use crate::util::text::bar;
-use crate::util::text::for_terminal;
 
 /// How many days before a wave its baseline median is taken over.
 pub const BASELINE_DAYS: usize = 14;
@@ -186,20 +186,10 @@ pub fn run(args: &StatsArgs) -> ExitCode {
             }
         },
     };
-    let mut out = std::io::stdout().lock();
-    match out
-        .write_all(
-            match args.format {
-                ReportFormat::Text => for_terminal(&text),
-                ReportFormat::Json => std::borrow::Cow::Borrowed(text.as_str()),
-            }
-            .as_bytes(),
-        )
-        .and_then(|()| out.flush())
-    {
+    match print_report(&text, args.format, "summary") {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            say!("backstop: cannot write the summary: {e}");
+            say!("backstop: {e}");
             ExitCode::from(Exit::Error)
         }
     }

@@ -399,3 +399,57 @@ fn check_takes_several_files_and_reads_an_mbox_message_by_message() {
         "{out:?}"
     );
 }
+
+/// The example config the README and man 1 point at is valid as shipped.
+#[test]
+fn the_example_config_passes_lint() {
+    let home = crate::util::temp_home();
+    let example = crate::util::root().join("packaging/examples/config.yaml");
+    let out = crate::util::backstop(home.path())
+        .args(["lint", "-c"])
+        .arg(&example)
+        .output()
+        .expect("lint");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+}
+
+/// `BACKSTOP_CONFIG` names the config when no `--config` does, as for a site's every-user
+/// router; like `--config`, a missing file is an error (and deliver still delivers).
+#[test]
+fn backstop_config_names_the_config() {
+    let home = crate::util::temp_home();
+    let mbox = home.path().join("site.mbox");
+    let config = home.path().join("site.yaml");
+    std::fs::write(&config, format!("mbox: {}\n", mbox.display())).expect("write");
+    let mut cmd = crate::util::backstop(home.path());
+    cmd.args(["deliver", "--recipient", "user@example.com"])
+        .env("BACKSTOP_CONFIG", &config);
+    let out = crate::util::run_with_input(&mut cmd, b"Subject: hi\nFrom: a@b.example\n\nhello\n");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&mbox)
+            .expect("the site's mbox")
+            .contains("hello")
+    );
+    let out = crate::util::backstop(home.path())
+        .arg("lint")
+        .env("BACKSTOP_CONFIG", home.path().join("missing.yaml"))
+        .output()
+        .expect("lint");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a named file that is missing is an error"
+    );
+}

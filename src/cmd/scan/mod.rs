@@ -82,7 +82,6 @@
 //! backscatter mbox while it is copied).
 
 use std::fs;
-use std::io::{self, Write};
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -93,8 +92,7 @@ use std::time::Instant;
 use crate::cli::{ReportFormat, ScanArgs};
 use crate::config::Config;
 use crate::exit::Exit;
-use crate::run::load;
-use crate::util::text::for_terminal;
+use crate::run::{load, print_report};
 use crate::verdict::Verdict;
 
 mod journal;
@@ -174,18 +172,8 @@ pub fn run(args: &ScanArgs) -> ExitCode {
                     }
                 },
             };
-            let mut out = io::stdout().lock();
-            if let Err(e) = out
-                .write_all(
-                    match args.format {
-                        ReportFormat::Text => for_terminal(&text),
-                        ReportFormat::Json => std::borrow::Cow::Borrowed(text.as_str()),
-                    }
-                    .as_bytes(),
-                )
-                .and_then(|()| out.flush())
-            {
-                say!("backstop: cannot write the report: {e}");
+            if let Err(e) = print_report(&text, args.format, "report") {
+                say!("backstop: {e}");
                 return ExitCode::from(Exit::Error);
             }
             if report.interrupted {
