@@ -682,6 +682,22 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_gets_the_on_error_answer_and_no_reply_where_none_is_due() {
+        let mut s = Session::new(site(CONFIG));
+        assert_eq!(
+            s.after_panic(cmd::BODYEOB).packets,
+            vec![(reply::ACCEPT, Vec::new())]
+        );
+        assert!(s.after_panic(cmd::MACRO).packets.is_empty());
+        assert!(s.after_panic(cmd::OPTNEG).close);
+        let mut t = Session::new(site(&format!("{CONFIG}milter:\n  on_error: tempfail\n")));
+        assert_eq!(
+            t.after_panic(cmd::BODYEOB).packets,
+            vec![(reply::TEMPFAIL, Vec::new())]
+        );
+    }
+
+    #[test]
     fn connect_addresses() {
         assert_eq!(
             connect_address(b"h\x004\x00\x19127.0.0.2\x00"),
