@@ -16,7 +16,9 @@
 #                and tagged legit-bounce (stamp-valid);
 #   copied       the same DSN with the stamp moved onto another Message-ID is
 #                not legit (no stamp-valid);
-#   killed       the milter killed between RCPT and DATA: the mail is accepted.
+#   killed       the milter killed between RCPT and DATA: the mail is accepted;
+#   quarantine   on a Unix socket with backscatter: quarantine, the forged DSN
+#                is accepted and put on hold.
 # Prints "ok NAME" / "FAIL NAME: why", then "N passed, M failed"; exits 0 only
 # when all passed (KEEP=1 keeps $T for inspection). Bounded: every wait polls for at most 30 s.
 
@@ -144,14 +146,15 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 
+# start_milter LISTEN CONFIG: starts it and waits until it listens.
 start_milter() {
-  "$T/bin/backstop-milter" --listen "inet:127.0.0.1:$MILTER_PORT" --config "$T/milter.yaml" \
-    2>>"$T/milter.log" &
+  local before i
+  before=$(grep -c listening "$T/milter.log" 2>/dev/null)
+  "$T/bin/backstop-milter" --listen "$1" --config "$2" 2>>"$T/milter.log" &
   milter_pid=$!
   disown "$milter_pid" # no "Killed" notice from the shell in the killed case
-  local i
   for i in $(seq 1 300); do
-    grep -q listening "$T/milter.log" 2>/dev/null && return 0
+    [ "$(grep -c listening "$T/milter.log" 2>/dev/null)" -gt "${before:-0}" ] && return 0
     kill -0 "$milter_pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -159,7 +162,7 @@ start_milter() {
   echo "$passed passed, $((failed + 1)) failed"
   exit 1
 }
-start_milter
+start_milter "inet:127.0.0.1:$MILTER_PORT" "$T/milter.yaml"
 if ! { postfix -c "$PF/etc" set-permissions && postfix -c "$PF/etc" check &&
   postfix -c "$PF/etc" start; } >"$T/postfix-start.log" 2>&1; then
   echo "FAIL preflight: postfix did not start: $(tail -n 5 "$T/postfix-start.log")"
@@ -329,6 +332,29 @@ n=$((n + 1)); f=$(delivered $n)
 if [ "${r%% *}" != 250 ]; then no killed "not accepted with the milter gone: $r"
 elif [ "$(ls "$T/vmail/kijitora/new" | wc -l)" -lt "$n" ]; then no killed "accepted, not delivered"
 else ok killed; fi
+
+# ---------------------------------------------------------------- quarantine
+# The milter again, on a Unix socket (group postfix, as the service file sets
+# it), with backscatter: quarantine: the forged DSN is accepted and held.
+sed 's/backscatter: reject/backscatter: quarantine/' "$T/milter.yaml" >"$T/milter-q.yaml"
+chmod 600 "$T/milter-q.yaml"
+start_milter "unix:$T/milter.sock" "$T/milter-q.yaml"
+chgrp postfix "$T/milter.sock"
+postconf -c "$PF/etc" -e "smtpd_milters = unix:$T/milter.sock" &&
+  postfix -c "$PF/etc" reload >/dev/null 2>&1
+sleep 1
+r=$(send 127.0.0.2 "" "$CORPUS/bounces/sisimai-bsd/lhost-postfix-02.eml")
+held=""
+for i in $(seq 1 300); do
+  held=$(find "$PF/spool/hold" -type f 2>/dev/null | head -n 1)
+  [ -n "$held" ] && break
+  sleep 0.1
+done
+if [ "${r%% *}" != 250 ]; then no quarantine "not accepted: $r"
+elif [ -z "$held" ]; then no quarantine "accepted, but nothing on hold"
+elif ! grep -q 'inbound: backscatter' "$T/milter.log"; then no quarantine "held, but the milter did not judge it"
+else ok quarantine; fi
+stop_milter
 
 if [ "$failed" -gt 0 ]; then
   echo "--- milter log"; tail -n 30 "$T/milter.log"

@@ -26,5 +26,5 @@ fn the_milter_behind_real_postfix() {
         out.status
     );
     let summary = stdout.lines().last().unwrap_or_default();
-    assert_eq!(summary, "6 passed, 0 failed", "{stdout}");
+    assert_eq!(summary, "7 passed, 0 failed", "{stdout}");
 }

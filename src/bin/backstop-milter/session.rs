@@ -698,6 +698,41 @@ mod tests {
     }
 
     #[test]
+    fn learn_outbound_puts_the_message_id_in_the_ledger() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger_path = dir.path().join("ledger");
+        let yaml = format!(
+            "{CONFIG}ledger:\n  path: {}\nmilter:\n  learn_outbound: true\n",
+            ledger_path.display()
+        );
+        let mut s = Session::new(site(&yaml));
+        connect(&mut s, "192.0.2.7");
+        let headers = [
+            ("From", "me@example.org"),
+            ("Date", "Sun, 6 Dec 2026 09:00:00 +0000"),
+            ("Message-ID", "<learned-1@example.org>"),
+        ];
+        send(
+            &mut s,
+            "me@example.org",
+            "you@example.net",
+            &headers,
+            "hi\r\n",
+        );
+        let paths = ledger::Paths::new(ledger_path);
+        let now = backstop::proofs::now();
+        let ids = |id: &str| vec![ledger::normalize_id(id).expect("id")];
+        let found = ledger::lookup(&paths, &ids("<learned-1@example.org>"), now, 60)
+            .expect("lookup")
+            .expect("a ledger");
+        assert!(found.found.is_some(), "{:?}", found.found);
+        let other = ledger::lookup(&paths, &ids("<other@example.org>"), now, 60)
+            .expect("lookup")
+            .expect("a ledger");
+        assert!(other.found.is_none());
+    }
+
+    #[test]
     fn connect_addresses() {
         assert_eq!(
             connect_address(b"h\x004\x00\x19127.0.0.2\x00"),
