@@ -141,20 +141,36 @@ fn serve<C: Conn>(
             say("too many connections: closing one (the MTA applies milter_default_action)");
             continue;
         }
-        active.fetch_add(1, Ordering::SeqCst);
-        let (site, active2) = (site.clone(), active.clone());
+        let slot = Slot::take(&active);
+        let site = site.clone();
         let spawned = std::thread::Builder::new()
             .name("session".into())
             .spawn(move || {
+                let _slot = slot;
                 if let Err(e) = conn.timeouts().and_then(|()| run_session(conn, site)) {
                     say(&format!("session ended: {e}"));
                 }
-                active2.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
-            active.fetch_sub(1, Ordering::SeqCst);
             say(&format!("no thread for a connection: {e}"));
         }
+    }
+}
+
+/// One of the `MAX_CONNECTIONS`, given back when dropped (also when a session panics, or its
+/// thread cannot start).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>) -> Slot {
+        active.fetch_add(1, Ordering::SeqCst);
+        Slot(active.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
