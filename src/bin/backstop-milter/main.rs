@@ -67,10 +67,7 @@ fn main() -> ExitCode {
         Some(Ok(keys)) => keys.into_iter().next(),
         Some(Err(e)) => return fail(&e),
     };
-    let site = Arc::new(Site {
-        config: Arc::new(config),
-        stamp_key,
-    });
+    let site = Arc::new(Site::new(config, stamp_key));
     backstop::run::quiet_panics();
     let result = if let Some(addr) = listen.strip_prefix("inet:") {
         std::net::TcpListener::bind(addr).and_then(|l| {

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use backstop::budget::evaluate_keeping_rules;
 use backstop::config::Config;
@@ -30,6 +30,34 @@ pub struct Site {
     pub config: Arc<Config>,
     /// The signing key (the first of the keys file), when stamping.
     pub stamp_key: Option<stamp::Key>,
+    /// Rule sets ready for use: their regexes compile as they are first needed, so a set is
+    /// handed from message to message rather than built for each connection.
+    pub rules: Mutex<Vec<RuleSet>>,
+}
+
+/// The most idle rule sets kept.
+const MAX_IDLE_RULES: usize = 64;
+
+impl Site {
+    pub fn new(config: Config, stamp_key: Option<stamp::Key>) -> Site {
+        Site {
+            config: Arc::new(config),
+            stamp_key,
+            rules: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_rules(&self) -> Option<RuleSet> {
+        self.rules.lock().ok()?.pop()
+    }
+
+    fn give_back(&self, rules: RuleSet) {
+        if let Ok(mut idle) = self.rules.lock()
+            && idle.len() < MAX_IDLE_RULES
+        {
+            idle.push(rules);
+        }
+    }
 }
 
 /// The replies to one packet (in order), and whether to close the connection after them.
@@ -54,7 +82,6 @@ impl Replies {
 /// One connection.
 pub struct Session {
     site: Arc<Site>,
-    rules: Option<RuleSet>,
     macros: HashMap<String, String>,
     client: Option<IpAddr>,
     sender: Option<String>,
@@ -70,7 +97,6 @@ impl Session {
     pub fn new(site: Arc<Site>) -> Session {
         Session {
             site,
-            rules: None,
             macros: HashMap::new(),
             client: None,
             sender: None,
@@ -351,7 +377,7 @@ impl Session {
 
     fn inbound_end(&mut self, id: &str, local: Vec<String>) -> Replies {
         let config = self.site.config.clone();
-        let rules = match self.rules.take() {
+        let rules = match self.site.take_rules() {
             Some(r) => r,
             None => match RuleSet::build(&config.user_rules, "milter config") {
                 Ok(r) => r,
@@ -371,7 +397,9 @@ impl Session {
         };
         let raw = Arc::new(self.message());
         let (eval, rules) = evaluate_keeping_rules(&raw, &config, rules, &env);
-        self.rules = rules;
+        if let Some(r) = rules {
+            self.site.give_back(r);
+        }
         if let Some(error) = &eval.error {
             say(&format!("{id}: not judged ({error}): on_error"));
             return self.on_error();
@@ -502,10 +530,10 @@ mod tests {
 
     fn site(yaml: &str) -> Arc<Site> {
         let config = Config::from_str(yaml, "test").expect("config");
-        Arc::new(Site {
-            config: Arc::new(config),
-            stamp_key: Some(stamp::parse_keys(KEY).expect("key")[0].clone()),
-        })
+        Arc::new(Site::new(
+            config,
+            Some(stamp::parse_keys(KEY).expect("key")[0].clone()),
+        ))
     }
 
     fn connect(s: &mut Session, addr: &str) {
