@@ -5,15 +5,16 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::budget::evaluate_within;
+use crate::budget::{evaluate_within, over_budget, run_within};
 use crate::cli::{CheckArgs, Format};
 use crate::cmd::scan::{for_judging, split_mbox};
 use crate::exit::Exit;
 use crate::rules::RuleSet;
 use crate::run::{env_vars, evaluate_bytes, load, read_limited};
 use crate::util::text::for_terminal;
-use crate::verdict::{Evaluation, Verdict};
+use crate::verdict::{Evaluation, Verdict, evaluate};
 
 /// Runs `check`.
 pub fn run(args: &CheckArgs) -> ExitCode {
@@ -30,8 +31,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     } else {
         args.files.iter().cloned().map(Some).collect()
     };
-    let mut out = std::io::stdout().lock();
+    // The output is locked only to write: past the CPU budget, the watchdog prints.
+    let mut out = std::io::stdout();
     let (mut any_backscatter, mut failed) = (false, false);
+    // A single message (as Sieve and procmail give it) is judged on this thread.
+    let alone = (files.len() == 1).then_some((args.format, args.exit_status));
     for file in &files {
         let name = file
             .as_deref()
@@ -41,7 +45,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                 .as_deref()
                 .and_then(Path::extension)
                 .is_some_and(|e| e.eq_ignore_ascii_case("mbox"));
-        let evals = match judge_file(file.as_deref(), as_mbox, &config, &rules, &env) {
+        let evals = match judge_file(file.as_deref(), as_mbox, &config, &rules, &env, alone) {
             Ok(e) => e,
             Err(msg) => {
                 say!("backstop: {msg}");
@@ -100,6 +104,7 @@ fn judge_file(
     config: &Arc<crate::config::Config>,
     rules: &RuleSet,
     env: &crate::message::EnvVars,
+    alone: Option<(Format, bool)>,
 ) -> Result<Vec<Evaluation>, String> {
     let (mut raw, rest) = read_limited(file, config.max_size).map_err(|e| e.to_string())?;
     // Each message within the size limit and the CPU budget, as `deliver` judges it.
@@ -116,6 +121,31 @@ fn judge_file(
     if !as_mbox {
         if rest.is_some() {
             return Ok(vec![evaluate_bytes(&raw, config, rules, env)]);
+        }
+        if let Some((format, exit_status)) = alone {
+            let budget = Duration::from_millis(config.cpu_budget_ms);
+            let eval = run_within(
+                budget,
+                || evaluate(&raw, config, rules, env),
+                // Past the budget: the verdict of a message not judged, and the end.
+                || {
+                    let text = render(&over_budget(budget), format, None).unwrap_or_default();
+                    let mut out = std::io::stdout().lock();
+                    if out
+                        .write_all(for_terminal(&text).as_bytes())
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
+                        return Exit::Error.code();
+                    }
+                    if exit_status {
+                        Exit::NotBackscatter.code()
+                    } else {
+                        Exit::Success.code()
+                    }
+                },
+            );
+            return Ok(vec![eval]);
         }
         return Ok(vec![judge(raw)]);
     }

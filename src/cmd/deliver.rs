@@ -12,8 +12,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::budget::evaluate_within;
+use crate::budget::{over_budget, run_within};
 use crate::cli::{CommonArgs, DeliverArgs};
 use crate::config::{Action, Config, Inbox, expand_home, lenient_inbox};
 use crate::error::ConfigError;
@@ -23,7 +24,7 @@ use crate::perms::check_mailbox_owner;
 use crate::run::{env_vars, fault_point, load, quiet_panics};
 use crate::store::{self, Payload, Stored};
 use crate::trace::{trace_headers, trace_line, without_incoming};
-use crate::verdict::Evaluation;
+use crate::verdict::{Evaluation, evaluate};
 
 impl DeliverArgs {
     /// The inbox: the flags, else the config's, else ~/Maildir.
@@ -127,7 +128,20 @@ fn deliver(args: &DeliverArgs) -> Result<(), String> {
         Evaluation::unparsed(note, Default::default())
     } else {
         fault_point("evaluate");
-        evaluate_within(&input.bytes, &config, rules, &env_vars(&args.common))
+        let env = env_vars(&args.common);
+        let budget = Duration::from_millis(config.cpu_budget_ms);
+        run_within(
+            budget,
+            || evaluate(&input.bytes, &config, &rules, &env),
+            // Past the budget: the inbox, unjudged and marked, and the process ends there.
+            || match file_message(&over_budget(budget), &config, &inbox, &input) {
+                Ok(()) => Exit::Success.code(),
+                Err(msg) => {
+                    say!("backstop: {msg}; the MTA will try again");
+                    Exit::TempFail.code()
+                }
+            },
+        )
     };
     file_message(&eval, &config, &inbox, &input)
 }

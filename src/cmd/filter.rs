@@ -5,15 +5,16 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::budget::evaluate_within;
+use crate::budget::{over_budget, run_within};
 use crate::cli::InputArgs;
 use crate::config::DEFAULT_MAX_SIZE;
 use crate::exit::Exit;
 use crate::message::split_from_line;
-use crate::run::{Loaded, env_vars, fault_point, load, quiet_panics, read_limited};
+use crate::run::{Loaded, Rest, env_vars, fault_point, load, quiet_panics, read_limited};
 use crate::trace::{incoming_fields, trace_headers, trace_line};
-use crate::verdict::Evaluation;
+use crate::verdict::{Evaluation, evaluate};
 
 /// Runs `filter`: exit 0 with the full message on stdout, or 75 with nothing usable.
 pub fn run(args: &InputArgs) -> ExitCode {
@@ -39,12 +40,16 @@ pub fn run(args: &InputArgs) -> ExitCode {
         Ok(h) => h,
         Err(_) => trace_line(&raw, "X-Backstop-Error", "internal error, not filtered"),
     };
-    // The From_ line (if any) stays first, with its own line end; then the headers; then the
-    // rest, less the X-Backstop fields it came with. Written piece by piece, so that the
-    // message is never held twice.
-    let (_, message) = split_from_line(&raw);
+    ExitCode::from(pass_on(&raw, &head, rest.as_mut()))
+}
+
+/// Prints the message with `head` added: the From_ line (if any) first, with its own line end;
+/// then `head`; then the rest, less the X-Backstop fields it came with, and the unread `tail`.
+/// Written piece by piece, so that the message is never held twice. Gives the exit status.
+fn pass_on(raw: &[u8], head: &[u8], tail: Option<&mut Rest>) -> u8 {
+    let (_, message) = split_from_line(raw);
     let from_part = &raw[..raw.len() - message.len()];
-    let mut pieces = vec![from_part, &head];
+    let mut pieces = vec![from_part, head];
     let mut at = 0;
     for field in incoming_fields(message) {
         pieces.push(&message[at..field.start]);
@@ -55,19 +60,19 @@ pub fn run(args: &InputArgs) -> ExitCode {
     let written = pieces
         .iter()
         .try_for_each(|piece| stdout.write_all(piece))
-        .and_then(|()| match rest.as_mut() {
+        .and_then(|()| match tail {
             Some(tail) => std::io::copy(tail, &mut stdout).map(drop),
             None => Ok(()),
         })
         .and_then(|()| stdout.flush());
     match written {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success.code(),
         Err(e) => {
             let _ = writeln!(
                 std::io::stderr(),
                 "backstop: cannot pass the message on: {e}"
             );
-            ExitCode::from(Exit::TempFail)
+            Exit::TempFail.code()
         }
     }
 }
@@ -86,7 +91,14 @@ fn headers_for(raw: &Arc<Vec<u8>>, oversized: bool, loaded: Loaded, args: &Input
                 )
             } else {
                 fault_point("evaluate");
-                evaluate_within(raw, &config, rules, &env_vars(&args.common))
+                let env = env_vars(&args.common);
+                let budget = Duration::from_millis(config.cpu_budget_ms);
+                run_within(
+                    budget,
+                    || evaluate(raw, &config, &rules, &env),
+                    // Past the budget: the whole message, unjudged and marked, and the end.
+                    || pass_on(raw, &trace_headers(raw, &over_budget(budget)), None),
+                )
             };
             if let Some(path) = &config.log
                 && let Err(e) = crate::log::append(path, &eval, None)
