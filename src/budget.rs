@@ -1,12 +1,18 @@
 //! The CPU budget for judging one message: the second line of defence behind linear-time code.
 //!
-//! Evaluation runs on a thread of its own while the calling thread waits. When the evaluating
-//! thread has used more CPU time than the budget (`cpu_budget_ms`, 2 s by default), the caller
-//! gets an evaluation that judged nothing: the message goes to the inbox unfiltered, with an
-//! `X-Backstop-Error` line, as a message over `max_size` does. The evaluating thread is left
-//! to end with the process. CPU time, not wall time, is what counts: a loaded machine slows a
-//! message down but does not make it hostile. Wall time bounds it from below (a thread cannot
-//! use more CPU than the time that has passed), so the normal path reads no clock at all.
+//! A message whose evaluation uses more CPU time than the budget (`cpu_budget_ms`, 2 s by
+//! default) is not judged: it goes to the inbox unfiltered, with an `X-Backstop-Error` line, as
+//! a message over `max_size` does. Two ways to watch, one outcome:
+//! - [`run_within`], for a process that judges one message (`deliver`, `filter`, `check`):
+//!   the calling thread evaluates, and a small watchdog thread files or prints the message
+//!   unjudged and ends the process when the budget is gone.
+//! - [`evaluate_within`] and [`evaluate_keeping_rules`], for commands that go on after the
+//!   message (`explain`, several messages, `scan`, the milter): evaluation runs on a thread of
+//!   its own, and the caller gets an unjudged evaluation; that thread is left to end.
+//!
+//! CPU time, not wall time, is what counts: a loaded machine slows a message down but does not
+//! make it hostile. Wall time bounds it from below (a thread cannot use more CPU than the time
+//! that has passed), so the normal path reads no clock at all.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
