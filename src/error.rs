@@ -74,7 +74,7 @@ impl ConfigError {
     }
 
     /// Turns a YAML error into ours, keeping its line and column, and saying in words what was
-    /// expected (see [`plain_words`]); `text` is the file's text.
+    /// expected (see `plain_words`); `text` is the file's text.
     pub fn from_yaml(file: &str, err: &serde_saphyr::Error, text: &str) -> ConfigError {
         let (line, column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
         let said = err.without_snippet().to_string();
