@@ -119,6 +119,7 @@ fn deliver(args: &DeliverArgs) -> Result<(), String> {
         Err(err) => return deliver_unfiltered(args, &err, &input),
     };
     let inbox = args.inbox(config.inbox.clone());
+    check_home_known(inbox_path(&inbox))?;
     check_mailbox_owner(inbox_path(&inbox))?;
     let eval = if input.oversized {
         let note = format!(
@@ -166,6 +167,7 @@ fn deliver_unfiltered(args: &DeliverArgs, err: &ConfigError, input: &Input) -> R
         _ => None,
     };
     let inbox = args.inbox(text.as_deref().and_then(lenient_inbox));
+    check_home_known(inbox_path(&inbox))?;
     check_mailbox_owner(inbox_path(&inbox))?;
     let head = trace_line(
         &input.bytes,
@@ -375,6 +377,22 @@ fn make_parent(mbox: &Path) -> std::io::Result<()> {
             format!("cannot make {}: {e}", dir.display()),
         )),
     }
+}
+
+/// Refuses an inbox under a home directory nobody could find (`HOME` unset and no password
+/// entry for this user): `~/Maildir` would otherwise be a folder named `~` in whatever
+/// directory the mail system runs in, where nobody looks.
+fn check_home_known(inbox: &Path) -> Result<(), String> {
+    if !inbox.starts_with("~") {
+        return Ok(());
+    }
+    Err(format!(
+        "cannot find the home directory for {}: HOME is unset and uid {} has no password \
+         entry; give the inbox as an absolute path (--maildir or --mbox, or maildir: or mbox: \
+         in the config)",
+        inbox.display(),
+        rustix::process::geteuid().as_raw()
+    ))
 }
 
 fn inbox_path(inbox: &Inbox) -> &Path {

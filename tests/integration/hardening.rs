@@ -586,3 +586,34 @@ fn no_command_prints_a_control_character_from_a_message() {
     assert_no_controls(&out.stdout, "scan");
     assert_no_controls(&out.stderr, "scan");
 }
+
+/// With HOME unset and no password entry for the user, `~/Maildir` cannot be found: deliver
+/// defers and says why, rather than make a folder named `~` where the mail system runs.
+#[test]
+fn deliver_defers_when_no_home_can_be_found() {
+    if !rustix::process::geteuid().is_root() {
+        // Running as a uid with no password entry needs root (as CI runs).
+        println!("not root: cannot run as a uid with no password entry");
+        return;
+    }
+    let dir = temp_home();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(crate::util::bin());
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .arg("deliver")
+            .current_dir(dir.path())
+            .uid(54_321)
+            .gid(54_321);
+        run_with_input(&mut cmd, BACKSCATTER.as_bytes())
+    };
+    assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("HOME is unset"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!dir.path().join("~").exists(), "a folder named ~ was made");
+}
