@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::budget::{evaluate_within, over_budget, run_within};
+use crate::budget::{evaluate_keeping_rules, over_budget, run_within};
 use crate::cli::{CheckArgs, Format};
 use crate::cmd::scan::{for_judging, split_mbox};
 use crate::exit::Exit;
@@ -108,15 +108,23 @@ fn judge_file(
 ) -> Result<Vec<Evaluation>, String> {
     let (mut raw, rest) = read_limited(file, config.max_size).map_err(|e| e.to_string())?;
     // Each message within the size limit and the CPU budget, as `deliver` judges it.
-    let judge = |bytes: Vec<u8>| {
+    // The budget's thread takes a rule set of its own (built as `load` built this one) and
+    // gives it back when it ends in time: one spare, built again only after an overrun.
+    let mut spare: Option<RuleSet> = None;
+    let mut judge = |bytes: Vec<u8>| {
         if bytes.len() as u64 > config.max_size {
             return evaluate_bytes(&bytes, config, rules, env);
         }
-        // The budget's thread takes a rule set of its own (built as `load` built this one).
-        match RuleSet::build(&config.user_rules, "(config)") {
-            Ok(own) => evaluate_within(&Arc::new(bytes), config, own, env),
-            Err(_) => evaluate_bytes(&bytes, config, rules, env),
-        }
+        let own = match spare.take() {
+            Some(own) => own,
+            None => match RuleSet::build(&config.user_rules, "(config)") {
+                Ok(own) => own,
+                Err(_) => return evaluate_bytes(&bytes, config, rules, env),
+            },
+        };
+        let (eval, back) = evaluate_keeping_rules(&Arc::new(bytes), config, own, env);
+        spare = back;
+        eval
     };
     if !as_mbox {
         if rest.is_some() {

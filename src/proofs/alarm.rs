@@ -13,7 +13,7 @@
 //! leaves the old state or the new one. It holds at most [`MAX_ENTRIES`] lines.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -313,21 +313,7 @@ fn update(path: &Path, rule: Rule, facts: &WaveFacts, now: i64) -> io::Result<Op
     };
     let mut st = parse_state(&old);
     let alarm = add(&mut st, rule, facts, now);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(render_state(&st).as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
+    super::ledger::replace_file(path, ".tmp", render_state(&st).as_bytes())?;
     Ok(alarm)
 }
 

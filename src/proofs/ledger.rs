@@ -245,6 +245,38 @@ fn key_or_create(path: &Path) -> io::Result<[u8; 32]> {
     }
 }
 
+/// Replaces the file at `path` with `bytes` as a crash leaves it either whole or as it was:
+/// written to `path` + `suffix` (mode 0600), synced, renamed over `path`, the folder synced.
+pub(super) fn replace_file(path: &Path, suffix: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(suffix);
+    let tmp = PathBuf::from(tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
+/// The key and the ledger's bytes; None while either does not exist yet (nothing is known).
+fn read_ledger(paths: &Paths) -> io::Result<Option<([u8; 32], Vec<u8>)>> {
+    let key = match read_key(&paths.key) {
+        Ok(k) => k,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match File::open(&paths.ledger) {
+        Ok(mut f) => Ok(Some((key, read_all(&mut f)?))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn sync_dir(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
@@ -466,32 +498,13 @@ fn compact(paths: &Paths, key: &[u8; 32], cut: i64) -> io::Result<()> {
             .encode(),
         );
     }
-    let mut tmp = paths.ledger.as_os_str().to_owned();
-    tmp.push(".compact");
-    let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&out)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &paths.ledger)?;
-    sync_dir(&paths.ledger)
+    replace_file(&paths.ledger, ".compact", &out)
 }
 
 /// The time and offset through which a folder was last read, if it was.
 pub fn folder_mark(paths: &Paths, path: &str) -> io::Result<Option<(i64, u64)>> {
-    let key = match read_key(&paths.key) {
-        Ok(k) => k,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let bytes = match File::open(&paths.ledger) {
-        Ok(mut f) => read_all(&mut f)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let Some((key, bytes)) = read_ledger(paths)? else {
+        return Ok(None);
     };
     let head = folder_tag(&key, path, 0);
     Ok(scan(&bytes, false)
@@ -508,15 +521,8 @@ pub fn lookup(
     now: i64,
     expire_days: u32,
 ) -> io::Result<Option<Lookup>> {
-    let key = match read_key(&paths.key) {
-        Ok(k) => k,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let bytes = match File::open(&paths.ledger) {
-        Ok(mut f) => read_all(&mut f)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let Some((key, bytes)) = read_ledger(paths)? else {
+        return Ok(None);
     };
     let st = scan(&bytes, false);
     let cut = expiry_cut(now, expire_days);
