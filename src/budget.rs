@@ -8,14 +8,17 @@
 //!   unjudged and ends the process when the budget is gone.
 //! - [`evaluate_within`] and [`evaluate_keeping_rules`], for commands that go on after the
 //!   message (`explain`, several messages, `scan`, the milter): evaluation runs on a thread of
-//!   its own, and the caller gets an unjudged evaluation; that thread is left to end.
+//!   its own, and the caller gets an unjudged evaluation; that thread is left to end. At most
+//!   [`MAX_RUNAWAY`] such threads may run on in a process: while that many do, messages are
+//!   not judged at all (no new thread starts), so that a stream of hostile messages cannot
+//!   take every core of a daemon.
 //!
 //! CPU time, not wall time, is what counts: a loaded machine slows a message down but does not
 //! make it hostile. Wall time bounds it from below (a thread cannot use more CPU than the time
 //! that has passed), so the normal path reads no clock at all.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
@@ -30,6 +33,62 @@ const STACK: usize = 64 * 1024 * 1024;
 
 /// The shortest wait between two looks at the evaluating thread's CPU time.
 const MIN_WAIT: Duration = Duration::from_millis(10);
+
+/// The most evaluating threads that used up their budget and still run, in one process.
+pub const MAX_RUNAWAY: usize = 4;
+
+/// The process's count of evaluating threads left running past their budget.
+static RUNAWAYS: Runaways = Runaways::new(MAX_RUNAWAY);
+
+/// A count of evaluating threads left running past their budget, and its cap.
+struct Runaways {
+    count: AtomicUsize,
+    max: usize,
+}
+
+impl Runaways {
+    const fn new(max: usize) -> Runaways {
+        Runaways {
+            count: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// The unjudged evaluation to give instead of starting a thread, when the cap is reached.
+    fn refuse(&self) -> Option<Evaluation> {
+        let n = self.count.load(Ordering::SeqCst);
+        (n >= self.max).then(|| {
+            unjudged(&format!(
+                "{n} earlier evaluations used up their CPU budget and still run (at most {} may)",
+                self.max
+            ))
+        })
+    }
+}
+
+/// The state of one evaluating thread, shared with its caller.
+const EVAL_RUNNING: u8 = 0;
+const EVAL_DONE: u8 = 1;
+const EVAL_ABANDONED: u8 = 2;
+
+/// Ends an evaluating thread's part (also when it panics): a thread its caller gave up on
+/// leaves the count of runaways.
+struct Ending {
+    state: Arc<AtomicU8>,
+    runaways: &'static Runaways,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if self
+            .state
+            .compare_exchange(EVAL_RUNNING, EVAL_DONE, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            self.runaways.count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
 
 /// What the evaluating thread sends: its thread id first, then the result.
 enum Report {
@@ -59,19 +118,41 @@ pub fn evaluate_keeping_rules(
     rules: RuleSet,
     env: &EnvVars,
 ) -> (Evaluation, Option<RuleSet>) {
+    if let Some(eval) = RUNAWAYS.refuse() {
+        return (eval, Some(rules));
+    }
     let budget = Duration::from_millis(config.cpu_budget_ms);
-    let (tx, rx) = mpsc::channel();
     let job = (raw.clone(), config.clone(), rules, env.clone());
+    on_thread_within(budget, &RUNAWAYS, move || {
+        let (raw, config, rules, env) = job;
+        spin_fault();
+        let eval = evaluate(&raw, &config, &rules, &env);
+        (eval, rules)
+    })
+}
+
+/// Runs `job` on a thread of its own within `budget` of its CPU time; past it, leaves the
+/// thread to end and counts it in `runaways` until it does.
+fn on_thread_within(
+    budget: Duration,
+    runaways: &'static Runaways,
+    job: impl FnOnce() -> (Evaluation, RuleSet) + Send + 'static,
+) -> (Evaluation, Option<RuleSet>) {
+    let (tx, rx) = mpsc::channel();
+    let state = Arc::new(AtomicU8::new(EVAL_RUNNING));
+    let ending = Ending {
+        state: state.clone(),
+        runaways,
+    };
     let spawned = std::thread::Builder::new()
         .name("evaluate".into())
         .stack_size(STACK)
         .spawn(move || {
-            let (raw, config, rules, env) = job;
+            let _ending = ending;
             let _ = tx.send(Report::Started(
                 rustix::thread::gettid().as_raw_nonzero().get(),
             ));
-            spin_fault();
-            let eval = evaluate(&raw, &config, &rules, &env);
+            let (eval, rules) = job();
             let _ = tx.send(Report::Done(Box::new((eval, rules))));
         });
     let handle = match spawned {
@@ -95,6 +176,20 @@ pub fn evaluate_keeping_rules(
                 // Without /proc, the wall time waited stands for the CPU time used.
                 let used = tid.and_then(thread_cpu_time).unwrap_or(budget);
                 if used >= budget {
+                    // Counted first, so that the thread's own uncounting comes after.
+                    runaways.count.fetch_add(1, Ordering::SeqCst);
+                    if state
+                        .compare_exchange(
+                            EVAL_RUNNING,
+                            EVAL_ABANDONED,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        )
+                        .is_err()
+                    {
+                        // It ended just now: not a runaway.
+                        runaways.count.fetch_sub(1, Ordering::SeqCst);
+                    }
                     let why = format!(
                         "the evaluation used up its CPU budget ({} ms, cpu_budget_ms)",
                         budget.as_millis()
@@ -251,6 +346,58 @@ fn thread_cpu_time(tid: i32) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runaway_threads_are_capped_and_judging_resumes_when_they_end() {
+        static CAPPED: Runaways = Runaways::new(2);
+        static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let spin = || {
+            STARTED.fetch_add(1, Ordering::SeqCst);
+            let mut x = 0u64;
+            while !STOP.load(Ordering::SeqCst) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            (
+                Evaluation::unparsed(String::new(), Default::default()),
+                RuleSet::build(&[], "test").expect("rules"),
+            )
+        };
+        let budget = Duration::from_millis(20);
+        for _ in 0..2 {
+            assert!(CAPPED.refuse().is_none());
+            let (eval, rules) = on_thread_within(budget, &CAPPED, spin);
+            assert!(rules.is_none());
+            assert!(
+                eval.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("CPU budget"))
+            );
+        }
+        assert_eq!(CAPPED.count.load(Ordering::SeqCst), 2);
+        let refused = CAPPED.refuse().expect("the cap is reached");
+        assert!(
+            refused
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("still run")),
+            "{:?}",
+            refused.error
+        );
+        assert_eq!(STARTED.load(Ordering::SeqCst), 2);
+        STOP.store(true, Ordering::SeqCst);
+        // The spinning threads end: the count goes back to zero (bounded wait, not a timing).
+        for _ in 0..3000 {
+            if CAPPED.count.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(CAPPED.count.load(Ordering::SeqCst), 0);
+        assert!(CAPPED.refuse().is_none());
+        let (eval, rules) = on_thread_within(budget, &CAPPED, spin);
+        assert!(eval.error.is_none() && rules.is_some());
+    }
 
     #[test]
     fn a_busy_thread_has_cpu_time_and_an_idle_one_little() {

@@ -1,14 +1,16 @@
 //! The user's configuration: own domains, hosts and networks, actions and delivery targets.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::error::ConfigError;
 use crate::evidence::own::{HostPattern, Own, parse_network};
-use crate::proofs::spec::{AlarmSpec, BatvSpec, DkimSpec, LedgerSpec, MilterSpec, StampSpec};
+use crate::proofs::spec::{
+    AlarmSpec, BatvSpec, DkimSpec, LedgerSpec, MilterSpec, SharedLedger, StampSpec,
+};
 use crate::rules::RuleSpec;
 use crate::store::maildir::Layout;
 use crate::store::mbox::{DEFAULT_LOCKS, Lock};
@@ -166,6 +168,9 @@ pub struct Config {
     pub alarm: AlarmSpec,
     pub stamp: StampSpec,
     pub milter: MilterSpec,
+    /// The ledger shared by a fleet (set by `backstop-milter` when `ledger.redis` is given):
+    /// asked instead of the ledger file.
+    pub shared_ledger: Option<Arc<dyn SharedLedger>>,
     /// Paths the file gave relative, as written: resolved against the home directory.
     pub relative_paths: Vec<(&'static str, String)>,
 }
@@ -206,6 +211,7 @@ impl Default for Config {
             alarm: AlarmSpec::default(),
             stamp: StampSpec::default(),
             milter: MilterSpec::default(),
+            shared_ledger: None,
             relative_paths: Vec::new(),
         }
     }

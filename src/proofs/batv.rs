@@ -69,6 +69,17 @@ pub fn hash(secret: &[u8], key: usize, day: u32, address: &str) -> String {
     out[..3].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Tags `address` as Exim's `${prvs{ADDRESS}{SECRET}{KEY}}` does on day `today` (days since
+/// 1970): `prvs=KDDDHHHHHH=address`, valid for `VALID_DAYS`. `key` is a digit (0 to 9).
+pub fn sign(secret: &[u8], key: usize, today: i64, address: &str) -> String {
+    let day = (today + VALID_DAYS).rem_euclid(1000) as u32;
+    format!(
+        "prvs={}{day:03}{}={address}",
+        key % 10,
+        hash(secret, key % 10, day, address)
+    )
+}
+
 /// Checks a tag against the secrets (index = key digit) on day `today` (days since 1970).
 pub fn check(tag: &Tag, secrets: &[String], today: i64) -> Check {
     let Some(secret) = secrets.get(tag.key) else {
@@ -120,6 +131,22 @@ mod tests {
         let mut tampered = tag.clone();
         tampered.address = "boss@vm.test".into();
         assert_eq!(check(&tampered, &secrets, 20793), Check::Forged);
+    }
+
+    #[test]
+    fn signing_makes_exims_tag_and_it_checks() {
+        assert_eq!(sign(b"s3cret", 1, 20793, "user@vm.test"), EXIM_TAG);
+        let secrets = vec!["a".to_string(), "b".to_string()];
+        for today in [20793, 20999, 21000] {
+            let tagged = sign(b"b", 1, today, "me@example.org");
+            let tag = parse(&tagged).unwrap();
+            assert_eq!(tag.address, "me@example.org");
+            assert_eq!(check(&tag, &secrets, today), Check::Valid, "{tagged}");
+            assert_eq!(
+                check(&tag, &secrets, today + VALID_DAYS + 1),
+                Check::Expired
+            );
+        }
     }
 
     #[test]

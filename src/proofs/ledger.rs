@@ -186,7 +186,8 @@ fn mac(key: &[u8; 32], what: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-fn id_tag(key: &[u8; 32], normalized: &str) -> [u8; 32] {
+/// The keyed hash of a normalized Message-ID (the shared ledger stores it too).
+pub fn id_tag(key: &[u8; 32], normalized: &str) -> [u8; 32] {
     mac(key, format!("id:{normalized}").as_bytes())
 }
 
@@ -197,7 +198,8 @@ fn folder_tag(key: &[u8; 32], path: &str, offset: u64) -> [u8; 32] {
     tag
 }
 
-fn read_key(path: &Path) -> io::Result<[u8; 32]> {
+/// Reads a ledger key (64 hex digits).
+pub fn read_key(path: &Path) -> io::Result<[u8; 32]> {
     let text = std::fs::read_to_string(path)?;
     let hex = text.trim();
     let bad = || io::Error::other(format!("{}: not a ledger key", path.display()));

@@ -121,6 +121,10 @@ fn ledger_evidence(config: &Config, b: &Bounce<'_>, ev: &mut Vec<Evidence>) {
     if ids.is_empty() {
         return;
     }
+    if let Some(shared) = &config.shared_ledger {
+        shared_ledger_evidence(shared.as_ref(), &ids, ev);
+        return;
+    }
     let Some(paths) = ledger::Paths::from_config(config.ledger.path.as_deref()) else {
         return;
     };
@@ -193,6 +197,29 @@ fn ledger_evidence(config: &Config, b: &Bounce<'_>, ev: &mut Vec<Evidence>) {
             ),
         )),
         (false, None) => {}
+    }
+}
+
+/// The shared ledger's answer: a proof when it holds an ID; its absence says nothing (it holds
+/// only what was learnt while it could be reached), and when it cannot answer the message is
+/// judged without it.
+fn shared_ledger_evidence(shared: &dyn spec::SharedLedger, ids: &[String], ev: &mut Vec<Evidence>) {
+    match shared.find(ids) {
+        Ok(Some(id)) => ev.push(Evidence::new(
+            PROOF_POINTS,
+            LEDGER_SENT,
+            format!("you sent {id} (it is in the shared ledger of sent mail)"),
+        )),
+        Ok(None) => ev.push(Evidence::new(
+            0,
+            LEDGER_UNKNOWN,
+            "not in the shared ledger, whose absence proves nothing".to_string(),
+        )),
+        Err(e) => ev.push(Evidence::new(
+            0,
+            LEDGER_UNKNOWN,
+            format!("the shared ledger cannot answer ({e}): judged without it"),
+        )),
     }
 }
 
@@ -479,4 +506,34 @@ pub fn lint(config: &Config) -> Result<(), String> {
             .map_err(|e| format!("the DKIM key {}._domainkey.{}: {e}", k.selector, k.domain))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fake(Result<Option<String>, String>);
+
+    impl spec::SharedLedger for Fake {
+        fn find(&self, _ids: &[String]) -> Result<Option<String>, String> {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn the_shared_ledger_proves_what_it_holds_and_nothing_else() {
+        let ids = vec!["<a@example.org>".to_string()];
+        let tags = |answer: Result<Option<String>, String>| {
+            let mut ev = Vec::new();
+            shared_ledger_evidence(&Fake(answer), &ids, &mut ev);
+            ev.iter().map(|e| (e.tag, e.points)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            tags(Ok(Some(ids[0].clone()))),
+            vec![(LEDGER_SENT, PROOF_POINTS)]
+        );
+        assert_eq!(tags(Ok(None)), vec![(LEDGER_UNKNOWN, 0)]);
+        assert_eq!(tags(Err("down".into())), vec![(LEDGER_UNKNOWN, 0)]);
+    }
 }

@@ -19,6 +19,25 @@ pub struct LedgerSpec {
     /// Message-ID it should know but does not is evidence of forgery. False: absence says nothing.
     #[serde(default)]
     pub complete: Option<bool>,
+    /// `backstop-milter` only: the ledger shared by a fleet of MTAs, in Redis or Valkey
+    /// (`redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` or `unix:/PATH`), instead of the file.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// The key of the keyed hashes (default: the ledger file's `.key`); with `redis`, every
+    /// MTA of the fleet needs the same key.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// The connect and read timeout for `redis`, in milliseconds (default 200).
+    #[serde(default)]
+    pub timeout_ms: Option<Spanned<u64>>,
+}
+
+/// A ledger kept outside the process (`backstop-milter`'s shared one in Redis), asked for the
+/// Message-IDs of a returned original. It holds only what was learnt while it could be
+/// reached, so its absence of an ID proves nothing.
+pub trait SharedLedger: Send + Sync + std::fmt::Debug {
+    /// The first of `ids` that it holds; Err when it cannot answer now.
+    fn find(&self, ids: &[String]) -> Result<Option<String>, String>;
 }
 
 /// One published DKIM key, as in DNS at `SELECTOR._domainkey.DOMAIN`.
@@ -111,6 +130,12 @@ pub struct MilterSpec {
     /// Learn the Message-IDs of outbound mail into the ledger (`ledger.path`; default false).
     #[serde(default)]
     pub learn_outbound: bool,
+    /// BATV-sign the envelope sender of outbound mail from an own domain (`prvs=`), with the
+    /// secret `batv_key` (a key digit, default 0) of `batv.secrets`.
+    #[serde(default)]
+    pub batv_sign: bool,
+    #[serde(default)]
+    pub batv_key: usize,
 }
 
 /// `alarm:` the warning filed when legitimate bounces come in a wave.
@@ -215,6 +240,14 @@ pub fn check(
                 "a DKIM key record needs its p= tag (the public key), as published in DNS".into(),
             ));
         }
+    }
+    if let Some(t) = &ledger.timeout_ms
+        && !(10..=10_000).contains(&t.value)
+    {
+        return Err(at(
+            t,
+            "ledger.timeout_ms must be between 10 and 10000 (the default is 200)".into(),
+        ));
     }
     if batv.secrets.len() > 10 {
         return Err(at(

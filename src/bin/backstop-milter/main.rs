@@ -12,7 +12,9 @@
 //! session ends that message with the fail-open answer (`milter.on_error`).
 
 mod protocol;
+mod redis;
 mod session;
+mod shared_ledger;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -26,6 +28,7 @@ use backstop::config::Config;
 
 use protocol::{read_packet, write_packet};
 use session::{Session, Site};
+use shared_ledger::RedisLedger;
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 512;
@@ -58,16 +61,29 @@ fn main() -> ExitCode {
     let Some(listen) = listen else {
         return fail("--listen inet:HOST:PORT or unix:PATH is required");
     };
-    let config = match Config::load(config_path.as_deref()) {
+    let mut config = match Config::load(config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
     };
+    if config.milter.batv_sign && config.batv.secrets.get(config.milter.batv_key).is_none() {
+        return fail(&format!(
+            "milter.batv_sign needs batv.secrets to hold key digit milter.batv_key ({})",
+            config.milter.batv_key
+        ));
+    }
+    let shared = match shared_ledger(&config) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if let Some(s) = &shared {
+        config.shared_ledger = Some(s.clone());
+    }
     let stamp_key = match backstop::proofs::stamp_keys(&config) {
         None => None,
         Some(Ok(keys)) => keys.into_iter().next(),
         Some(Err(e)) => return fail(&e),
     };
-    let site = Arc::new(Site::new(config, stamp_key));
+    let site = Arc::new(Site::new(config, stamp_key, shared));
     backstop::run::quiet_panics();
     let result = if let Some(addr) = listen.strip_prefix("inet:") {
         std::net::TcpListener::bind(addr).and_then(|l| {
@@ -86,6 +102,44 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("{listen}: {e}")),
     }
+}
+
+/// The shared ledger in Redis when `ledger.redis` is set. Its key must exist (every MTA of the
+/// fleet needs the same one, so none is made here); the server need not be up yet.
+fn shared_ledger(config: &Config) -> Result<Option<Arc<RedisLedger>>, String> {
+    let Some(url) = &config.ledger.redis else {
+        return Ok(None);
+    };
+    let address = redis::Address::parse(url)?;
+    let key_path = match &config.ledger.key_file {
+        Some(f) => backstop::config::expand_home(f),
+        None => backstop::proofs::ledger::Paths::from_config(config.ledger.path.as_deref())
+            .map(|p| p.key)
+            .ok_or("ledger.redis needs ledger.key_file (no home directory for the default)")?,
+    };
+    let key = backstop::proofs::ledger::read_key(&key_path).map_err(|e| {
+        format!(
+            "the ledger key {}: {e} (every MTA sharing the ledger needs the same key: make \
+             one with `openssl rand -hex 32`, and copy it to each)",
+            key_path.display()
+        )
+    })?;
+    let timeout = config
+        .ledger
+        .timeout_ms
+        .as_ref()
+        .map_or(shared_ledger::DEFAULT_TIMEOUT_MS, |t| t.value);
+    let expire = config
+        .ledger
+        .expire_days
+        .as_ref()
+        .map_or(backstop::proofs::ledger::DEFAULT_EXPIRE_DAYS, |d| d.value);
+    let ledger = RedisLedger::new(address, Duration::from_millis(timeout), key, expire);
+    match ledger.ping() {
+        Ok(()) => say(&format!("the shared ledger is {}", ledger.shown())),
+        Err(e) => say(&format!("the shared ledger {}: {e}", ledger.shown())),
+    }
+    Ok(Some(Arc::new(ledger)))
 }
 
 /// A stream the sessions can use.

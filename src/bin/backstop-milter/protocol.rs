@@ -31,6 +31,7 @@ pub mod cmd {
 pub mod reply {
     pub const ADDHEADER: u8 = b'h';
     pub const CHGHEADER: u8 = b'm';
+    pub const CHGFROM: u8 = b'e';
     pub const ACCEPT: u8 = b'a';
     pub const CONTINUE: u8 = b'c';
     pub const QUARANTINE: u8 = b'q';
@@ -39,10 +40,12 @@ pub mod reply {
     pub const OPTNEG: u8 = b'O';
 }
 
-/// Actions the filter may take (negotiated): add headers, change headers, quarantine.
+/// Actions the filter may take (negotiated): add headers, change headers, quarantine, change
+/// the envelope sender (BATV signing).
 pub const SMFIF_ADDHDRS: u32 = 0x01;
 pub const SMFIF_CHGHDRS: u32 = 0x10;
 pub const SMFIF_QUARANTINE: u32 = 0x20;
+pub const SMFIF_CHGFROM: u32 = 0x40;
 
 /// The protocol version spoken.
 pub const VERSION: u32 = 6;
@@ -116,7 +119,7 @@ pub fn negotiate(data: &[u8]) -> Option<Vec<u8>> {
     if version < 2 {
         return None;
     }
-    let wanted = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE;
+    let wanted = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE | SMFIF_CHGFROM;
     let mut out = Vec::with_capacity(12);
     out.extend_from_slice(&version.min(VERSION).to_be_bytes());
     out.extend_from_slice(&(actions & wanted).to_be_bytes());
@@ -153,7 +156,7 @@ mod tests {
         offer.extend_from_slice(&0x1fffffu32.to_be_bytes());
         let ours = negotiate(&offer).expect("answer");
         assert_eq!(&ours[..4], &6u32.to_be_bytes());
-        assert_eq!(&ours[4..8], &0x31u32.to_be_bytes());
+        assert_eq!(&ours[4..8], &0x71u32.to_be_bytes());
         assert_eq!(&ours[8..], &0u32.to_be_bytes());
         assert_eq!(negotiate(&[0, 0, 0, 6]), None);
     }

@@ -3,7 +3,8 @@
 //!
 //! At the end of the message:
 //! - outbound (the client is in `own.networks`, or authenticated: `{auth_authen}`): add the
-//!   `X-Bounce-Stamp` field, and learn the Message-ID into the ledger when asked;
+//!   `X-Bounce-Stamp` field, learn the Message-ID into the ledger (the file, or the shared one
+//!   in Redis) when asked, and BATV-sign an own envelope sender when asked;
 //! - inbound to a local recipient (a domain of `own.domains`; every recipient when none is
 //!   set): judge it with the same `evaluate` as `deliver`. Backscatter is rejected with
 //!   550 5.7.1 and the reason, quarantined, or tagged, as `milter.backscatter` says; other
@@ -19,11 +20,12 @@ use backstop::budget::evaluate_keeping_rules;
 use backstop::config::Config;
 use backstop::message::EnvVars;
 use backstop::proofs::spec::{MilterBackscatter, MilterOnError};
-use backstop::proofs::{ledger, stamp};
+use backstop::proofs::{batv, ledger, stamp};
 use backstop::rules::RuleSet;
 use backstop::verdict::{Evaluation, Verdict};
 
 use crate::protocol::{cmd, negotiate, reply, strings};
+use crate::shared_ledger::RedisLedger;
 
 /// What the daemon shares between connections.
 pub struct Site {
@@ -33,17 +35,24 @@ pub struct Site {
     /// Rule sets ready for use: their regexes compile as they are first needed, so a set is
     /// handed from message to message rather than built for each connection.
     pub rules: Mutex<Vec<RuleSet>>,
+    /// The ledger shared by the fleet (`ledger.redis`), learnt into instead of the file.
+    pub shared: Option<Arc<RedisLedger>>,
 }
 
 /// The most idle rule sets kept.
 const MAX_IDLE_RULES: usize = 64;
 
 impl Site {
-    pub fn new(config: Config, stamp_key: Option<stamp::Key>) -> Site {
+    pub fn new(
+        config: Config,
+        stamp_key: Option<stamp::Key>,
+        shared: Option<Arc<RedisLedger>>,
+    ) -> Site {
         Site {
             config: Arc::new(config),
             stamp_key,
             rules: Mutex::new(Vec::new()),
+            shared,
         }
     }
 
@@ -345,12 +354,53 @@ impl Session {
         {
             self.learn(id, msgid);
         }
+        if let Some(tagged) = self.batv_sender() {
+            say(&format!("{id}: outbound: envelope sender BATV-signed"));
+            out.packets
+                .push((reply::CHGFROM, zstrings(&[&format!("<{tagged}>")])));
+        }
         out.packets.push((reply::CONTINUE, Vec::new()));
         out
     }
 
+    /// The BATV-signed envelope sender, when `milter.batv_sign` asks for it and the sender is
+    /// of an own domain (all are with no own domains set); never for the null sender or an
+    /// address already tagged.
+    fn batv_sender(&self) -> Option<String> {
+        let config = &self.site.config;
+        if !config.milter.batv_sign {
+            return None;
+        }
+        let secret = config.batv.secrets.get(config.milter.batv_key)?;
+        let sender = self.sender.as_deref()?;
+        let (local, domain) = sender.rsplit_once('@')?;
+        let own = config.own(None);
+        if local.is_empty()
+            || batv::parse(sender).is_some()
+            || !(own.domains.is_empty() || own.is_own_domain(&domain.to_ascii_lowercase()))
+        {
+            return None;
+        }
+        let today = backstop::proofs::now().div_euclid(86_400);
+        Some(batv::sign(
+            secret.value.as_bytes(),
+            config.milter.batv_key,
+            today,
+            sender,
+        ))
+    }
+
     fn learn(&self, id: &str, msgid: &[u8]) {
         let config = &self.site.config;
+        if let Some(shared) = &self.site.shared {
+            let msgid = String::from_utf8_lossy(msgid);
+            if let Err(e) = shared.learn(&msgid, backstop::proofs::now()) {
+                say(&format!(
+                    "{id}: outbound: not learnt into the shared ledger: {e}"
+                ));
+            }
+            return;
+        }
         let Some(paths) = ledger::Paths::from_config(config.ledger.path.as_deref()) else {
             return;
         };
@@ -402,6 +452,13 @@ impl Session {
         }
         if let Some(error) = &eval.error {
             say(&format!("{id}: not judged ({error}): on_error"));
+            if config.milter.on_error == MilterOnError::Accept {
+                // Fail open, and say so in the message.
+                let mut out = Replies::none();
+                out.packets.extend(self.tags(&eval));
+                out.packets.push((reply::CONTINUE, Vec::new()));
+                return out;
+            }
             return self.on_error();
         }
         say(&format!(
@@ -533,6 +590,7 @@ mod tests {
         Arc::new(Site::new(
             config,
             Some(stamp::parse_keys(KEY).expect("key")[0].clone()),
+            None,
         ))
     }
 
@@ -758,6 +816,42 @@ mod tests {
             .expect("lookup")
             .expect("a ledger");
         assert!(other.found.is_none());
+    }
+
+    #[test]
+    fn batv_signs_own_senders_only_and_leaves_null_and_tagged_ones() {
+        let yaml = format!(
+            "{CONFIG}batv:\n  secrets: [zero, one-secret]\nmilter:\n  batv_sign: true\n  batv_key: 1\n"
+        );
+        let site = site(&yaml);
+        let headers = [
+            ("From", "me@example.org"),
+            ("Date", "Sun, 6 Dec 2026 09:00:00 +0000"),
+            ("Message-ID", "<batv-1@example.org>"),
+        ];
+        let chgfrom = |sender: &str| {
+            let mut s = Session::new(site.clone());
+            connect(&mut s, "192.0.2.7");
+            let r = send(&mut s, sender, "you@example.net", &headers, "hi\r\n");
+            assert_eq!(r.packets.last().map(|p| p.0), Some(reply::CONTINUE));
+            r.packets
+                .iter()
+                .find(|p| p.0 == reply::CHGFROM)
+                .map(|p| String::from_utf8_lossy(&p.1).into_owned())
+        };
+        let tagged = chgfrom("me@example.org").expect("an own sender is signed");
+        let address = tagged
+            .strip_prefix('<')
+            .and_then(|t| t.strip_suffix(">\0"))
+            .expect("<address> and a zero byte");
+        let tag = batv::parse(address).expect("a prvs tag");
+        assert_eq!((tag.key, tag.address.as_str()), (1, "me@example.org"));
+        let secrets = vec!["zero".to_string(), "one-secret".to_string()];
+        let today = backstop::proofs::now().div_euclid(86_400);
+        assert_eq!(batv::check(&tag, &secrets, today), batv::Check::Valid);
+        assert_eq!(chgfrom(""), None, "the null sender");
+        assert_eq!(chgfrom(address), None, "already tagged");
+        assert_eq!(chgfrom("someone@example.net"), None, "not an own domain");
     }
 
     #[test]
