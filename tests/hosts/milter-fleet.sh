@@ -24,7 +24,9 @@
 #   redis-down    redis-server stopped: A still accepts and stamps outbound
 #                 mail, B accepts clean mail and judges a stamped DSN legit,
 #                 nothing is tempfailed, and the milter logs that it judges
-#                 without the ledger.
+#                 without the ledger;
+#   redis-back    redis-server started again: after their backoff both
+#                 milters learn and look up in it again (and log it).
 # Prints "ok NAME" / "FAIL NAME: why", then "N passed, M failed"; exits 0 only
 # when all passed (KEEP=1 keeps $T). Every wait polls for at most 30 s.
 
@@ -69,8 +71,9 @@ cleanup() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   stop_redis
-  stop_postfix "$T/a"
+  stop_postfix "$T/a" &
   stop_postfix "$T/b"
+  wait "$!"
   if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ] && [ -z "${KEEP:-}" ]; then rm -rf "$T"; fi
 }
 trap cleanup EXIT
@@ -79,8 +82,7 @@ trap 'exit 1' INT TERM
 stop_postfix "$T/a"
 stop_postfix "$T/b"
 rm -rf "$T"
-mkdir -p "$T/bin" "$T/redis"
-cp "$MILTER_IN" "$T/bin/backstop-milter"
+mkdir -p "$T/redis"
 
 # ---------------------------------------------------------------- redis
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$T/redis" --save '' \
@@ -195,16 +197,14 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
-  if ! { postfix -c "$pf/etc" set-permissions && postfix -c "$pf/etc" check &&
-    postfix -c "$pf/etc" start; } >"$pf/start.log" 2>&1; then
-    preflight "postfix $pf did not start: $(tail -n 5 "$pf/start.log")"
-  fi
+  { postfix -c "$pf/etc" set-permissions && postfix -c "$pf/etc" check &&
+    postfix -c "$pf/etc" start; } >"$pf/start.log" 2>&1 || touch "$pf/start.failed"
 }
 
 # start_milter PORT LOG
 start_milter() {
   local i
-  "$T/bin/backstop-milter" --listen "inet:127.0.0.1:$1" --config "$T/milter.yaml" 2>>"$2" &
+  "$MILTER_IN" --listen "inet:127.0.0.1:$1" --config "$T/milter.yaml" 2>>"$2" &
   pids+=($!)
   for i in $(seq 1 300); do
     grep -q listening "$2" 2>/dev/null && return 0
@@ -214,8 +214,14 @@ start_milter() {
 }
 start_milter "$A_MILTER" "$T/milter-a.log"
 start_milter "$B_MILTER" "$T/milter-b.log"
-make_postfix "$T/a" "$A_SMTP" "$A_MILTER" example.net friend
-make_postfix "$T/b" "$B_SMTP" "$B_MILTER" example.jp kijitora
+# Both at once (each takes seconds to start).
+make_postfix "$T/a" "$A_SMTP" "$A_MILTER" example.net friend &
+starting_a=$!
+make_postfix "$T/b" "$B_SMTP" "$B_MILTER" example.jp kijitora &
+wait "$starting_a" "$!"
+for pf in "$T/a" "$T/b"; do
+  [ -e "$pf/start.failed" ] && preflight "postfix $pf did not start: $(tail -n 5 "$pf/start.log")"
+done
 for port in "$A_SMTP" "$B_SMTP"; do
   for i in $(seq 1 300); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1).close()" \
@@ -429,6 +435,40 @@ else
     no redis-down "no log line about the unreachable ledger"
   else legit redis-down "$r" "$f" stamp-valid; fi
 fi
+
+# ---------------------------------------------------------------- redis-back
+# redis-server started again: after their backoff, A learns and B looks up
+# once more (each try sends the message again; learning is idempotent).
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$T/redis" --save '' \
+  --appendonly no --daemonize no --logfile "$T/redis/log" &
+redis_pid=$!
+key4=backstop:ledger:$(python3 -c '
+import hashlib, hmac, sys
+key = bytes.fromhex(open(sys.argv[1]).read().strip())
+print(hmac.new(key, b"id:fleet-4@example.jp", hashlib.sha256).hexdigest())' "$T/ledger.key")
+learnt=""
+for i in $(seq 1 30); do
+  r=$(out fleet-4)
+  sent4=$(sink)
+  [ "$(redis EXISTS "$key4")" = ":1" ] && { learnt=1; break; }
+  sleep 1
+done
+back=""
+if [ -n "$learnt" ]; then
+  dsn "$sent4" nostamp >"$T/back.eml"
+  for i in $(seq 1 30); do
+    r=$(into_b kijitora@example.jp "$T/back.eml")
+    f=$(inbox)
+    grep -q '^X-Backstop-Reason: .*ledger-sent' "$f" 2>/dev/null && { back=1; break; }
+    sleep 1
+  done
+fi
+if [ -z "$learnt" ]; then no redis-back "A did not learn into Redis again: $r"
+elif [ -z "$back" ]; then no redis-back "B did not find it in Redis again: $r $(verdict "$f")"
+elif ! grep -q 'shared ledger .* answers again' "$T/milter-a.log" ||
+  ! grep -q 'shared ledger .* answers again' "$T/milter-b.log"; then
+  no redis-back "no log line about the ledger answering again"
+else ok redis-back; fi
 
 if [ "$failed" -gt 0 ]; then
   echo "--- milter A log"; tail -n 20 "$T/milter-a.log"
