@@ -162,6 +162,15 @@ pub struct ScanArgs {
     /// Move unverified bounces too.
     #[arg(long)]
     pub include_unverified: bool,
+    /// Put back what the last --apply on PATH moved (it kept a record for this).
+    #[arg(long, conflicts_with_all = ["apply", "recursive", "include_unverified", "since", "days"])]
+    pub undo: bool,
+    /// Only bounces that arrived on DATE (YYYY-MM-DD, UTC) or later are listed, charted and moved.
+    #[arg(long, value_name = "DATE", conflicts_with = "days")]
+    pub since: Option<String>,
+    /// Only bounces that arrived in the last N days (today included).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: Option<u32>,
     /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,

@@ -21,7 +21,7 @@ use crate::store::mbox::Locked;
 use crate::store::{self, host_name, node_name, process_alive, resolve_link, sync_parent};
 
 use super::journal::{
-    Journal, JournalState, Key, NOFOLLOW, beside, hex, journal_path, key, owner_line,
+    Journal, JournalState, Key, NOFOLLOW, beside, hex, journal_path, key, owner_line, undo_path,
 };
 use super::judge::{Input, Judged, Outcome, classify, mtime_secs};
 use super::report::Report;
@@ -49,7 +49,8 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
             journal.display()
         ));
     }
-    if args.apply && journal.exists() {
+    let recovered_now = args.apply && journal.exists();
+    if recovered_now {
         report.recovered = recover(path, ctx.config).map_err(Failure::Io)?;
     }
     let arrived_fallback = fs::metadata(path).ok().as_ref().and_then(mtime_secs);
@@ -63,15 +64,17 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
             .map(|outcome| outcome.map_err(|e| report.errors.push(e)).ok())
             .collect();
     report.unreadable = report.errors.len();
-    let to_move = if is_folder {
-        0
-    } else {
-        judged
-            .iter()
-            .flatten()
-            .filter(|j| ctx.select.moves(j.verdict))
-            .count()
-    };
+    let mut to_move = 0;
+    if !is_folder {
+        for (n, (j, r)) in judged.iter().zip(&chunks).enumerate() {
+            if let Some(j) = j.as_ref().filter(|j| ctx.select.moves(j)) {
+                to_move += 1;
+                if !args.apply {
+                    report.list(j, place(n, r));
+                }
+            }
+        }
+    }
     if !args.apply || to_move == 0 || is_folder {
         report.tally(judged.iter().flatten());
         report.to_move = to_move;
@@ -83,8 +86,12 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
     }
     report.apply = true;
     let known = Known::new(&data, &chunks, &judged);
-    let done = apply_mbox(path, &folder, ctx, &known, arrived_fallback).map_err(Failure::Io)?;
+    let done = apply_mbox(path, &folder, ctx, &known, arrived_fallback, recovered_now)
+        .map_err(Failure::Io)?;
     report.tally(&done.judged);
+    for (j, where_) in &done.listed {
+        report.list(j, where_.clone());
+    }
     // The locked pass judged again what the first could not: its word is the last.
     report.unreadable = done.errors.len();
     report.errors = done.errors;
@@ -92,6 +99,11 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
     report.moved = done.moved;
     report.interrupted = ctx.stop.load(Ordering::Relaxed);
     Ok(report)
+}
+
+/// Where a message of an mbox is, for the list: its number (from 1) and first byte.
+fn place(n: usize, r: &Range<usize>) -> String {
+    format!("message {} at byte {}", n + 1, r.start)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -113,10 +125,10 @@ fn judge_chunks(
     let results = classify(chunks, ctx, label, |r| {
         let chunk = data.get(r.clone()).unwrap_or_default();
         let (line, _) = message::split_from_line(chunk);
-        let arrived = line.and_then(from_line_time).or(arrived_fallback);
         Ok(Some(Input {
             bytes: for_judging(chunk),
-            arrived,
+            delivered: line.and_then(from_line_time),
+            modified: arrived_fallback,
         }))
     })?;
     Ok(results
@@ -224,7 +236,10 @@ impl<'d> Known<'d> {
         for (r, j) in chunks.iter().zip(judged) {
             let Some(j) = j else { continue };
             let chunk = without_separator(data.get(r.clone()).unwrap_or_default());
-            by_key.entry(key(chunk)).or_default().push((chunk, *j));
+            by_key
+                .entry(key(chunk))
+                .or_default()
+                .push((chunk, j.clone()));
         }
         Known { by_key }
     }
@@ -235,7 +250,7 @@ impl<'d> Known<'d> {
             .get(&key(chunk))?
             .iter()
             .find(|(c, _)| *c == chunk)
-            .map(|(_, j)| *j)
+            .map(|(_, j)| j.clone())
     }
 }
 
@@ -246,6 +261,8 @@ struct Applied {
     /// Why some messages could not be judged (they stay where they are).
     errors: Vec<String>,
     moved: usize,
+    /// The messages moved, and where each was.
+    listed: Vec<(Judged, String)>,
 }
 
 fn staged_path(file: &Path) -> PathBuf {
@@ -253,7 +270,7 @@ fn staged_path(file: &Path) -> PathBuf {
 }
 
 /// The whole of a locked file's content.
-fn read_locked(lock: &Locked) -> io::Result<Vec<u8>> {
+pub(super) fn read_locked(lock: &Locked) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     let mut file = lock.file();
     file.read_to_end(&mut data)?;
@@ -266,6 +283,7 @@ fn apply_mbox(
     ctx: &Ctx<'_>,
     known: &Known<'_>,
     arrived_fallback: Option<i64>,
+    recovered_now: bool,
 ) -> Result<Applied, String> {
     let mut journal = Journal::create(&journal_path(path))?;
     crash_point("journal-created");
@@ -304,12 +322,14 @@ fn apply_mbox(
             None => {}
         }
     }
-    let moves: Vec<Key> = chunks
-        .iter()
-        .zip(&judged)
-        .filter(|(_, j)| j.is_some_and(|j| ctx.select.moves(j.verdict)))
-        .map(|(r, _)| key(data.get(r.clone()).unwrap_or_default()))
-        .collect();
+    let mut moves: Vec<Key> = Vec::new();
+    let mut listed = Vec::new();
+    for (n, (r, j)) in chunks.iter().zip(&judged).enumerate() {
+        if let Some(j) = j.as_ref().filter(|j| ctx.select.moves(j)) {
+            moves.push(key(data.get(r.clone()).unwrap_or_default()));
+            listed.push((j.clone(), place(n, r)));
+        }
+    }
     let judged: Vec<Judged> = judged.into_iter().flatten().collect();
     if moves.is_empty() {
         drop(inbox);
@@ -318,6 +338,7 @@ fn apply_mbox(
             judged,
             errors,
             moved: 0,
+            listed,
         });
     }
     journal.record(&format!("folder {}", hex(folder.as_os_str().as_bytes())))?;
@@ -337,11 +358,13 @@ fn apply_mbox(
     let moved = complete(path, &inbox, &data, &state, ctx.config, &mut journal)?;
     drop(inbox);
     crash_point("unlocked");
-    journal.remove()?;
+    // A record the recovery just kept is of the same --apply, in the user's eyes: merged.
+    journal.keep(&undo_path(path), recovered_now)?;
     Ok(Applied {
         judged,
         errors,
         moved,
+        listed,
     })
 }
 
@@ -485,9 +508,10 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
     fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Finishes the move an interrupted `--apply` on `path` recorded; returns how many messages it
-/// moved now.
-fn recover(path: &Path, config: &Config) -> Result<usize, String> {
+/// Finishes the move an interrupted `--apply` (or `--undo`, whose journal is beside the
+/// backscatter mbox) on `path` recorded; returns how many messages it moved now. The journal
+/// of an apply is then kept for `--undo`; an undo's is removed with the record it undid.
+pub(super) fn recover(path: &Path, config: &Config) -> Result<usize, String> {
     let jpath = journal_path(path);
     let mut text = Vec::new();
     OpenOptions::new()
@@ -530,8 +554,25 @@ fn recover(path: &Path, config: &Config) -> Result<usize, String> {
     let data = read_locked(&inbox).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let moved = complete(path, &inbox, &data, &state, config, &mut journal)?;
     drop(inbox);
-    journal.remove()?;
+    if state.undo {
+        journal.remove()?;
+        if let Some(inbox) = &state.folder {
+            remove_record(&undo_path(inbox))?;
+        }
+    } else {
+        journal.keep(&undo_path(path), false)?;
+    }
     Ok(moved)
+}
+
+/// Removes an undo record (gone already is fine), durably.
+pub(super) fn remove_record(path: &Path) -> Result<(), String> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_parent(path)
+            .map_err(|e| format!("cannot fsync the directory of {}: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+    }
 }
 
 /// Removes `NAME.lock` when it holds `pid` (a dotlock of the dead run: the journal says it ran
