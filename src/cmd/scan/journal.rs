@@ -76,15 +76,14 @@ impl Journal {
     }
 
     /// Keeps the finished journal as the record `--undo` reads (`to`), replacing the one of an
-    /// earlier run; with `merge`, the record there (of an interrupted run this one finished)
-    /// is kept too, its messages before this journal's.
-    pub(super) fn keep(self, to: &Path, merge: bool) -> Result<(), String> {
+    /// earlier `scan --apply`; the record of an apply that was interrupted (not `closed`: this
+    /// one or a recovery finishes it) is kept too, its messages before this journal's.
+    pub(super) fn keep(self, to: &Path) -> Result<(), String> {
         drop(self.file);
-        let earlier = if merge {
-            fs::read(to).ok().and_then(|t| JournalState::parse(&t).ok())
-        } else {
-            None
-        };
+        let earlier = fs::read(to)
+            .ok()
+            .and_then(|t| JournalState::parse(&t).ok())
+            .filter(|s| !s.closed);
         let cannot = |e: io::Error| format!("cannot write {}: {e}", to.display());
         match earlier {
             Some(earlier) => {
@@ -163,6 +162,8 @@ pub(super) struct JournalState {
     /// This journal is of `--undo`: the messages go back from the backscatter mbox (the
     /// journal's own file) to the inbox (`folder`).
     pub(super) undo: bool,
+    /// The `scan --apply` that wrote this record ran to its end (a later one replaces it).
+    pub(super) closed: bool,
 }
 
 impl JournalState {
@@ -217,6 +218,7 @@ impl JournalState {
                 }
                 ["mbox-done"] => state.mbox_done = true,
                 ["undo"] => state.undo = true,
+                ["closed"] => state.closed = true,
                 _ => return Err(bad(line)),
             }
         }
@@ -240,6 +242,26 @@ pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// Marks the undo record `path` (if any) as that of an `--apply` that ran to its end.
+pub(super) fn close_record(path: &Path) -> Result<(), String> {
+    let open = fs::read(path)
+        .ok()
+        .and_then(|t| JournalState::parse(&t).ok())
+        .is_some_and(|s| !s.closed);
+    if !open {
+        return Ok(());
+    }
+    OpenOptions::new()
+        .append(true)
+        .custom_flags(NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| {
+            f.write_all(b"closed\n")?;
+            f.sync_data()
+        })
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The identity of a message in the journal: length and FNV-1a hash of its bytes without the

@@ -21,7 +21,8 @@ use crate::store::mbox::Locked;
 use crate::store::{self, host_name, node_name, process_alive, resolve_link, sync_parent};
 
 use super::journal::{
-    Journal, JournalState, Key, NOFOLLOW, beside, hex, journal_path, key, owner_line, undo_path,
+    Journal, JournalState, Key, NOFOLLOW, beside, close_record, hex, journal_path, key, owner_line,
+    undo_path,
 };
 use super::judge::{Input, Judged, Outcome, classify, mtime_secs};
 use super::report::Report;
@@ -49,9 +50,8 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
             journal.display()
         ));
     }
-    let recovered_now = args.apply && journal.exists();
-    if recovered_now {
-        report.recovered = recover(path, ctx.config).map_err(Failure::Io)?;
+    if args.apply && journal.exists() {
+        report.recovered = recover(path, ctx.config).map_err(Failure::Io)?.0;
     }
     let arrived_fallback = fs::metadata(path).ok().as_ref().and_then(mtime_secs);
     let data =
@@ -79,6 +79,9 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
         report.tally(judged.iter().flatten());
         report.to_move = to_move;
         report.apply = args.apply;
+        if args.apply {
+            close_record(&undo_path(path)).map_err(Failure::Io)?;
+        }
         return Ok(report);
     }
     if ctx.stop.load(Ordering::Relaxed) {
@@ -86,8 +89,7 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
     }
     report.apply = true;
     let known = Known::new(&data, &chunks, &judged);
-    let done = apply_mbox(path, &folder, ctx, &known, arrived_fallback, recovered_now)
-        .map_err(Failure::Io)?;
+    let done = apply_mbox(path, &folder, ctx, &known, arrived_fallback).map_err(Failure::Io)?;
     report.tally(&done.judged);
     for (j, where_) in &done.listed {
         report.list(j, where_.clone());
@@ -98,6 +100,9 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
     report.to_move = done.moved;
     report.moved = done.moved;
     report.interrupted = ctx.stop.load(Ordering::Relaxed);
+    if !report.interrupted {
+        close_record(&undo_path(path)).map_err(Failure::Io)?;
+    }
     Ok(report)
 }
 
@@ -283,7 +288,6 @@ fn apply_mbox(
     ctx: &Ctx<'_>,
     known: &Known<'_>,
     arrived_fallback: Option<i64>,
-    recovered_now: bool,
 ) -> Result<Applied, String> {
     let mut journal = Journal::create(&journal_path(path))?;
     crash_point("journal-created");
@@ -358,8 +362,7 @@ fn apply_mbox(
     let moved = complete(path, &inbox, &data, &state, ctx.config, &mut journal)?;
     drop(inbox);
     crash_point("unlocked");
-    // A record the recovery just kept is of the same --apply, in the user's eyes: merged.
-    journal.keep(&undo_path(path), recovered_now)?;
+    journal.keep(&undo_path(path))?;
     Ok(Applied {
         judged,
         errors,
@@ -509,9 +512,10 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 }
 
 /// Finishes the move an interrupted `--apply` (or `--undo`, whose journal is beside the
-/// backscatter mbox) on `path` recorded; returns how many messages it moved now. The journal
-/// of an apply is then kept for `--undo`; an undo's is removed with the record it undid.
-pub(super) fn recover(path: &Path, config: &Config) -> Result<usize, String> {
+/// backscatter mbox) on `path` recorded; returns how many messages it moved now, and whether
+/// it kept the journal for `--undo` (that of an apply that got as far as naming its moves;
+/// an undo's is removed with the record it undid).
+pub(super) fn recover(path: &Path, config: &Config) -> Result<(usize, bool), String> {
     let jpath = journal_path(path);
     let mut text = Vec::new();
     OpenOptions::new()
@@ -545,7 +549,7 @@ pub(super) fn recover(path: &Path, config: &Config) -> Result<usize, String> {
     let mut journal = Journal::reopen(&jpath, whole as u64)?;
     if !state.moves_end {
         // Nothing had changed yet.
-        return journal.remove().map(|()| 0);
+        return journal.remove().map(|()| (0, false));
     }
     // From here on this process may hold the locks: a later run must know whose they are.
     journal.record(&owner_line())?;
@@ -559,10 +563,10 @@ pub(super) fn recover(path: &Path, config: &Config) -> Result<usize, String> {
         if let Some(inbox) = &state.folder {
             remove_record(&undo_path(inbox))?;
         }
-    } else {
-        journal.keep(&undo_path(path), false)?;
+        return Ok((moved, false));
     }
-    Ok(moved)
+    journal.keep(&undo_path(path))?;
+    Ok((moved, true))
 }
 
 /// Removes an undo record (gone already is fine), durably.

@@ -438,7 +438,7 @@ fn undo_mbox(path: &Path, config: &Config) -> Result<UndoReport, String> {
         && state.folder.as_deref() == Some(inbox.as_path())
     {
         report.from = folder.display().to_string();
-        report.recovered = recover(folder, config)?;
+        report.recovered = recover(folder, config)?.0;
     }
     let Some(state) = read(&record)? else {
         return Ok(report);
