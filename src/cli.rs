@@ -195,7 +195,19 @@ pub struct StatsArgs {
     /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,
-    /// How many bounce senders to list.
+    /// Print the days as CSV instead (date and the count of each verdict, every day of the span).
+    #[arg(long, conflicts_with = "format")]
+    pub csv: bool,
+    /// Also write a per-day chart of backscatter and legitimate bounces to FILE (SVG).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Only the days from DATE (YYYY-MM-DD, UTC) to today.
+    #[arg(long, value_name = "DATE", conflicts_with = "days")]
+    pub since: Option<String>,
+    /// Only the last N days (today included).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: Option<u32>,
+    /// How many bounce senders, forged senders and originating addresses to list.
     #[arg(long, value_name = "N", default_value = "10")]
     pub top: usize,
     /// The least backscatter in a day that can start a wave.

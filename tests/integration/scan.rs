@@ -844,6 +844,10 @@ fn stats_counts_match_a_log_written_by_deliver() {
     // What the log says, read independently.
     let mut verdicts: BTreeMap<String, u64> = BTreeMap::new();
     let mut senders: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut forged, mut ips) = (
+        BTreeMap::<String, u64>::new(),
+        BTreeMap::<String, u64>::new(),
+    );
     for line in text.lines().filter(|l| l.ends_with('}')) {
         let v: Value = serde_json::from_str(line).unwrap();
         let verdict = v["verdict"].as_str().unwrap().to_string();
@@ -861,8 +865,23 @@ fn stats_counts_match_a_log_written_by_deliver() {
                 })
                 .or_default() += 1;
         }
+        if verdict == "backscatter" {
+            if let Some(f) = v["original_from"].as_str() {
+                let f = f.to_lowercase();
+                let addr = match (f.rfind('<'), f.rfind('>')) {
+                    (Some(a), Some(b)) if a < b => f[a + 1..b].trim().to_string(),
+                    _ => f.trim().to_string(),
+                };
+                *forged.entry(addr).or_default() += 1;
+            }
+            if let Some(ip) = v["original_ip"].as_str() {
+                *ips.entry(ip.to_string()).or_default() += 1;
+            }
+        }
         *verdicts.entry(verdict).or_default() += 1;
     }
+    // deliver records where the originals of backscatter came from.
+    assert!(!forged.is_empty() && !ips.is_empty(), "{forged:?} {ips:?}");
     assert_eq!(verdicts.values().sum::<u64>(), files.len() as u64);
     assert_eq!(
         verdicts,
@@ -895,6 +914,21 @@ fn stats_counts_match_a_log_written_by_deliver() {
     }
     assert_eq!(stats["days"].as_array().map(Vec::len), Some(1));
     assert_eq!(stats["days"][0]["date"], today);
+    let listed = |key: &str| -> BTreeMap<String, u64> {
+        stats[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["value"].as_str().unwrap().to_string(),
+                    c["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(listed("top_forged_senders"), forged);
+    assert_eq!(listed("top_original_ips"), ips);
     let top: BTreeMap<String, u64> = stats["top_senders"]
         .as_array()
         .unwrap()
@@ -1293,4 +1327,60 @@ fn undo_puts_back_what_the_last_apply_moved_mbox() {
     );
     let again = scan_json(home.path(), &conf, &["--undo"], &inbox);
     assert_eq!(again["recorded"], 0);
+}
+
+/// The sample chart in the README (docs/stats-sample.svg) is what `stats --svg` draws from the
+/// fixture log: regenerate it with `BACKSTOP_BLESS=1 cargo test --test integration
+/// stats_sample` after changing the chart.
+#[test]
+fn stats_sample_chart_csv_and_top_lists_from_the_fixture_log() {
+    let home = temp_home();
+    let log = fixture("stats/sample-log.jsonl");
+    let svg = home.path().join("chart.svg");
+    let out = run_ok({
+        let mut c = backstop(home.path());
+        c.arg("stats").arg("--csv").arg("--svg").arg(&svg).arg(&log);
+        c
+    });
+    let chart = fs::read_to_string(&svg).unwrap();
+    let sample = crate::util::root().join("docs/stats-sample.svg");
+    if std::env::var_os("BACKSTOP_BLESS").is_some() {
+        fs::write(&sample, &chart).unwrap();
+    }
+    assert!(
+        fs::read_to_string(&sample).unwrap() == chart,
+        "docs/stats-sample.svg is stale: run with BACKSTOP_BLESS=1 to regenerate it"
+    );
+    // The six days the MX was down are in the CSV (and empty in the chart).
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 36, "a header and 35 days");
+    for day in 21..=26 {
+        assert!(
+            csv.contains(&format!("\n2026-10-{day},0,0,0,0,0,0\n")),
+            "{csv}"
+        );
+        assert!(!chart.contains(&format!("2026-10-{day}: ")));
+    }
+    assert!(chart.contains("<title>2026-10-14: 84 backscatter</title>"));
+    // Older lines lack the originals' fields: only the newer ones are in the top lists.
+    let json: Value = serde_json::from_slice(
+        &run_ok({
+            let mut c = backstop(home.path());
+            c.args(["stats", "--format", "json", "--top", "2"])
+                .arg(&log);
+            c
+        })
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["top_forged_senders"][0]["value"], "sales@example.org");
+    assert_eq!(json["top_original_ips"][0]["value"], "192.0.2.17");
+    assert_eq!(json["top_original_ips"].as_array().unwrap().len(), 2);
+    let forged: u64 = json["top_forged_senders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
+    assert!(forged < json["totals"]["backscatter"].as_u64().unwrap());
 }
