@@ -43,6 +43,8 @@ pub enum Command {
     Learn(LearnArgs),
     /// Manage the DKIM public keys backstop checks returned originals with.
     DkimKeys(DkimKeysArgs),
+    /// Propose your own domains, hosts and networks from mail you sent, and write a config.
+    Init(InitArgs),
 }
 
 /// `deliver`'s help line when it is parsed alone (the same as its doc line above: a test).
@@ -229,6 +231,19 @@ pub struct LearnArgs {
     /// Read every message of the folders again, not only what is new since the last run.
     #[arg(long)]
     pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Mail you sent: a Sent folder (Maildir or mbox), message files, or bounces of your mail.
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<PathBuf>,
+    /// Write the proposal as a new config file (never over an existing one).
+    #[arg(long)]
+    pub write: bool,
+    /// The config file to write (default: $BACKSTOP_CONFIG, else ~/.config/backstop/config.yaml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
