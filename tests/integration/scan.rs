@@ -1384,3 +1384,38 @@ fn stats_sample_chart_csv_and_top_lists_from_the_fixture_log() {
         .sum();
     assert!(forged < json["totals"]["backscatter"].as_u64().unwrap());
 }
+
+/// docs/verdict.svg draws two walks with their scores: the fixture messages it was drawn from
+/// (tests/fixtures/verdict-picture) must still come out as it says.
+#[test]
+fn the_verdict_picture_says_what_check_says() {
+    let home = temp_home();
+    let picture = fs::read_to_string(crate::util::root().join("docs/verdict.svg")).unwrap();
+    let conf = fixture("verdict-picture/config.yaml");
+    for (file, verdict, total, said) in [
+        ("legit.eml", "legit-bounce", 5, "total +5  ⇒  legit-bounce"),
+        ("forged.eml", "backscatter", -7, "total −7  ⇒  backscatter"),
+    ] {
+        let out = run_ok({
+            let mut c = backstop(home.path());
+            c.args([
+                "check",
+                "--format",
+                "json",
+                "--recipient",
+                "me@own.example",
+                "-c",
+            ])
+            .arg(&conf)
+            .arg(fixture(&format!("verdict-picture/{file}")));
+            c
+        });
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["verdict"], verdict, "{file}");
+        assert_eq!(v["ownership"], total, "{file}");
+        assert!(
+            picture.contains(said),
+            "docs/verdict.svg no longer says {said:?}"
+        );
+    }
+}
