@@ -213,9 +213,10 @@ fn judge_within(
 
 /// The verdict, kind, arrival, From and Subject of a message's evaluation.
 fn judged_from(input: &Input<'_>, eval: &crate::verdict::Evaluation) -> Judged {
+    // Only what may move is dated and described (the rest is counted alone).
     let bounce = matches!(
         eval.verdict,
-        Verdict::Backscatter | Verdict::UnverifiedBounce | Verdict::LegitBounce
+        Verdict::Backscatter | Verdict::UnverifiedBounce
     );
     let shown = |t: &Option<String>| -> Option<Box<str>> {
         t.as_deref().map(|t| cut_at_char(t, MAX_SHOWN).into())
