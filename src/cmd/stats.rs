@@ -542,6 +542,9 @@ fn render_text(s: &Stats) -> String {
         }
     }
     row(&mut t, &s.totals, "");
+    if s.since.is_none() && s.days.len() as i64 > days::MAX_FILLED_SPAN {
+        t.push_str("(A long span: --days N or --since DATE shows a shorter one, day by day.)\n");
+    }
     if s.totals.other > 0 {
         let _ = writeln!(
             t,
