@@ -35,9 +35,11 @@ pub enum Command {
     /// Any X-Backstop-* header the message came with is removed, so that the rules after it
     /// act on backstop's own verdict alone.
     Filter(InputArgs),
-    /// Classify a Maildir or mbox and move its backscatter away (a dry run without --apply).
+    /// Classify a Maildir or mbox, list its backscatter and move it away (a dry run without
+    /// --apply; --undo takes the last move back).
     Scan(ScanArgs),
-    /// Summarise the decision log: verdicts per day, top bounce senders, the current wave.
+    /// Summarise the decision log: verdicts per day (CSV, SVG chart), top bounce and forged
+    /// senders, originating addresses, the current wave.
     Stats(StatsArgs),
     /// Record the Message-IDs of mail you sent in the ledger (one message on stdin, or Sent folders).
     Learn(LearnArgs),
