@@ -35,11 +35,9 @@ pub enum Command {
     /// Any X-Backstop-* header the message came with is removed, so that the rules after it
     /// act on backstop's own verdict alone.
     Filter(InputArgs),
-    /// Classify a Maildir or mbox, list its backscatter and move it away (a dry run without
-    /// --apply; --undo takes the last move back).
+    /// Classify a Maildir or mbox, list its backscatter, move it away (--apply) or back (--undo).
     Scan(ScanArgs),
-    /// Summarise the decision log: verdicts per day (CSV, SVG chart), top bounce and forged
-    /// senders, originating addresses, the current wave.
+    /// Summarise the decision log: verdicts per day (text, CSV, SVG), top senders, the wave.
     Stats(StatsArgs),
     /// Record the Message-IDs of mail you sent in the ledger (one message on stdin, or Sent folders).
     Learn(LearnArgs),
