@@ -9,9 +9,9 @@
 //! histogram of backscatter, and lists every message that moves (or would move) with its
 //! verdict, kind, arrival, From and Subject. The day is the UTC day the message *arrived*, by
 //! what the user's own side recorded, never by its forgeable `Date:` header: the delivery time
-//! of a Maildir file's name (else the file's mtime) or of an mbox message's `From ` line; when
-//! the store has none, the date of the top Received line (added by the user's own server);
-//! last, the mbox file's mtime.
+//! the store keeps with it (a Maildir file name's timestamp, an mbox message's `From ` line);
+//! else the date of the top Received line (added by the user's own server); last, the file's
+//! mtime (a Maildir file's own, the whole mbox's).
 //!
 //! Nothing changes without `--apply` (a dry run says what would move); `--undo` puts back what
 //! the last `--apply` moved (see the `undo` module).
