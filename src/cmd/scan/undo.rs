@@ -50,7 +50,7 @@ const MAILDIR_RECORD: &str = "backstop-scan-undo";
 const MAILDIR_MAGIC: &str = "backstop-scan-undo 1";
 
 /// One message a Maildir `--apply` moves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Moved {
     /// Its folder, relative to the scanned directory ("" for that directory itself).
     pub(super) folder: PathBuf,
@@ -175,7 +175,8 @@ pub(super) fn record_maildir(scanned: &Path, target: &Path, moved: &[Moved]) -> 
         .and_then(|t| read_maildir_record(&t).ok())
         .filter(|r| !r.done && r.target == target);
     if let Some(earlier) = &earlier {
-        all.extend(earlier.moves.iter().filter(|m| !moved.contains(m)));
+        let now: HashSet<&Moved> = moved.iter().collect();
+        all.extend(earlier.moves.iter().filter(|m| !now.contains(m)));
     }
     all.extend(moved);
     let mut text = format!(
