@@ -56,9 +56,13 @@ pub fn today() -> i64 {
 pub fn since(date: Option<&str>, days: Option<u32>, today: i64) -> Result<Option<i64>, String> {
     match (date, days) {
         (Some(d), _) => super::dates::day_number(d)
-            .filter(|_| d.len() == 10)
+            .filter(|&n| d.len() == 10 && n >= 0)
             .map(Some)
-            .ok_or_else(|| format!("--since {d:?}: give a day as YYYY-MM-DD, e.g. 2026-11-01")),
+            .ok_or_else(|| {
+                format!(
+                    "--since {d:?}: give a day from 1970-01-01 on as YYYY-MM-DD, e.g. 2026-11-01"
+                )
+            }),
         (None, Some(n)) => Ok(Some(today - i64::from(n.max(1)) + 1)),
         (None, None) => Ok(None),
     }
@@ -106,6 +110,10 @@ mod tests {
         assert_eq!(since(None, Some(7), 100), Ok(Some(94)));
         assert_eq!(since(None, None, 100), Ok(None));
         assert!(since(Some("yesterday"), None, 1).is_err());
+        assert!(
+            since(Some("0001-01-01"), None, 1).is_err(),
+            "a span without bound"
+        );
         assert!(since(Some("2026-11-01T00"), None, 1).is_err());
     }
 }
