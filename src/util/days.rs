@@ -63,7 +63,8 @@ pub fn since(date: Option<&str>, days: Option<u32>, today: i64) -> Result<Option
                     "--since {d:?}: give a day from 1970-01-01 on as YYYY-MM-DD, e.g. 2026-11-01"
                 )
             }),
-        (None, Some(n)) => Ok(Some(today - i64::from(n.max(1)) + 1)),
+        // Never before 1970: the span stays bounded.
+        (None, Some(n)) => Ok(Some((today - i64::from(n.max(1)) + 1).max(0))),
         (None, None) => Ok(None),
     }
 }
@@ -109,6 +110,7 @@ mod tests {
         assert_eq!(since(Some("1970-01-11"), None, 99), Ok(Some(10)));
         assert_eq!(since(None, Some(7), 100), Ok(Some(94)));
         assert_eq!(since(None, None, 100), Ok(None));
+        assert_eq!(since(None, Some(u32::MAX), 100), Ok(Some(0)));
         assert!(since(Some("yesterday"), None, 1).is_err());
         assert!(
             since(Some("0001-01-01"), None, 1).is_err(),
