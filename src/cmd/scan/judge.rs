@@ -234,11 +234,19 @@ fn judged_from(input: &Input<'_>, eval: &crate::verdict::Evaluation) -> Judged {
 /// sender writes that, and a spammer's clock or lie would put a wave on the wrong days): the
 /// store's delivery time, else the date of the top Received line (the last hop, the user's
 /// own mail server, adds it), else the file's modification time.
+///
+/// A time before 1970 or more than two days ahead is not believed (an imported message's
+/// top Received line may be the sender's, and a chart must not span millennia).
 pub(super) fn arrival(input: &Input<'_>) -> Option<i64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let plausible = |t: &i64| (0..=now.saturating_add(2 * SECS_PER_DAY)).contains(t);
     input
         .delivered
-        .or_else(|| top_received_time(&input.bytes))
-        .or(input.modified)
+        .filter(plausible)
+        .or_else(|| top_received_time(&input.bytes).filter(plausible))
+        .or(input.modified.filter(plausible))
 }
 
 /// The date after the last `;` of the first Received header.
@@ -327,6 +335,11 @@ mod tests {
             modified: Some(86_400),
         };
         assert_eq!(day(arrival(&bare)).as_deref(), Some("1970-01-02"));
+        // Times out of reach are not believed: the next source is taken.
+        assert_eq!(
+            day(arrival(&input(Some(99_999_999_999), Some(0)))).as_deref(),
+            Some("2025-11-28")
+        );
         assert_eq!(
             header_value(raw, b"date").as_deref(),
             Some("Mon, 1 Jan 2035 00:00:00 +0000")
