@@ -555,7 +555,7 @@ fn render_text(s: &Stats) -> String {
     if !s.top_senders.is_empty() {
         let _ = writeln!(t, "\nTop bounce senders (From of non-clean messages):");
         for snd in &s.top_senders {
-            let _ = writeln!(t, "{:>8}  {}", snd.count, snd.sender);
+            let _ = writeln!(t, "{:>8}  {}", snd.count, one_line(&snd.sender));
         }
     }
     for (list, title) in [
@@ -571,7 +571,7 @@ fn render_text(s: &Stats) -> String {
         if !list.is_empty() {
             let _ = writeln!(t, "\n{title}");
             for c in list {
-                let _ = writeln!(t, "{:>8}  {}", c.count, c.value);
+                let _ = writeln!(t, "{:>8}  {}", c.count, one_line(&c.value));
             }
         }
     }
@@ -594,6 +594,12 @@ fn render_text(s: &Stats) -> String {
         None => t.push_str("No backscatter wave in this log.\n"),
     }
     t
+}
+
+/// A value from the log on one line: its line ends shown as `\n` (every other control
+/// character is escaped when the report is printed).
+fn one_line(text: &str) -> String {
+    text.replace('\r', "\\r").replace('\n', "\\n")
 }
 
 /// The days as CSV: a header line, then one line per day of the span (RFC 4180; no field
