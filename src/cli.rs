@@ -35,14 +35,16 @@ pub enum Command {
     /// Any X-Backstop-* header the message came with is removed, so that the rules after it
     /// act on backstop's own verdict alone.
     Filter(InputArgs),
-    /// Classify a Maildir or mbox and move its backscatter away (a dry run without --apply).
+    /// Classify a Maildir or mbox, list its backscatter, move it away (--apply) or back (--undo).
     Scan(ScanArgs),
-    /// Summarise the decision log: verdicts per day, top bounce senders, the current wave.
+    /// Summarise the decision log: verdicts per day (text, CSV, SVG), top senders, the wave.
     Stats(StatsArgs),
     /// Record the Message-IDs of mail you sent in the ledger (one message on stdin, or Sent folders).
     Learn(LearnArgs),
     /// Manage the DKIM public keys backstop checks returned originals with.
     DkimKeys(DkimKeysArgs),
+    /// Propose your own domains, hosts and networks from mail you sent, and write a config.
+    Init(InitArgs),
 }
 
 /// `deliver`'s help line when it is parsed alone (the same as its doc line above: a test).
@@ -162,6 +164,15 @@ pub struct ScanArgs {
     /// Move unverified bounces too.
     #[arg(long)]
     pub include_unverified: bool,
+    /// Put back what the last --apply on PATH moved (it kept a record for this).
+    #[arg(long, conflicts_with_all = ["apply", "recursive", "include_unverified", "since", "days"])]
+    pub undo: bool,
+    /// Only bounces that arrived on DATE (YYYY-MM-DD, UTC) or later are listed, charted and moved.
+    #[arg(long, value_name = "DATE", conflicts_with = "days")]
+    pub since: Option<String>,
+    /// Only bounces that arrived in the last N days (today included).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: Option<u32>,
     /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,
@@ -186,7 +197,19 @@ pub struct StatsArgs {
     /// How to print the report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,
-    /// How many bounce senders to list.
+    /// Print the days as CSV instead (date and the count of each verdict, every day of the span).
+    #[arg(long, conflicts_with = "format")]
+    pub csv: bool,
+    /// Also write a per-day chart of backscatter and legitimate bounces to FILE (SVG).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Only the days from DATE (YYYY-MM-DD, UTC) to today.
+    #[arg(long, value_name = "DATE", conflicts_with = "days")]
+    pub since: Option<String>,
+    /// Only the last N days (today included).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: Option<u32>,
+    /// How many bounce senders, forged senders and originating addresses to list.
     #[arg(long, value_name = "N", default_value = "10")]
     pub top: usize,
     /// The least backscatter in a day that can start a wave.
@@ -208,6 +231,19 @@ pub struct LearnArgs {
     /// Read every message of the folders again, not only what is new since the last run.
     #[arg(long)]
     pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Mail you sent: a Sent folder (Maildir or mbox), message files, or bounces of your mail.
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<PathBuf>,
+    /// Write the proposal as a new config file (never over an existing one).
+    #[arg(long)]
+    pub write: bool,
+    /// The config file to write (default: $BACKSTOP_CONFIG, else ~/.config/backstop/config.yaml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

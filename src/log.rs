@@ -9,9 +9,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::evidence::received::{HopRole, is_internal};
 use crate::store::Stored;
 use crate::util::dates::rfc3339;
-use crate::verdict::Evaluation;
+use crate::verdict::{Evaluation, OriginalView};
 
 /// One line of the log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -36,6 +37,15 @@ pub struct Entry {
     /// folder that could not be written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// The From of the returned original (for backscatter: the sender that was forged).
+    /// Absent from logs of older versions, and when no original came back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_from: Option<String>,
+    /// The address the original came from, as the bouncer recorded it: the `from` address of
+    /// the lowest Received hop the bouncer vouches for (the entry), when that is a public
+    /// address. For backscatter, where the forged mail was sent from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_ip: Option<String>,
 }
 
 impl Entry {
@@ -53,8 +63,20 @@ impl Entry {
             reasons: eval.reasons.clone(),
             error: None,
             fallback: None,
+            original_from: eval.original.as_ref().and_then(|o| o.original.from.clone()),
+            original_ip: eval.original.as_ref().and_then(original_ip),
         }
     }
+}
+
+/// The entry hop's address when the bouncer vouches for it and it is a public one.
+fn original_ip(view: &OriginalView) -> Option<String> {
+    view.judged
+        .iter()
+        .find(|h| h.role == HopRole::Entry && h.believed)
+        .and_then(|h| h.hop.from_ip)
+        .filter(|ip| !is_internal(*ip))
+        .map(|ip| ip.to_string())
 }
 
 /// The size at which the log is rotated: the full file becomes `<log>.1` (replacing the one
@@ -104,6 +126,8 @@ pub fn append_error(path: &Path, error: &str, stored: &Stored) {
         reasons: vec!["config error: delivered unfiltered".into()],
         error: Some(error.to_string()),
         fallback: None,
+        original_from: None,
+        original_ip: None,
     };
     if let Err(e) = write_line(path, &entry) {
         warn(path, &e);

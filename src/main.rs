@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => cmd::stats::run(&args),
         Command::Learn(args) => cmd::learn::run(&args),
         Command::DkimKeys(args) => cmd::dkim_keys::run(&args),
+        Command::Init(args) => cmd::init::run(&args),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod deliver;
 pub mod dkim_keys;
 pub mod explain;
 pub mod filter;
+pub mod init;
 pub mod learn;
 pub mod lint;
 pub mod scan;

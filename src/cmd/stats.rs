@@ -3,8 +3,17 @@
 //! The log has one JSON [`Entry`] per delivered message; its `time` is UTC, so days are UTC
 //! days. Lines that are not entries (a torn last line, say) are counted and skipped.
 //!
+//! **Days.** Every day from the first to the last day of the log is shown, days without
+//! entries too (as zeros), so that a gap is seen; `--since DATE` or `--days N` starts the span
+//! at that day and ends it today. The text folds a run of empty days into one line when the
+//! span is long ([`days::MAX_FILLED_SPAN`] days or more); JSON, `--csv` and `--svg` give every day.
+//!
 //! **Top bounce senders** are the addresses in the `From` of every entry whose verdict is not
-//! `clean` (the address between `<` and `>` when there is one, lower-cased).
+//! `clean` (the address between `<` and `>` when there is one, lower-cased). **Top forged
+//! senders** are the `From` addresses of the returned originals of backscatter (the sender the
+//! spammer wrote), and **top originating addresses** the addresses those originals were sent
+//! from, as their bouncers recorded them ([`Entry::original_ip`]); logs of versions before
+//! these fields lack both, and their entries are left out of these two lists.
 //!
 //! **The current wave.** Backscatter comes in waves: a spammer forges the address for two or
 //! three days, then stops. Days are taken in order from the first to the last day of the log
@@ -30,6 +39,8 @@ use crate::exit::Exit;
 use crate::log::Entry;
 use crate::run::print_report;
 use crate::util::dates::{day_number, day_string};
+use crate::util::days;
+use crate::util::svg;
 use crate::util::text::bar;
 
 /// How many days before a wave its baseline median is taken over.
@@ -83,6 +94,24 @@ pub struct Sender {
     pub count: usize,
 }
 
+/// A value of a top list and how often it was seen.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Counted {
+    pub value: String,
+    pub count: usize,
+}
+
+/// The `n` most frequent values, most frequent first (then in alphabetical order).
+fn top_of(counts: BTreeMap<String, usize>, n: usize) -> Vec<Counted> {
+    let mut v: Vec<Counted> = counts
+        .into_iter()
+        .map(|(value, count)| Counted { value, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    v.truncate(n);
+    v
+}
+
 /// A run of days with a backscatter wave.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Wave {
@@ -109,10 +138,17 @@ pub struct Stats {
     pub unreadable_lines: usize,
     /// Entries that record a config error (delivered unfiltered).
     pub config_errors: usize,
-    /// Days with entries, in order.
+    /// Every day of the span, in order, days without entries included.
     pub days: Vec<DayCounts>,
     pub totals: DayCounts,
     pub top_senders: Vec<Sender>,
+    /// The forged senders of backscatter (the From of the returned originals).
+    pub top_forged_senders: Vec<Counted>,
+    /// Where the originals of backscatter were sent from.
+    pub top_original_ips: Vec<Counted>,
+    /// The first day counted, when `--since` or `--days` chose it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     /// The latest wave, ongoing or not.
     pub latest_wave: Option<Wave>,
     /// The first day of the latest wave when it is ongoing.
@@ -164,19 +200,36 @@ pub fn run(args: &StatsArgs) -> ExitCode {
             return ExitCode::from(Exit::Error);
         }
     }
-    let stats = match summarise(
-        BufReader::new(reader),
-        &path.display().to_string(),
-        args.top,
-        args.wave_min as usize,
-    ) {
+    let today = days::today();
+    let since = match days::since(args.since.as_deref(), args.days, today) {
+        Ok(s) => s,
+        Err(e) => {
+            say!("backstop: {e}");
+            return ExitCode::from(Exit::Error);
+        }
+    };
+    let span = Span {
+        since,
+        today,
+        top: args.top,
+        wave_min: args.wave_min as usize,
+    };
+    let stats = match summarise(BufReader::new(reader), &path.display().to_string(), &span) {
         Ok(s) => s,
         Err(e) => {
             say!("backstop: cannot read {}: {e}", path.display());
             return ExitCode::from(Exit::Error);
         }
     };
+    if let Some(svg) = &args.svg {
+        let chart = render_svg(&stats);
+        if let Err(e) = std::fs::write(svg, chart) {
+            say!("backstop: cannot write {}: {e}", svg.display());
+            return ExitCode::from(Exit::Error);
+        }
+    }
     let text = match args.format {
+        _ if args.csv => render_csv(&stats),
         ReportFormat::Text => render_text(&stats),
         ReportFormat::Json => match serde_json::to_string_pretty(&stats) {
             Ok(j) => j + "\n",
@@ -195,19 +248,29 @@ pub fn run(args: &StatsArgs) -> ExitCode {
     }
 }
 
+/// What a summary covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    /// The first day counted (days since 1970-01-01); the span then ends `today`.
+    pub since: Option<i64>,
+    pub today: i64,
+    /// How long the top lists are.
+    pub top: usize,
+    /// The least backscatter in a day that can start a wave.
+    pub wave_min: usize,
+}
+
 /// Reads a log and summarises it.
 ///
 /// # Errors
 ///
 /// Only when reading fails; lines that are not entries are counted, not errors.
-pub fn summarise(
-    reader: impl BufRead,
-    name: &str,
-    top: usize,
-    wave_min: usize,
-) -> std::io::Result<Stats> {
+pub fn summarise(reader: impl BufRead, name: &str, span: &Span) -> std::io::Result<Stats> {
+    let (top, wave_min) = (span.top, span.wave_min);
     let mut days: BTreeMap<i64, DayCounts> = BTreeMap::new();
     let mut senders: BTreeMap<String, usize> = BTreeMap::new();
+    let mut forged: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ips: BTreeMap<String, usize> = BTreeMap::new();
     let (mut entries, mut unreadable, mut config_errors) = (0, 0, 0);
     for line in reader.split(b'\n') {
         let line = line?;
@@ -221,6 +284,15 @@ pub fn summarise(
             unreadable += 1;
             continue;
         };
+        // A date before 1970 or after tomorrow is no decision of this machine's (and would
+        // stretch the span of days without bound): the line is skipped as unreadable.
+        if day < 0 || day > span.today + 1 {
+            unreadable += 1;
+            continue;
+        }
+        if span.since.is_some_and(|since| day < since) {
+            continue;
+        }
         entries += 1;
         if entry.error.is_some() {
             config_errors += 1;
@@ -235,6 +307,34 @@ pub fn summarise(
             *senders
                 .entry(sender_address(entry.from.as_deref()))
                 .or_default() += 1;
+        }
+        if entry.verdict == "backscatter" {
+            if entry.original_from.is_some() {
+                *forged
+                    .entry(sender_address(entry.original_from.as_deref()))
+                    .or_default() += 1;
+            }
+            if let Some(ip) = entry.original_ip {
+                *ips.entry(ip).or_default() += 1;
+            }
+        }
+    }
+    // Every day of the span, the empty ones too.
+    let first = span.since.or_else(|| days.keys().next().copied());
+    let last = match span.since {
+        Some(_) => days
+            .keys()
+            .next_back()
+            .copied()
+            .map_or(span.today, |l| l.max(span.today)),
+        None => days.keys().next_back().copied().unwrap_or(0),
+    };
+    if let Some(first) = first {
+        for d in first..=last {
+            days.entry(d).or_insert_with(|| DayCounts {
+                date: day_string(d),
+                ..DayCounts::default()
+            });
         }
     }
     let mut totals = DayCounts {
@@ -272,6 +372,9 @@ pub fn summarise(
         days: days.into_values().collect(),
         totals,
         top_senders,
+        top_forged_senders: top_of(forged, top),
+        top_original_ips: top_of(ips, top),
+        since: span.since.map(day_string),
         latest_wave,
         current_wave_started,
     })
@@ -402,10 +505,46 @@ fn render_text(s: &Stats) -> String {
         t.push_str(line.trim_end());
         t.push('\n');
     };
-    for d in &s.days {
-        row(&mut t, d, &bar(d.backscatter, max, BAR_WIDTH));
+    let start = s
+        .days
+        .first()
+        .and_then(|d| day_number(&d.date))
+        .unwrap_or(0);
+    let busy: Vec<i64> = s
+        .days
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.total > 0)
+        .map(|(i, _)| start + i as i64)
+        .collect();
+    let end = start + s.days.len() as i64 - 1;
+    for r in days::rows(&busy, start, end) {
+        match r {
+            days::Row::Day(d) => {
+                if let Some(c) = usize::try_from(d - start).ok().and_then(|i| s.days.get(i)) {
+                    row(&mut t, c, &bar(c.backscatter, max, BAR_WIDTH));
+                }
+            }
+            days::Row::Gap { first, last } => {
+                let _ = writeln!(
+                    t,
+                    "{:<10} {:>8} {:>8} {:>11} {:>10} {:>8}  ({} days with nothing, to {})",
+                    "…",
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    last - first + 1,
+                    day_string(last)
+                );
+            }
+        }
     }
     row(&mut t, &s.totals, "");
+    if s.since.is_none() && s.days.len() as i64 > days::MAX_FILLED_SPAN {
+        t.push_str("(A long span: --days N or --since DATE shows a shorter one, day by day.)\n");
+    }
     if s.totals.other > 0 {
         let _ = writeln!(
             t,
@@ -416,7 +555,24 @@ fn render_text(s: &Stats) -> String {
     if !s.top_senders.is_empty() {
         let _ = writeln!(t, "\nTop bounce senders (From of non-clean messages):");
         for snd in &s.top_senders {
-            let _ = writeln!(t, "{:>8}  {}", snd.count, snd.sender);
+            let _ = writeln!(t, "{:>8}  {}", snd.count, one_line(&snd.sender));
+        }
+    }
+    for (list, title) in [
+        (
+            &s.top_forged_senders,
+            "Top forged senders (From of the originals of backscatter):",
+        ),
+        (
+            &s.top_original_ips,
+            "Top originating addresses (where those originals were sent from):",
+        ),
+    ] {
+        if !list.is_empty() {
+            let _ = writeln!(t, "\n{title}");
+            for c in list {
+                let _ = writeln!(t, "{:>8}  {}", c.count, one_line(&c.value));
+            }
         }
     }
     t.push('\n');
@@ -438,6 +594,52 @@ fn render_text(s: &Stats) -> String {
         None => t.push_str("No backscatter wave in this log.\n"),
     }
     t
+}
+
+/// A value from the log on one line: its line ends shown as `\n` (every other control
+/// character is escaped when the report is printed).
+fn one_line(text: &str) -> String {
+    text.replace('\r', "\\r").replace('\n', "\\n")
+}
+
+/// The days as CSV: a header line, then one line per day of the span (RFC 4180; no field
+/// needs quoting).
+fn render_csv(s: &Stats) -> String {
+    let mut t = String::from("date,clean,legit-bounce,backscatter,unverified-bounce,other,total\n");
+    for d in &s.days {
+        let _ = writeln!(
+            t,
+            "{},{},{},{},{},{},{}",
+            d.date, d.clean, d.legit_bounce, d.backscatter, d.unverified_bounce, d.other, d.total
+        );
+    }
+    t
+}
+
+/// The per-day chart of backscatter and legitimate bounces, as SVG.
+pub fn render_svg(s: &Stats) -> String {
+    let start = s
+        .days
+        .first()
+        .and_then(|d| day_number(&d.date))
+        .unwrap_or(0);
+    let series = [
+        svg::Series {
+            name: "backscatter",
+            color: "#d9480f",
+            values: s.days.iter().map(|d| d.backscatter).collect(),
+        },
+        svg::Series {
+            name: "legitimate bounces",
+            color: "#2b8a3e",
+            values: s.days.iter().map(|d| d.legit_bounce).collect(),
+        },
+    ];
+    svg::day_chart(
+        "Bounces per day (UTC), from backstop's decision log",
+        start,
+        &series,
+    )
 }
 
 #[cfg(test)]
@@ -517,7 +719,13 @@ mod tests {
             line("2026-11-26T12:00:00Z", "legit-bounce", "e@z"),
         ]
         .join("\n");
-        let s = summarise(log.as_bytes(), "log", 10, 2).unwrap();
+        let span = |since| Span {
+            since,
+            today: day_number("2026-12-01").unwrap(),
+            top: 10,
+            wave_min: 2,
+        };
+        let s = summarise(log.as_bytes(), "log", &span(None)).unwrap();
         assert_eq!((s.entries, s.unreadable_lines), (4, 1));
         assert_eq!(s.days.len(), 2);
         assert_eq!(
@@ -542,5 +750,88 @@ mod tests {
             ]
         );
         assert_eq!(s.current_wave_started.as_deref(), Some("2026-11-26"));
+    }
+
+    #[test]
+    fn gaps_since_csv_and_the_originals_top_lists() {
+        let old = |time: &str, verdict: &str| {
+            format!(
+                r#"{{"time":"{time}","verdict":"{verdict}","kind":null,"action":"inbox","message_id":null,"from":"MAILER-DAEMON@b.example","subject":null,"sender":null,"stored":null}}"#
+            )
+        };
+        let new = |time: &str, forged: &str, ip: &str| {
+            format!(
+                r#"{{"time":"{time}","verdict":"backscatter","kind":"dsn","action":"folder","message_id":null,"from":"MAILER-DAEMON@b.example","subject":null,"sender":"","stored":null,"original_from":"Someone <{forged}>","original_ip":"{ip}"}}"#
+            )
+        };
+        // An old entry (no original fields), a six-day gap, new ones; one far-future line.
+        let log = [
+            old("2026-11-01T10:00:00Z", "backscatter"),
+            new("2026-11-08T10:00:00Z", "Ceo@Own.example", "192.0.2.7"),
+            new("2026-11-08T11:00:00Z", "ceo@own.example", "192.0.2.7"),
+            new("2026-11-09T11:00:00Z", "x@own.example", "198.51.100.1"),
+            old("2026-11-09T12:00:00Z", "legit-bounce"),
+            old("9999-01-01T00:00:00Z", "clean"),
+        ]
+        .join("\n");
+        let today = day_number("2026-11-12").unwrap();
+        let span = |since| Span {
+            since,
+            today,
+            top: 10,
+            wave_min: 10,
+        };
+        let s = summarise(log.as_bytes(), "log", &span(None)).unwrap();
+        assert_eq!((s.entries, s.unreadable_lines), (5, 1));
+        // 1 to 9 November, every day: the six empty ones too.
+        assert_eq!(s.days.len(), 9);
+        assert_eq!(s.days.iter().filter(|d| d.total == 0).count(), 6);
+        assert_eq!(
+            s.top_forged_senders,
+            vec![
+                Counted {
+                    value: "ceo@own.example".into(),
+                    count: 2
+                },
+                Counted {
+                    value: "x@own.example".into(),
+                    count: 1
+                }
+            ]
+        );
+        assert_eq!(s.top_original_ips[0].value, "192.0.2.7");
+        assert_eq!(s.top_original_ips[0].count, 2);
+        let csv = render_csv(&s);
+        assert_eq!(csv.lines().count(), 10);
+        assert!(csv.contains("\n2026-11-05,0,0,0,0,0,0\n"), "{csv}");
+        assert!(csv.contains("\n2026-11-09,0,1,1,0,0,2\n"), "{csv}");
+        let text = render_text(&s);
+        assert!(
+            text.contains("2026-11-05"),
+            "a short span shows every day: {text}"
+        );
+        // --since: from that day to today, the empty days after the last entry too.
+        let s = summarise(
+            log.as_bytes(),
+            "log",
+            &span(Some(day_number("2026-11-08").unwrap())),
+        )
+        .unwrap();
+        assert_eq!(s.entries, 4);
+        assert_eq!(s.days.first().unwrap().date, "2026-11-08");
+        assert_eq!(s.days.last().unwrap().date, "2026-11-12");
+        // A long span folds each empty run into one line that says how long it is.
+        let long = [
+            old("2025-01-01T00:00:00Z", "backscatter"),
+            old("2026-11-01T00:00:00Z", "backscatter"),
+        ]
+        .join("\n");
+        let s = summarise(long.as_bytes(), "log", &span(None)).unwrap();
+        let text = render_text(&s);
+        assert!(
+            text.contains("(668 days with nothing, to 2026-10-31)"),
+            "{text}"
+        );
+        assert!(text.lines().count() < 20, "{text}");
     }
 }

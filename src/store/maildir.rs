@@ -146,6 +146,11 @@ pub(crate) struct Maildir {
 }
 
 impl Maildir {
+    /// Its directory.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Its `cur/` or `new/` (`scan` moves messages into them).
     pub(crate) fn sub(&self, sub: &str) -> Option<&OpenDir> {
         match sub {

@@ -12,6 +12,7 @@ mod forgery;
 mod fuzz;
 mod hardening;
 mod hosts;
+mod init;
 mod malformed;
 mod milter;
 mod proofs;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Rng, backstop, fixture, run_with_input, temp_home};
+use crate::util::{Rng, backstop, fixture, fixture_bytes, run_with_input, temp_home};
 
 /// With this, about half of the fixtures are backscatter.
 const OWN: &str =
@@ -37,6 +37,9 @@ const MBOX_POINTS: [&str; 10] = [
     "mbox-done",
     "unlocked",
 ];
+
+/// The record a Maildir `--apply` keeps for `--undo`.
+const UNDO_RECORD: &str = "backstop-scan-undo";
 
 /// Every fixture message (bounces and ham), sorted.
 fn corpus() -> Vec<PathBuf> {
@@ -184,6 +187,8 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let p = entry.unwrap().path();
             if p.is_dir() {
                 walk(base, &p, out);
+            } else if p.file_name().is_some_and(|n| n == UNDO_RECORD) {
+                // The record of the last --apply, for --undo: its own tests look at it.
             } else {
                 out.insert(
                     p.strip_prefix(base).unwrap().to_path_buf(),
@@ -431,7 +436,14 @@ fn mbox_counts_match_check_and_apply_moves_exactly_the_backscatter() {
     );
     assert_eq!(
         dir_names(home.path()),
-        ["check", "conf.yaml", "inbox.mbox", "mail"]
+        [
+            ".inbox.mbox.backstop-scan.undo",
+            "check",
+            "conf.yaml",
+            "inbox.mbox",
+            "mail"
+        ],
+        "no journal, staged file or lock is left: only the record for --undo"
     );
     assert_eq!(dir_names(&home.path().join("mail")), ["Backscatter.mbox"]);
 
@@ -460,13 +472,13 @@ fn dir_names(dir: &Path) -> Vec<String> {
 }
 
 /// Runs `cmd` and stops it: with `fault` (a crash point) it must die by SIGKILL there;
-/// otherwise it gets `signal` after `after`.
+/// otherwise it gets `signal` after `after`. Returns whether it finished all the same.
 fn interrupt(
     mut cmd: Command,
     fault: Option<&str>,
     after: Duration,
     signal: rustix::process::Signal,
-) {
+) -> bool {
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     if let Some(point) = fault {
         cmd.env("BACKSTOP_FAULT", format!("scan:{point}"));
@@ -476,7 +488,7 @@ fn interrupt(
             Some(9),
             "the crash point {point} was not reached"
         );
-        return;
+        return false;
     }
     let mut child = cmd.spawn().unwrap();
     std::thread::sleep(after);
@@ -489,6 +501,7 @@ fn interrupt(
         status.success() || status.signal().is_some() || status.code() == Some(130),
         "unexpected status {status:?}"
     );
+    status.success()
 }
 
 #[test]
@@ -561,6 +574,13 @@ fn killed_maildir_apply_resumes_to_the_same_end_state() {
             got == want,
             "round {n} ({fault:?}, {ms} ms, {signal:?}, lock left: {lock_left}) differs: {:?}",
             got.keys().collect::<Vec<_>>()
+        );
+        // The interrupted apply and the one that finished it are undone as one.
+        let undone = scan_json(home.path(), &conf, &["--undo"], &work);
+        assert_eq!(undone["restored"], backscatter.len(), "round {n}: {undone}");
+        assert!(
+            messages_of(&work) == tree(&template),
+            "round {n}: the undo did not put every message back"
         );
     }
 
@@ -671,7 +691,7 @@ fn killed_mbox_apply_resumes_to_the_same_end_state() {
     }
     for (n, (first, second, ms, signal)) in rounds.into_iter().enumerate() {
         setup();
-        interrupt(
+        let finished = interrupt(
             scan_cmd(home.path(), &conf, &["--apply"], &inbox),
             first,
             Duration::from_millis(ms),
@@ -696,11 +716,41 @@ fn killed_mbox_apply_resumes_to_the_same_end_state() {
             fs::read(&folder).unwrap() == want_folder,
             "{what}: the backscatter mbox differs"
         );
-        // No journal, staged file or lock is left behind.
+        // No journal, staged file or lock is left behind: only the record for --undo.
         assert_eq!(
             dir_names(home.path()),
-            ["conf.yaml", "inbox.mbox", "mail"],
+            [
+                ".inbox.mbox.backstop-scan.undo",
+                "conf.yaml",
+                "inbox.mbox",
+                "mail"
+            ],
             "{what}"
+        );
+        // The interrupted apply and the one that finished it are undone as one: every
+        // message of the inbox is back (at its end), the old backscatter stays. (When the
+        // first run was not interrupted after all, the last apply moved the late one alone.)
+        let undone = scan_json(home.path(), &conf, &["--undo"], &inbox);
+        assert_eq!(undone["missing"], 0, "{what}: {undone}");
+        let mut back = sorted_chunks(&all[OLD_FOLDER_MESSAGE.len()..]);
+        let mut kept = sorted_chunks(OLD_FOLDER_MESSAGE);
+        if finished {
+            back = sorted_chunks(&want_inbox);
+            back.extend(sorted_chunks(&late.chunk));
+            back.sort();
+            kept = sorted_chunks(&want_folder);
+            let late_at = kept
+                .iter()
+                .position(|c| sorted_chunks(&late.chunk)[0] == *c);
+            kept.remove(late_at.unwrap());
+        }
+        assert!(
+            sorted_chunks(&fs::read(&folder).unwrap()) == kept,
+            "{what}: the backscatter mbox is not as before the apply"
+        );
+        assert!(
+            sorted_chunks(&fs::read(&inbox).unwrap()) == back,
+            "{what}: the inbox did not get every message back"
         );
         assert_eq!(dir_names(&mail), ["Backscatter.mbox"], "{what}");
     }
@@ -794,6 +844,10 @@ fn stats_counts_match_a_log_written_by_deliver() {
     // What the log says, read independently.
     let mut verdicts: BTreeMap<String, u64> = BTreeMap::new();
     let mut senders: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut forged, mut ips) = (
+        BTreeMap::<String, u64>::new(),
+        BTreeMap::<String, u64>::new(),
+    );
     for line in text.lines().filter(|l| l.ends_with('}')) {
         let v: Value = serde_json::from_str(line).unwrap();
         let verdict = v["verdict"].as_str().unwrap().to_string();
@@ -811,8 +865,23 @@ fn stats_counts_match_a_log_written_by_deliver() {
                 })
                 .or_default() += 1;
         }
+        if verdict == "backscatter" {
+            if let Some(f) = v["original_from"].as_str() {
+                let f = f.to_lowercase();
+                let addr = match (f.rfind('<'), f.rfind('>')) {
+                    (Some(a), Some(b)) if a < b => f[a + 1..b].trim().to_string(),
+                    _ => f.trim().to_string(),
+                };
+                *forged.entry(addr).or_default() += 1;
+            }
+            if let Some(ip) = v["original_ip"].as_str() {
+                *ips.entry(ip.to_string()).or_default() += 1;
+            }
+        }
         *verdicts.entry(verdict).or_default() += 1;
     }
+    // deliver records where the originals of backscatter came from.
+    assert!(!forged.is_empty() && !ips.is_empty(), "{forged:?} {ips:?}");
     assert_eq!(verdicts.values().sum::<u64>(), files.len() as u64);
     assert_eq!(
         verdicts,
@@ -845,6 +914,21 @@ fn stats_counts_match_a_log_written_by_deliver() {
     }
     assert_eq!(stats["days"].as_array().map(Vec::len), Some(1));
     assert_eq!(stats["days"][0]["date"], today);
+    let listed = |key: &str| -> BTreeMap<String, u64> {
+        stats[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["value"].as_str().unwrap().to_string(),
+                    c["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(listed("top_forged_senders"), forged);
+    assert_eq!(listed("top_original_ips"), ips);
     let top: BTreeMap<String, u64> = stats["top_senders"]
         .as_array()
         .unwrap()
@@ -916,4 +1000,422 @@ fn apply_moves_nothing_through_a_symbolic_link() {
     let applied = scan_json(home.path(), &conf, &["-r", "--apply"], &root);
     assert_eq!(applied["moved"], n_bs);
     assert!(tree(&outside) == outside_before);
+}
+
+/// The messages (files under `cur/` and `new/`) of a Maildir's root folder, by path.
+fn messages_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    tree(dir)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("cur") || k.starts_with("new"))
+        .collect()
+}
+
+/// The messages of an mbox, each without its separating empty line, sorted.
+fn sorted_chunks(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut starts = vec![0];
+    let mut i = 0;
+    while let Some(p) = data[i..].windows(7).position(|w| w == b"\n\nFrom ") {
+        starts.push(i + p + 2);
+        i += p + 2;
+    }
+    let mut out: Vec<Vec<u8>> = starts
+        .iter()
+        .zip(starts.iter().skip(1).chain([&data.len()]))
+        .map(|(&a, &b)| {
+            let mut c = data[a..b].to_vec();
+            while c.ends_with(b"\n") {
+                c.pop();
+            }
+            c
+        })
+        .filter(|c| !c.is_empty())
+        .collect();
+    out.sort();
+    out
+}
+
+/// A DSN for a message the user never sent, with the given Subject, Date and top Received.
+fn forged_bounce(subject: &str, date: &str) -> String {
+    format!(
+        "Received: from mx.remote.example (mx.remote.example [203.0.113.9]) by mail.own.example; Tue, 14 Nov 2023 22:13:20 +0000\n\
+         From: Mail Delivery System <MAILER-DAEMON@mx.remote.example>\n\
+         To: user@example.jp\n\
+         Subject: {subject}\n\
+         Date: {date}\n\
+         MIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\
+         \n\
+         --b\n\
+         Content-Type: text/plain\n\
+         \n\
+         Your message could not be delivered.\n\
+         \n\
+         --b\n\
+         Content-Type: message/delivery-status\n\
+         \n\
+         Reporting-MTA: dns; mx.remote.example\n\
+         \n\
+         Final-Recipient: rfc822; nobody@remote.example\n\
+         Action: failed\n\
+         Status: 5.1.1\n\
+         \n\
+         --b\n\
+         Content-Type: message/rfc822\n\
+         \n\
+         Received: from spammer.example ([192.0.2.66]) by mx.remote.example; Tue, 14 Nov 2023 22:13:00 +0000\n\
+         From: user@example.jp\n\
+         To: nobody@remote.example\n\
+         Subject: cheap pills\n\
+         Message-ID: <forged@spammer.example>\n\
+         \n\
+         buy\n\
+         \n\
+         --b--\n"
+    )
+}
+
+#[test]
+fn the_dry_run_lists_what_would_move_escaped_and_dated_by_arrival() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    let root = home.path().join("Maildir");
+    let files = subset(9);
+    let msgs = fill_maildir(&root, &files, 0);
+    let verdicts = verdicts_of(home.path(), &conf, &msgs);
+    // One more, whose Date (2035) and Subject (terminal escapes) its sender forged; it was
+    // delivered at 1700000000 (2023-11-14T22:13:20Z), as its file name says.
+    let hostile = forged_bounce(
+        "\x1b]0;pwned\x07\x1b[2Jhello\nX-Fake: line",
+        "Mon, 1 Jan 2035 00:00:00 +0000",
+    );
+    let name = "1700000000.M9999P1.scan-test:2,S";
+    fs::write(root.join("cur").join(name), &hostile).unwrap();
+    let check_hostile = check(home.path(), &conf, &root.join("cur").join(name));
+    assert_eq!(check_hostile.0, "backscatter");
+
+    let report = scan_json(home.path(), &conf, &[], &root);
+    let listed = report["selected"].as_array().unwrap();
+    let mut want: Vec<String> = msgs
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| v.0 == "backscatter")
+        .map(|((rel, _), _)| root.join(rel).display().to_string())
+        .collect();
+    want.push(root.join("cur").join(name).display().to_string());
+    want.sort();
+    let mut got: Vec<String> = listed
+        .iter()
+        .map(|m| m["place"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "the list is exactly what check calls backscatter"
+    );
+    assert_eq!(report["to_move"], listed.len());
+    let entry = listed
+        .iter()
+        .find(|m| m["place"].as_str().unwrap().ends_with(name))
+        .unwrap();
+    assert_eq!(entry["verdict"], "backscatter");
+    assert_eq!(entry["kind"], "dsn");
+    assert_eq!(entry["arrived"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        entry["from"],
+        "Mail Delivery System <MAILER-DAEMON@mx.remote.example>"
+    );
+    assert!(entry["subject"].as_str().unwrap().contains("pwned"));
+    // Dated by arrival: no day in 2035.
+    let days = report["backscatter_per_day"].to_string();
+    assert!(
+        days.contains("2023-11-14") && !days.contains("2035"),
+        "{days}"
+    );
+
+    // The text lists the same, with the escapes made visible and no line forged.
+    let out = run_ok(scan_cmd(home.path(), &conf, &[], &root));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("Would move ({}):", listed.len())),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text}");
+    assert!(text.contains("\\x1b]0;pwned\\x07"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("X-Fake")), "{text}");
+    assert!(text.contains("2023-11-14 22:13  backscatter"), "{text}");
+    for place in &want {
+        assert!(text.contains(place.as_str()), "{place} not listed");
+    }
+
+    // --since leaves out what arrived before; a gap of empty days shows in the chart.
+    fs::write(
+        root.join("cur/1700604800.M9998P1.scan-test:2,S"),
+        forged_bounce("later", "Tue, 14 Nov 2023 22:13:20 +0000"),
+    )
+    .unwrap();
+    let since = scan_json(home.path(), &conf, &["--since", "2023-11-15"], &root);
+    let places: Vec<&str> = since["selected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["place"].as_str().unwrap())
+        .collect();
+    assert_eq!(places.len(), 1, "{places:?}");
+    assert!(places[0].ends_with("1700604800.M9998P1.scan-test:2,S"));
+    let days: Vec<(String, u64)> = since["backscatter_per_day"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().into(),
+                d["backscatter"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(days.first().map(|d| d.0.as_str()), Some("2023-11-15"));
+    assert_eq!(days.len(), 7, "{days:?}");
+    assert_eq!(days.iter().filter(|d| d.1 == 0).count(), 6, "{days:?}");
+}
+
+#[test]
+fn an_mbox_message_is_dated_by_its_from_line_or_top_received_never_its_date() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    let inbox = home.path().join("inbox.mbox");
+    let forged = forged_bounce("x", "Mon, 1 Jan 2035 00:00:00 +0000");
+    // One From line with a date (2025-11-27), one without (the top Received: 2023-11-14).
+    fs::write(
+        &inbox,
+        format!(
+            "From MAILER-DAEMON Thu Nov 27 07:38:00 2025\n{forged}\nFrom MAILER-DAEMON\n{forged}\n"
+        ),
+    )
+    .unwrap();
+    let report = scan_json(home.path(), &conf, &[], &inbox);
+    let arrived: Vec<&str> = report["selected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["arrived"].as_str().unwrap())
+        .collect();
+    assert_eq!(arrived, ["2025-11-27T07:38:00Z", "2023-11-14T22:13:20Z"]);
+}
+
+#[test]
+fn undo_puts_back_what_the_last_apply_moved_maildir() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    let root = home.path().join("Maildir");
+    let msgs = fill_maildir(&root, &subset(7), 0);
+    fill_maildir(&root.join(".Lists"), &subset(11), 1000);
+    fs::write(root.join(".Lists/maildirfolder"), b"").unwrap();
+    let before = tree(&root);
+    // Nothing recorded yet: nothing to undo, nothing changes.
+    let none = scan_json(home.path(), &conf, &["--undo"], &root);
+    assert_eq!(none["recorded"], 0);
+    let applied = scan_json(home.path(), &conf, &["-r", "--apply"], &root);
+    let moved = applied["moved"].as_u64().unwrap();
+    assert!(moved >= 5, "{applied}");
+    assert_eq!(applied["selected"].as_array().unwrap().len() as u64, moved);
+    assert!(root.join(UNDO_RECORD).exists());
+    // Meanwhile the mail client reads one (a flag is added to its name) and deletes another.
+    let bs = root.join(".Backscatter");
+    let mut in_bs: Vec<PathBuf> = ["cur", "new"]
+        .iter()
+        .flat_map(|s| fs::read_dir(bs.join(s)).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    in_bs.sort();
+    assert_eq!(in_bs.len() as u64, moved);
+    let read = in_bs
+        .iter()
+        .find(|p| p.to_str().unwrap().ends_with(":2,S"))
+        .unwrap();
+    let read_now = PathBuf::from(format!("{}R", read.display()));
+    fs::rename(read, &read_now).unwrap();
+    let deleted = in_bs.iter().find(|p| **p != *read).unwrap().clone();
+    fs::remove_file(&deleted).unwrap();
+
+    // From another directory, with the text report.
+    let out = run_ok({
+        let mut c = scan_cmd(home.path(), &conf, &["--undo"], &root);
+        c.current_dir("/");
+        c
+    });
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("Put back {} of {moved} messages", moved - 1)),
+        "{text}"
+    );
+    assert!(text.contains("1 are no longer in"), "{text}");
+    let after = tree(&root);
+    let mut want = before.clone();
+    let rel_of = |p: &Path| {
+        let folder = p.parent().unwrap().file_name().unwrap();
+        PathBuf::from(folder).join(p.file_name().unwrap())
+    };
+    // The deleted one stays deleted; the read one is back under its new name, in the folder
+    // it came from (all of the moved ones came from the root or .Lists).
+    let gone = before
+        .keys()
+        .find(|k| k.file_name() == deleted.file_name())
+        .unwrap()
+        .clone();
+    want.remove(&gone);
+    let old = before
+        .keys()
+        .find(|k| k.file_name() == read.file_name())
+        .unwrap()
+        .clone();
+    let bytes = want.remove(&old).unwrap();
+    want.insert(old.with_file_name(read_now.file_name().unwrap()), bytes);
+    let _ = rel_of;
+    let got: BTreeMap<_, _> = after
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(".Backscatter") && k != Path::new("subscriptions"))
+        .collect();
+    assert!(got == want, "{:?}", got.keys().collect::<Vec<_>>());
+    assert!(!root.join(UNDO_RECORD).exists(), "the record is used up");
+    // A second undo has nothing to do.
+    let again = scan_json(home.path(), &conf, &["--undo"], &root);
+    assert_eq!(again["recorded"], 0);
+    let _ = msgs;
+}
+
+#[test]
+fn undo_puts_back_what_the_last_apply_moved_mbox() {
+    let home = temp_home();
+    let conf = write_config(home.path(), "");
+    let inbox = home.path().join("inbox.mbox");
+    let msgs: Vec<MboxMsg> = subset(7)
+        .iter()
+        .map(|p| mbox_msg(&fs::read(p).unwrap()))
+        .collect();
+    let data: Vec<u8> = msgs.iter().flat_map(|m| m.chunk.clone()).collect();
+    fs::write(&inbox, &data).unwrap();
+    let folder = home.path().join("mail/Backscatter.mbox");
+    fs::create_dir_all(folder.parent().unwrap()).unwrap();
+    fs::write(&folder, OLD_FOLDER_MESSAGE).unwrap();
+    let applied = scan_json(home.path(), &conf, &["--apply"], &inbox);
+    let moved = applied["moved"].as_u64().unwrap();
+    assert!(moved >= 5, "{applied}");
+    // Mail arrives in both meanwhile; it stays where it is.
+    let late = mbox_msg(&fixture_bytes(
+        "corpus/ham/spamassassin-easy-ham-1/00001.7c53336b37003a9286aba55d2945844c.eml",
+    ));
+    let mut inbox_now = fs::read(&inbox).unwrap();
+    inbox_now.extend_from_slice(&late.chunk);
+    fs::write(&inbox, &inbox_now).unwrap();
+    let mut folder_now = fs::read(&folder).unwrap();
+    folder_now.extend_from_slice(&late.chunk);
+    fs::write(&folder, &folder_now).unwrap();
+
+    let undone = scan_json(home.path(), &conf, &["--undo"], &inbox);
+    assert_eq!(undone["restored"], moved, "{undone}");
+    assert_eq!(undone["missing"], 0);
+    let mut want = data.clone();
+    want.extend_from_slice(&late.chunk);
+    assert!(sorted_chunks(&fs::read(&inbox).unwrap()) == sorted_chunks(&want));
+    let mut want_folder = OLD_FOLDER_MESSAGE.to_vec();
+    want_folder.extend_from_slice(&late.chunk);
+    assert!(fs::read(&folder).unwrap() == want_folder);
+    assert_eq!(
+        dir_names(home.path()),
+        ["conf.yaml", "inbox.mbox", "mail"],
+        "the record is used up, no journal is left"
+    );
+    let again = scan_json(home.path(), &conf, &["--undo"], &inbox);
+    assert_eq!(again["recorded"], 0);
+}
+
+/// The sample chart in the README (docs/stats-sample.svg) is what `stats --svg` draws from the
+/// fixture log: regenerate it with `BACKSTOP_BLESS=1 cargo test --test integration
+/// stats_sample` after changing the chart.
+#[test]
+fn stats_sample_chart_csv_and_top_lists_from_the_fixture_log() {
+    let home = temp_home();
+    let log = fixture("stats/sample-log.jsonl");
+    let svg = home.path().join("chart.svg");
+    let out = run_ok({
+        let mut c = backstop(home.path());
+        c.arg("stats").arg("--csv").arg("--svg").arg(&svg).arg(&log);
+        c
+    });
+    let chart = fs::read_to_string(&svg).unwrap();
+    let sample = crate::util::root().join("docs/stats-sample.svg");
+    if std::env::var_os("BACKSTOP_BLESS").is_some() {
+        fs::write(&sample, &chart).unwrap();
+    }
+    assert!(
+        fs::read_to_string(&sample).unwrap() == chart,
+        "docs/stats-sample.svg is stale: run with BACKSTOP_BLESS=1 to regenerate it"
+    );
+    // The six days the MX was down are in the CSV (and empty in the chart).
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 36, "a header and 35 days");
+    for day in 21..=26 {
+        assert!(
+            csv.contains(&format!("\n2026-10-{day},0,0,0,0,0,0\n")),
+            "{csv}"
+        );
+        assert!(!chart.contains(&format!("2026-10-{day}: ")));
+    }
+    assert!(chart.contains("<title>2026-10-14: 84 backscatter</title>"));
+    // Older lines lack the originals' fields: only the newer ones are in the top lists.
+    let json: Value = serde_json::from_slice(
+        &run_ok({
+            let mut c = backstop(home.path());
+            c.args(["stats", "--format", "json", "--top", "2"])
+                .arg(&log);
+            c
+        })
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["top_forged_senders"][0]["value"], "sales@example.org");
+    assert_eq!(json["top_original_ips"][0]["value"], "192.0.2.17");
+    assert_eq!(json["top_original_ips"].as_array().unwrap().len(), 2);
+    let forged: u64 = json["top_forged_senders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
+    assert!(forged < json["totals"]["backscatter"].as_u64().unwrap());
+}
+
+/// docs/verdict.svg draws two walks with their scores: the fixture messages it was drawn from
+/// (tests/fixtures/verdict-picture) must still come out as it says.
+#[test]
+fn the_verdict_picture_says_what_check_says() {
+    let home = temp_home();
+    let picture = fs::read_to_string(crate::util::root().join("docs/verdict.svg")).unwrap();
+    let conf = fixture("verdict-picture/config.yaml");
+    for (file, verdict, total, said) in [
+        ("legit.eml", "legit-bounce", 5, "total +5  ⇒  legit-bounce"),
+        ("forged.eml", "backscatter", -7, "total −7  ⇒  backscatter"),
+    ] {
+        let out = run_ok({
+            let mut c = backstop(home.path());
+            c.args([
+                "check",
+                "--format",
+                "json",
+                "--recipient",
+                "me@own.example",
+                "-c",
+            ])
+            .arg(&conf)
+            .arg(fixture(&format!("verdict-picture/{file}")));
+            c
+        });
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["verdict"], verdict, "{file}");
+        assert_eq!(v["ownership"], total, "{file}");
+        assert!(
+            picture.contains(said),
+            "docs/verdict.svg no longer says {said:?}"
+        );
+    }
 }

@@ -75,6 +75,61 @@ impl Journal {
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
     }
 
+    /// Keeps the finished journal as the record `--undo` reads (`to`), replacing the one of an
+    /// earlier `scan --apply`; the record of an apply that was interrupted (not `closed`: this
+    /// one or a recovery finishes it) is kept too, its messages before this journal's.
+    pub(super) fn keep(self, to: &Path) -> Result<(), String> {
+        drop(self.file);
+        let earlier = fs::read(to)
+            .ok()
+            .and_then(|t| JournalState::parse(&t).ok())
+            .filter(|s| !s.closed);
+        let cannot = |e: io::Error| format!("cannot write {}: {e}", to.display());
+        match earlier {
+            Some(earlier) => {
+                let ours = fs::read(&self.path)
+                    .map_err(cannot)
+                    .and_then(|t| JournalState::parse(&t))?;
+                let mut moves = earlier.moves;
+                moves.extend(ours.moves);
+                let folder = ours.folder.or(earlier.folder).unwrap_or_default();
+                let mut text = format!(
+                    "{JOURNAL_MAGIC}\nfolder {}\n",
+                    hex(folder.as_os_str().as_encoded_bytes())
+                );
+                for k in &moves {
+                    let _ = writeln!(text, "move {} {:016x}", k.len, k.hash);
+                }
+                let _ = writeln!(text, "moves-end {}\nfolder-done\nmbox-done", moves.len());
+                let staged = beside(to, ".tmp");
+                let write = || -> io::Result<()> {
+                    let mut f = OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .custom_flags(NOFOLLOW)
+                        .open(&staged)?;
+                    f.write_all(text.as_bytes())?;
+                    f.sync_all()?;
+                    fs::rename(&staged, to)?;
+                    sync_parent(to)
+                };
+                write().map_err(cannot)?;
+                fs::remove_file(&self.path)
+                    .map_err(|e| format!("cannot remove {}: {e}", self.path.display()))?;
+            }
+            None => fs::rename(&self.path, to).map_err(|e| {
+                format!(
+                    "cannot rename {} to {}: {e}",
+                    self.path.display(),
+                    to.display()
+                )
+            })?,
+        }
+        sync_parent(to).map_err(|e| format!("cannot fsync the directory of {}: {e}", to.display()))
+    }
+
     pub(super) fn remove(self) -> Result<(), String> {
         drop(self.file);
         fs::remove_file(&self.path)
@@ -104,6 +159,11 @@ pub(super) struct JournalState {
     pub(super) folder_done: bool,
     pub(super) mbox_staged: Option<(u64, u64)>,
     pub(super) mbox_done: bool,
+    /// This journal is of `--undo`: the messages go back from the backscatter mbox (the
+    /// journal's own file) to the inbox (`folder`).
+    pub(super) undo: bool,
+    /// The `scan --apply` that wrote this record ran to its end (a later one replaces it).
+    pub(super) closed: bool,
 }
 
 impl JournalState {
@@ -157,6 +217,8 @@ impl JournalState {
                     state.mbox_staged = Some(id(&words).ok_or_else(|| bad(line))?)
                 }
                 ["mbox-done"] => state.mbox_done = true,
+                ["undo"] => state.undo = true,
+                ["closed"] => state.closed = true,
                 _ => return Err(bad(line)),
             }
         }
@@ -172,7 +234,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
@@ -180,6 +242,26 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// Marks the undo record `path` (if any) as that of an `--apply` that ran to its end.
+pub(super) fn close_record(path: &Path) -> Result<(), String> {
+    let open = fs::read(path)
+        .ok()
+        .and_then(|t| JournalState::parse(&t).ok())
+        .is_some_and(|s| !s.closed);
+    if !open {
+        return Ok(());
+    }
+    OpenOptions::new()
+        .append(true)
+        .custom_flags(NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| {
+            f.write_all(b"closed\n")?;
+            f.sync_data()
+        })
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The identity of a message in the journal: length and FNV-1a hash of its bytes without the
@@ -209,6 +291,11 @@ pub(super) fn key(chunk: &[u8]) -> Key {
 
 pub(super) fn journal_path(mbox: &Path) -> PathBuf {
     beside(mbox, ".backstop-scan")
+}
+
+/// Where the journal of the last finished `--apply` on `mbox` is kept for `--undo`.
+pub(super) fn undo_path(mbox: &Path) -> PathBuf {
+    beside(mbox, ".backstop-scan.undo")
 }
 
 /// `DIR/.NAME<suffix>` for `DIR/NAME`.

@@ -15,26 +15,58 @@ use crate::config::Config;
 use crate::message::{self, EnvVars};
 use crate::rules::{Kind, RuleSet};
 use crate::run::evaluate_bytes;
+use crate::util::text::cut_at_char;
 use crate::verdict::Verdict;
 
-use super::{Ctx, DATE_SLACK_SECS, Failure, SECS_PER_DAY};
+use super::{Ctx, Failure, SECS_PER_DAY};
 
 /// What one message was judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Judged {
     pub(super) verdict: Verdict,
     pub(super) kind: Option<Kind>,
-    /// Days since 1970-01-01 (UTC); only worked out for bounces.
-    pub(super) day: Option<i64>,
+    /// When it arrived (seconds since the epoch, see [`arrival`]); only worked out for bounces.
+    pub(super) arrived: Option<i64>,
+    /// Its From and Subject (cut to [`MAX_SHOWN`] bytes), for the list of what moves; only
+    /// kept for bounces.
+    pub(super) from: Option<Box<str>>,
+    pub(super) subject: Option<Box<str>>,
 }
+
+impl Judged {
+    /// A message that was not read (over `max_size`): it stays.
+    fn unread() -> Judged {
+        Judged {
+            verdict: Verdict::Clean,
+            kind: None,
+            arrived: None,
+            from: None,
+            subject: None,
+        }
+    }
+
+    /// Days since 1970-01-01 (UTC) of its arrival.
+    pub(super) fn day(&self) -> Option<i64> {
+        self.arrived.map(|t| t.div_euclid(SECS_PER_DAY))
+    }
+}
+
+/// The most of a From or Subject kept for the list (bytes, cut at a character).
+const MAX_SHOWN: usize = 200;
 
 /// The judgement of one message, or why it could not be read.
 pub(super) type Outcome = Result<Judged, String>;
 
-/// A message's bytes as given to the judge, and when it arrived (seconds since the epoch).
+/// A message's bytes as given to the judge, and what its store says of its arrival (seconds
+/// since the epoch).
 pub(super) struct Input<'d> {
     pub(super) bytes: Cow<'d, [u8]>,
-    pub(super) arrived: Option<i64>,
+    /// The delivery time the store recorded with the message itself: the timestamp of a
+    /// Maildir file name, the date of an mbox `From ` line.
+    pub(super) delivered: Option<i64>,
+    /// A weaker stand-in: the file's modification time (a Maildir file's own; the whole
+    /// mbox's), used when neither the delivery time nor a top Received date is known.
+    pub(super) modified: Option<i64>,
 }
 
 /// Judges every item on `ctx.jobs` threads; `read` gives an item's bytes. The result has one
@@ -87,11 +119,7 @@ pub(super) fn classify<'d, T: Sync>(
                                 })
                             }
                             // Over max_size: not read, like deliver, it stays in the inbox.
-                            None => Ok(Judged {
-                                verdict: Verdict::Clean,
-                                kind: None,
-                                day: None,
-                            }),
+                            None => Ok(Judged::unread()),
                         });
                         done.push((i, judged));
                         progress.inc(1);
@@ -163,7 +191,7 @@ fn judge_within(
             Some(rules),
         );
     }
-    let arrived = input.arrived;
+    let (delivered, modified) = (input.delivered, input.modified);
     let raw = Arc::new(input.bytes.into_owned());
     let (eval, back) = evaluate_keeping_rules(&raw, config, rules, &EnvVars::default());
     if let Some(error) = &eval.error {
@@ -177,38 +205,66 @@ fn judge_within(
     }
     let input = Input {
         bytes: Cow::Borrowed(&raw[..]),
-        arrived,
+        delivered,
+        modified,
     };
     (Ok(judged_from(&input, &eval)), back)
 }
 
-/// The verdict, kind and day of a message's evaluation.
+/// The verdict, kind, arrival, From and Subject of a message's evaluation.
 fn judged_from(input: &Input<'_>, eval: &crate::verdict::Evaluation) -> Judged {
-    let day = matches!(
+    // Only what may move is dated and described (the rest is counted alone).
+    let bounce = matches!(
         eval.verdict,
         Verdict::Backscatter | Verdict::UnverifiedBounce
-    )
-    .then(|| message_time(&input.bytes, input.arrived))
-    .flatten()
-    .map(|t| t.div_euclid(SECS_PER_DAY));
+    );
+    let shown = |t: &Option<String>| -> Option<Box<str>> {
+        t.as_deref().map(|t| cut_at_char(t, MAX_SHOWN).into())
+    };
     Judged {
         verdict: eval.verdict,
         kind: eval.kind,
-        day,
+        arrived: bounce.then(|| arrival(input)).flatten(),
+        from: bounce.then(|| shown(&eval.from)).flatten(),
+        subject: bounce.then(|| shown(&eval.subject)).flatten(),
     }
 }
 
-/// The time of the `Date:` header when it is believable, else the arrival time.
-fn message_time(raw: &[u8], arrived: Option<i64>) -> Option<i64> {
-    let date = header_value(raw, b"date").and_then(|v| {
-        let d = mail_parser::DateTime::parse_rfc822(&v)?;
-        d.is_valid().then(|| d.to_timestamp())
-    });
-    match (date, arrived) {
-        (Some(d), Some(a)) if d > a + DATE_SLACK_SECS => Some(a),
-        (Some(d), _) => Some(d),
-        (None, a) => a,
+/// When a message arrived, by what the user's own side recorded, never by its `Date:` (the
+/// sender writes that, and a spammer's clock or lie would put a wave on the wrong days): the
+/// store's delivery time, else the date of the top Received line (the last hop, the user's
+/// own mail server, adds it), else the file's modification time.
+///
+/// A time before 1970 or more than two days ahead is not believed (an imported message's
+/// top Received line may be the sender's, and a chart must not span millennia).
+pub(super) fn arrival(input: &Input<'_>) -> Option<i64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let plausible = |t: &i64| (0..=now.saturating_add(2 * SECS_PER_DAY)).contains(t);
+    input
+        .delivered
+        .filter(plausible)
+        .or_else(|| top_received_time(&input.bytes).filter(plausible))
+        .or(input.modified.filter(plausible))
+}
+
+/// The date after the last `;` of the first Received header.
+fn top_received_time(raw: &[u8]) -> Option<i64> {
+    let value = header_value(raw, b"received")?;
+    let (_, date) = value.rsplit_once(';')?;
+    let d = mail_parser::DateTime::parse_rfc822(date.trim())?;
+    d.is_valid().then(|| d.to_timestamp())
+}
+
+/// The delivery time in a Maildir file name: the seconds before its first dot
+/// (`1733400000.M1P2.host:2,S`), as every Maildir writer names its files.
+pub(super) fn maildir_name_time(name: &[u8]) -> Option<i64> {
+    let digits = name.split(|&b| b == b'.').next()?;
+    if !(9..=11).contains(&digits.len()) || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
     }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The unfolded value of the first header called `name` (lower case), skipping a `From ` line.
@@ -252,24 +308,47 @@ mod tests {
     use crate::util::dates::day_string;
 
     #[test]
-    fn dates_from_headers_and_from_lines() {
-        let raw = b"From x Thu Nov 27 07:38:00 2025\nSubject: a\nDate: Wed,\n 26 Nov 2025 23:00:00 -0200\n\nbody\nDate: no\n";
+    fn arrival_is_the_stores_time_or_the_top_received_never_the_date_header() {
+        let raw = b"From x Thu Nov 27 07:38:00 2025\nReceived: from a by mx.own.example; Fri, 28 Nov 2025 10:00:00 +0000\nReceived: from b by c; Wed, 1 Jan 2020 00:00:00 +0000\nSubject: a\nDate: Mon,\n 1 Jan 2035 00:00:00 +0000\n\nbody\n";
+        let stamp = from_line_time(b"From x Thu Nov 27 07:38:00 2025");
+        assert_eq!(stamp, Some(1_764_229_080));
+        let input = |delivered, modified| Input {
+            bytes: Cow::Borrowed(&raw[..]),
+            delivered,
+            modified,
+        };
+        let day = |t: Option<i64>| t.map(|t| day_string(t.div_euclid(SECS_PER_DAY)));
+        // The store's delivery time first.
         assert_eq!(
-            header_value(raw, b"date").as_deref(),
-            Some("Wed, 26 Nov 2025 23:00:00 -0200")
-        );
-        let arrived = from_line_time(b"From x Thu Nov 27 07:38:00 2025");
-        assert_eq!(arrived, Some(1_764_229_080));
-        // 23:00 at -0200 is 01:00 UTC on the 27th.
-        assert_eq!(
-            message_time(raw, arrived)
-                .map(|t| day_string(t.div_euclid(SECS_PER_DAY)))
-                .as_deref(),
+            day(arrival(&input(stamp, Some(0)))).as_deref(),
             Some("2025-11-27")
         );
-        // A date far after the arrival is not believed.
-        let future = b"Date: Mon, 1 Jan 2035 00:00:00 +0000\n\n";
-        assert_eq!(message_time(future, arrived), arrived);
-        assert_eq!(message_time(b"Subject: x\n\n", None), None);
+        // Then the top Received line (not a lower one, never the Date header).
+        assert_eq!(
+            day(arrival(&input(None, Some(0)))).as_deref(),
+            Some("2025-11-28")
+        );
+        // Then the file's time.
+        let bare = Input {
+            bytes: Cow::Borrowed(b"Date: Mon, 1 Jan 2035 00:00:00 +0000\n\n"),
+            delivered: None,
+            modified: Some(86_400),
+        };
+        assert_eq!(day(arrival(&bare)).as_deref(), Some("1970-01-02"));
+        // Times out of reach are not believed: the next source is taken.
+        assert_eq!(
+            day(arrival(&input(Some(99_999_999_999), Some(0)))).as_deref(),
+            Some("2025-11-28")
+        );
+        assert_eq!(
+            header_value(raw, b"date").as_deref(),
+            Some("Mon, 1 Jan 2035 00:00:00 +0000")
+        );
+        assert_eq!(
+            maildir_name_time(b"1733400000.M1P2.host:2,S"),
+            Some(1_733_400_000)
+        );
+        assert_eq!(maildir_name_time(b"msg.1"), None);
+        assert_eq!(maildir_name_time(b"12.x"), None);
     }
 }

@@ -17,9 +17,9 @@ use crate::config::{Config, Inbox};
 use crate::store::maildir::{Layout, Maildir};
 use crate::store::{self, OpenDir};
 
-use super::judge::{Input, classify, mtime_secs, progress_bar};
+use super::judge::{Input, classify, maildir_name_time, mtime_secs, progress_bar};
 use super::report::Report;
-use super::{Ctx, Failure, VANISHED, crash_point};
+use super::{Ctx, Failure, VANISHED, crash_point, undo};
 
 /// One message file of a Maildir folder.
 struct MailFile {
@@ -85,9 +85,12 @@ pub(super) fn scan_maildir(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Fai
     for (file, result) in files.iter().zip(results) {
         match result {
             Ok(j) => {
-                if ctx.select.moves(j.verdict)
-                    && !in_target.get(file.folder).copied().unwrap_or(true)
-                {
+                if ctx.select.moves(&j) && !in_target.get(file.folder).copied().unwrap_or(true) {
+                    let place = folders
+                        .get(file.folder)
+                        .map(|d| d.join(file.sub).join(&file.name))
+                        .unwrap_or_default();
+                    report.list(&j, place.display().to_string());
                     moving.push(file);
                 }
                 judged.push(j);
@@ -124,7 +127,26 @@ pub(super) fn scan_maildir(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Fai
     })?;
     let (scanned, _) = OpenDir::configured(path, false)
         .map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
+    // What is about to move is recorded first, for `--undo`.
+    let planned: Vec<undo::Moved> = moving
+        .iter()
+        .filter_map(|f| {
+            Some(undo::Moved {
+                folder: folders
+                    .get(f.folder)?
+                    .strip_prefix(path)
+                    .ok()?
+                    .to_path_buf(),
+                sub: f.sub,
+                name: f.name.clone(),
+            })
+        })
+        .collect();
+    undo::record_maildir(path, target.path(), &planned).map_err(Failure::Io)?;
     move_files(&moving, &folders, &scanned, &target, ctx, &mut report);
+    if !report.interrupted {
+        undo::finish_maildir_record(path).map_err(Failure::Io)?;
+    }
     Ok(report)
 }
 
@@ -139,11 +161,14 @@ fn read_mail_file(path: &Path, max_size: u64) -> io::Result<Option<Input<'static
     file.read_to_end(&mut bytes)?;
     Ok(Some(Input {
         bytes: Cow::Owned(bytes),
-        arrived: mtime_secs(&meta),
+        delivered: path
+            .file_name()
+            .and_then(|n| maildir_name_time(n.as_bytes())),
+        modified: mtime_secs(&meta),
     }))
 }
 
-fn is_maildir(dir: &Path) -> bool {
+pub(super) fn is_maildir(dir: &Path) -> bool {
     dir.join("cur").is_dir() || dir.join("new").is_dir()
 }
 
@@ -159,7 +184,7 @@ fn same_dir(a: Option<&PathBuf>, b: Option<&PathBuf>) -> bool {
 
 /// The Maildir whose backscatter folder the messages go to: the configured inbox when PATH is
 /// in it, the parent of a Maildir++ subfolder (it has a `maildirfolder` file), else PATH.
-fn maildir_root(path: &Path, config: &Config) -> PathBuf {
+pub(super) fn maildir_root(path: &Path, config: &Config) -> PathBuf {
     if let Some(Inbox::Maildir(root)) = &config.inbox
         && let (Ok(r), Ok(p)) = (fs::canonicalize(root), fs::canonicalize(path))
         && p.starts_with(&r)
@@ -265,7 +290,7 @@ fn list_messages(dir: &Path) -> io::Result<Vec<OsString>> {
 
 /// How one move went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MoveResult {
+pub(super) enum MoveResult {
     /// Moved.
     Done,
     /// The target held the same bytes (an interrupted run had linked it): the source is gone now.
@@ -278,7 +303,7 @@ enum MoveResult {
 
 /// `folder/sub`, opened from the scanned directory one name at a time, never through a
 /// symbolic link: messages are only moved out of the scanned tree itself.
-fn open_source(scanned: &OpenDir, folder: &Path, sub: &str) -> io::Result<OpenDir> {
+pub(super) fn open_source(scanned: &OpenDir, folder: &Path, sub: &str) -> io::Result<OpenDir> {
     let below = folder.strip_prefix(scanned.path()).map_err(|_| {
         io::Error::other(format!(
             "{} is not inside {}",
@@ -358,7 +383,7 @@ fn move_files(
 }
 
 /// Moves `dir/name` to `to/name` without ever replacing an existing `to/name`.
-fn move_no_replace(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::Result<MoveResult> {
+pub(super) fn move_no_replace(dir: &OpenDir, to: &OpenDir, name: &OsStr) -> io::Result<MoveResult> {
     use rustix::fs::{AtFlags, RenameFlags, linkat, renameat, renameat_with};
     match renameat_with(dir.fd(), name, to.fd(), name, RenameFlags::NOREPLACE) {
         Ok(()) => return Ok(MoveResult::Done),

@@ -21,7 +21,8 @@ use crate::store::mbox::Locked;
 use crate::store::{self, host_name, node_name, process_alive, resolve_link, sync_parent};
 
 use super::journal::{
-    Journal, JournalState, Key, NOFOLLOW, beside, hex, journal_path, key, owner_line,
+    Journal, JournalState, Key, NOFOLLOW, beside, close_record, hex, journal_path, key, owner_line,
+    undo_path,
 };
 use super::judge::{Input, Judged, Outcome, classify, mtime_secs};
 use super::report::Report;
@@ -50,7 +51,7 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
         ));
     }
     if args.apply && journal.exists() {
-        report.recovered = recover(path, ctx.config).map_err(Failure::Io)?;
+        report.recovered = recover(path, ctx.config).map_err(Failure::Io)?.0;
     }
     let arrived_fallback = fs::metadata(path).ok().as_ref().and_then(mtime_secs);
     let data =
@@ -63,19 +64,24 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
             .map(|outcome| outcome.map_err(|e| report.errors.push(e)).ok())
             .collect();
     report.unreadable = report.errors.len();
-    let to_move = if is_folder {
-        0
-    } else {
-        judged
-            .iter()
-            .flatten()
-            .filter(|j| ctx.select.moves(j.verdict))
-            .count()
-    };
+    let mut to_move = 0;
+    if !is_folder {
+        for (n, (j, r)) in judged.iter().zip(&chunks).enumerate() {
+            if let Some(j) = j.as_ref().filter(|j| ctx.select.moves(j)) {
+                to_move += 1;
+                if !args.apply {
+                    report.list(j, place(n, r));
+                }
+            }
+        }
+    }
     if !args.apply || to_move == 0 || is_folder {
         report.tally(judged.iter().flatten());
         report.to_move = to_move;
         report.apply = args.apply;
+        if args.apply {
+            close_record(&undo_path(path)).map_err(Failure::Io)?;
+        }
         return Ok(report);
     }
     if ctx.stop.load(Ordering::Relaxed) {
@@ -85,13 +91,24 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
     let known = Known::new(&data, &chunks, &judged);
     let done = apply_mbox(path, &folder, ctx, &known, arrived_fallback).map_err(Failure::Io)?;
     report.tally(&done.judged);
+    for (j, where_) in &done.listed {
+        report.list(j, where_.clone());
+    }
     // The locked pass judged again what the first could not: its word is the last.
     report.unreadable = done.errors.len();
     report.errors = done.errors;
     report.to_move = done.moved;
     report.moved = done.moved;
     report.interrupted = ctx.stop.load(Ordering::Relaxed);
+    if !report.interrupted {
+        close_record(&undo_path(path)).map_err(Failure::Io)?;
+    }
     Ok(report)
+}
+
+/// Where a message of an mbox is, for the list: its number (from 1) and first byte.
+fn place(n: usize, r: &Range<usize>) -> String {
+    format!("message {} at byte {}", n + 1, r.start)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -113,10 +130,10 @@ fn judge_chunks(
     let results = classify(chunks, ctx, label, |r| {
         let chunk = data.get(r.clone()).unwrap_or_default();
         let (line, _) = message::split_from_line(chunk);
-        let arrived = line.and_then(from_line_time).or(arrived_fallback);
         Ok(Some(Input {
             bytes: for_judging(chunk),
-            arrived,
+            delivered: line.and_then(from_line_time),
+            modified: arrived_fallback,
         }))
     })?;
     Ok(results
@@ -224,7 +241,10 @@ impl<'d> Known<'d> {
         for (r, j) in chunks.iter().zip(judged) {
             let Some(j) = j else { continue };
             let chunk = without_separator(data.get(r.clone()).unwrap_or_default());
-            by_key.entry(key(chunk)).or_default().push((chunk, *j));
+            by_key
+                .entry(key(chunk))
+                .or_default()
+                .push((chunk, j.clone()));
         }
         Known { by_key }
     }
@@ -235,7 +255,7 @@ impl<'d> Known<'d> {
             .get(&key(chunk))?
             .iter()
             .find(|(c, _)| *c == chunk)
-            .map(|(_, j)| *j)
+            .map(|(_, j)| j.clone())
     }
 }
 
@@ -246,6 +266,8 @@ struct Applied {
     /// Why some messages could not be judged (they stay where they are).
     errors: Vec<String>,
     moved: usize,
+    /// The messages moved, and where each was.
+    listed: Vec<(Judged, String)>,
 }
 
 fn staged_path(file: &Path) -> PathBuf {
@@ -253,7 +275,7 @@ fn staged_path(file: &Path) -> PathBuf {
 }
 
 /// The whole of a locked file's content.
-fn read_locked(lock: &Locked) -> io::Result<Vec<u8>> {
+pub(super) fn read_locked(lock: &Locked) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     let mut file = lock.file();
     file.read_to_end(&mut data)?;
@@ -304,12 +326,14 @@ fn apply_mbox(
             None => {}
         }
     }
-    let moves: Vec<Key> = chunks
-        .iter()
-        .zip(&judged)
-        .filter(|(_, j)| j.is_some_and(|j| ctx.select.moves(j.verdict)))
-        .map(|(r, _)| key(data.get(r.clone()).unwrap_or_default()))
-        .collect();
+    let mut moves: Vec<Key> = Vec::new();
+    let mut listed = Vec::new();
+    for (n, (r, j)) in chunks.iter().zip(&judged).enumerate() {
+        if let Some(j) = j.as_ref().filter(|j| ctx.select.moves(j)) {
+            moves.push(key(data.get(r.clone()).unwrap_or_default()));
+            listed.push((j.clone(), place(n, r)));
+        }
+    }
     let judged: Vec<Judged> = judged.into_iter().flatten().collect();
     if moves.is_empty() {
         drop(inbox);
@@ -318,6 +342,7 @@ fn apply_mbox(
             judged,
             errors,
             moved: 0,
+            listed,
         });
     }
     journal.record(&format!("folder {}", hex(folder.as_os_str().as_bytes())))?;
@@ -337,11 +362,12 @@ fn apply_mbox(
     let moved = complete(path, &inbox, &data, &state, ctx.config, &mut journal)?;
     drop(inbox);
     crash_point("unlocked");
-    journal.remove()?;
+    journal.keep(&undo_path(path))?;
     Ok(Applied {
         judged,
         errors,
         moved,
+        listed,
     })
 }
 
@@ -485,9 +511,11 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
     fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Finishes the move an interrupted `--apply` on `path` recorded; returns how many messages it
-/// moved now.
-fn recover(path: &Path, config: &Config) -> Result<usize, String> {
+/// Finishes the move an interrupted `--apply` (or `--undo`, whose journal is beside the
+/// backscatter mbox) on `path` recorded; returns how many messages it moved now, and whether
+/// it kept the journal for `--undo` (that of an apply that got as far as naming its moves;
+/// an undo's is removed with the record it undid).
+pub(super) fn recover(path: &Path, config: &Config) -> Result<(usize, bool), String> {
     let jpath = journal_path(path);
     let mut text = Vec::new();
     OpenOptions::new()
@@ -521,7 +549,7 @@ fn recover(path: &Path, config: &Config) -> Result<usize, String> {
     let mut journal = Journal::reopen(&jpath, whole as u64)?;
     if !state.moves_end {
         // Nothing had changed yet.
-        return journal.remove().map(|()| 0);
+        return journal.remove().map(|()| (0, false));
     }
     // From here on this process may hold the locks: a later run must know whose they are.
     journal.record(&owner_line())?;
@@ -530,8 +558,25 @@ fn recover(path: &Path, config: &Config) -> Result<usize, String> {
     let data = read_locked(&inbox).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let moved = complete(path, &inbox, &data, &state, config, &mut journal)?;
     drop(inbox);
-    journal.remove()?;
-    Ok(moved)
+    if state.undo {
+        journal.remove()?;
+        if let Some(inbox) = &state.folder {
+            remove_record(&undo_path(inbox))?;
+        }
+        return Ok((moved, false));
+    }
+    journal.keep(&undo_path(path))?;
+    Ok((moved, true))
+}
+
+/// Removes an undo record (gone already is fine), durably.
+pub(super) fn remove_record(path: &Path) -> Result<(), String> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_parent(path)
+            .map_err(|e| format!("cannot fsync the directory of {}: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+    }
 }
 
 /// Removes `NAME.lock` when it holds `pid` (a dotlock of the dead run: the journal says it ran

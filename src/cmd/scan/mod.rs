@@ -5,13 +5,16 @@
 //! Every message is judged by the same [`evaluate`](crate::verdict::evaluate) as `deliver`
 //! (through [`evaluate_bytes`](crate::run::evaluate_bytes), which honours `max_size`), with an
 //! empty [`EnvVars`](crate::message::EnvVars): the envelope sender comes from the Return-Path header (or an mbox `From ` line), never from this process's
-//! own `SENDER`/`RECIPIENT`. The report counts messages per verdict and kind and draws a per-day
-//! histogram of backscatter. The day is the UTC day of the message's `Date:` header; when that
-//! is missing, unparsable, or more than two days after the message arrived, the arrival time
-//! is used instead (a Maildir file's mtime; an mbox message's `From ` line date, else the mbox
-//! file's mtime).
+//! own `SENDER`/`RECIPIENT`. The report counts messages per verdict and kind, draws a per-day
+//! histogram of backscatter, and lists every message that moves (or would move) with its
+//! verdict, kind, arrival, From and Subject. The day is the UTC day the message *arrived*, by
+//! what the user's own side recorded, never by its forgeable `Date:` header: the delivery time
+//! the store keeps with it (a Maildir file name's timestamp, an mbox message's `From ` line);
+//! else the date of the top Received line (added by the user's own server); last, the file's
+//! mtime (a Maildir file's own, the whole mbox's).
 //!
-//! Nothing changes without `--apply` (a dry run says what would move).
+//! Nothing changes without `--apply` (a dry run says what would move); `--undo` puts back what
+//! the last `--apply` moved (see the `undo` module).
 //!
 //! # Parallelism
 //!
@@ -93,6 +96,7 @@ use crate::cli::{ReportFormat, ScanArgs};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::run::{load, print_report};
+use crate::util::days;
 use crate::verdict::Verdict;
 
 mod journal;
@@ -101,7 +105,9 @@ mod maildir;
 mod mbox;
 pub(crate) use mbox::{for_judging, split_mbox};
 mod report;
+mod undo;
 
+use judge::Judged;
 use maildir::scan_maildir;
 use mbox::scan_mbox;
 use report::render_text;
@@ -110,10 +116,6 @@ use report::render_text;
 const VANISHED: &str = "vanished";
 /// Width of the longest histogram bar.
 const BAR_WIDTH: usize = 50;
-/// Histograms list every day of the span when it is at most this long, else only busy days.
-const MAX_FILLED_SPAN: i64 = 62;
-/// A `Date:` more than this after the arrival time is not believed.
-const DATE_SLACK_SECS: i64 = 2 * 86_400;
 const SECS_PER_DAY: i64 = 86_400;
 
 /// Runs `backstop scan`.
@@ -125,6 +127,16 @@ pub fn run(args: &ScanArgs) -> ExitCode {
             return ExitCode::from(Exit::Error);
         }
     };
+    let since = match days::since(args.since.as_deref(), args.days, days::today()) {
+        Ok(s) => s,
+        Err(e) => {
+            say!("backstop: {e}");
+            return ExitCode::from(Exit::Error);
+        }
+    };
+    if args.undo {
+        return undo::run(args, &config);
+    }
     let stop = interrupt_flag();
     let jobs = args
         .jobs
@@ -140,6 +152,7 @@ pub fn run(args: &ScanArgs) -> ExitCode {
         stop,
         select: Select {
             include_unverified: args.include_unverified,
+            since,
         },
     };
     let started = Instant::now();
@@ -228,16 +241,25 @@ struct Ctx<'a> {
     select: Select,
 }
 
-/// Which verdicts move.
+/// Which messages move.
 #[derive(Debug, Clone, Copy)]
 struct Select {
     include_unverified: bool,
+    /// `--since`/`--days`: the first day (days since 1970-01-01) a moving bounce arrived on.
+    since: Option<i64>,
 }
 
 impl Select {
-    fn moves(self, verdict: Verdict) -> bool {
-        verdict == Verdict::Backscatter
-            || (self.include_unverified && verdict == Verdict::UnverifiedBounce)
+    fn moves(self, j: &Judged) -> bool {
+        (j.verdict == Verdict::Backscatter
+            || (self.include_unverified && j.verdict == Verdict::UnverifiedBounce))
+            && self.counts(j)
+    }
+
+    /// Whether a bounce is within `--since` (an undated one is not, when it is given).
+    fn counts(self, j: &Judged) -> bool {
+        self.since
+            .is_none_or(|since| j.day().is_some_and(|d| d >= since))
     }
 
     fn describe(self) -> &'static str {

@@ -7,12 +7,13 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::rules::Kind;
-use crate::util::dates::day_string;
+use crate::util::dates::{day_number, day_string};
+use crate::util::days;
 use crate::util::text::bar;
 use crate::verdict::Verdict;
 
 use super::judge::Judged;
-use super::{BAR_WIDTH, MAX_FILLED_SPAN, Select};
+use super::{BAR_WIDTH, Select};
 
 /// Counts for one verdict and kind.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -28,6 +29,19 @@ pub struct DayRow {
     /// `YYYY-MM-DD`, UTC.
     pub date: String,
     pub backscatter: usize,
+}
+
+/// A message that moves (or would move).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Listed {
+    pub verdict: &'static str,
+    pub kind: Option<&'static str>,
+    /// When it arrived, `YYYY-MM-DDTHH:MM:SSZ` (see the module comment of `scan`).
+    pub arrived: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    /// Where it is (was): the Maildir file, or `message N at byte B` of the mbox.
+    pub place: String,
 }
 
 /// What a scan found and did.
@@ -47,7 +61,13 @@ pub struct Report {
     pub verdicts: BTreeMap<&'static str, usize>,
     /// Per verdict and kind (only the combinations seen).
     pub counts: Vec<CountRow>,
+    /// Every day from the first backscatter (or `--since`) to the last, empty days included.
     pub backscatter_per_day: Vec<DayRow>,
+    /// `--since`/`--days`: only bounces that arrived on this day or later move.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Every message that moves (or, in a dry run, would move), in folder order.
+    pub selected: Vec<Listed>,
     /// Where the messages go (or would go).
     pub target: String,
     /// "backscatter", or "backscatter and unverified bounces".
@@ -71,6 +91,8 @@ pub struct Report {
     pub jobs: usize,
     pub elapsed_ms: u128,
     pub messages_per_second: f64,
+    #[serde(skip)]
+    select: Select,
 }
 
 impl Report {
@@ -84,6 +106,8 @@ impl Report {
             verdicts: BTreeMap::new(),
             counts: Vec::new(),
             backscatter_per_day: Vec::new(),
+            since: select.since.map(day_string),
+            selected: Vec::new(),
             target: String::new(),
             moving: select.describe(),
             apply: false,
@@ -98,6 +122,7 @@ impl Report {
             jobs: 0,
             elapsed_ms: 0,
             messages_per_second: 0.0,
+            select,
         }
     }
 
@@ -108,8 +133,8 @@ impl Report {
         let mut undated = 0;
         for j in judged {
             *per.entry((j.verdict, j.kind)).or_default() += 1;
-            if j.verdict == Verdict::Backscatter {
-                match j.day {
+            if j.verdict == Verdict::Backscatter && self.select.counts(j) {
+                match j.day() {
                     Some(d) => *days.entry(d).or_default() += 1,
                     None => undated += 1,
                 }
@@ -136,30 +161,59 @@ impl Report {
                 count,
             })
             .collect();
-        self.backscatter_per_day = day_rows(&days);
+        self.backscatter_per_day = day_rows(&days, self.select.since);
         if undated > 0 {
             self.notes.push(format!(
                 "{undated} backscatter messages have no date and are not in the histogram"
             ));
         }
     }
+
+    /// Adds a message that moves (or would) to the list.
+    pub(super) fn list(&mut self, j: &Judged, place: String) {
+        self.selected.push(Listed {
+            verdict: j.verdict.as_str(),
+            kind: j.kind.map(Kind::as_str),
+            arrived: j.arrived.map(time_string),
+            from: j.from.as_deref().map(str::to_string),
+            subject: j.subject.as_deref().map(str::to_string),
+            place,
+        });
+    }
 }
 
-/// Histogram rows: every day of the span when it is short, else only the days with messages.
-fn day_rows(days: &BTreeMap<i64, usize>) -> Vec<DayRow> {
+/// `YYYY-MM-DDTHH:MM:SSZ` of seconds since the epoch.
+fn time_string(t: i64) -> String {
+    let rem = t.rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        day_string(t.div_euclid(86_400)),
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Every day from the first (or `since`) to the last, empty days as 0.
+fn day_rows(days: &BTreeMap<i64, usize>, since: Option<i64>) -> Vec<DayRow> {
     let (Some((&first, _)), Some((&last, _))) = (days.first_key_value(), days.last_key_value())
     else {
         return Vec::new();
     };
-    let row = |d: i64| DayRow {
-        date: day_string(d),
-        backscatter: days.get(&d).copied().unwrap_or(0),
-    };
-    if last - first <= MAX_FILLED_SPAN {
-        (first..=last).map(row).collect()
-    } else {
-        days.keys().map(|&d| row(d)).collect()
-    }
+    (since.unwrap_or(first).min(first)..=last)
+        .map(|d| DayRow {
+            date: day_string(d),
+            backscatter: days.get(&d).copied().unwrap_or(0),
+        })
+        .collect()
+}
+
+/// A From or Subject on one line of the list: line ends shown as `\n` (every other control
+/// character is escaped when the report is printed).
+fn one_line(text: Option<&str>) -> String {
+    text.unwrap_or("-")
+        .replace('\r', "\\r")
+        .replace('\n', "\\n")
 }
 
 pub(super) fn render_text(r: &Report) -> String {
@@ -218,14 +272,66 @@ pub(super) fn render_text(r: &Report) -> String {
             .map(|d| d.backscatter)
             .max()
             .unwrap_or(0);
-        let _ = writeln!(t, "\nBackscatter per day (Date header, UTC):");
-        for d in &r.backscatter_per_day {
+        let _ = writeln!(t, "\nBackscatter per day (arrival, UTC):");
+        let start = r
+            .backscatter_per_day
+            .first()
+            .and_then(|d| day_number(&d.date))
+            .unwrap_or(0);
+        let count = |d: i64| {
+            usize::try_from(d - start)
+                .ok()
+                .and_then(|i| r.backscatter_per_day.get(i))
+                .map_or(0, |row| row.backscatter)
+        };
+        let busy: Vec<i64> = (0..r.backscatter_per_day.len() as i64)
+            .map(|i| start + i)
+            .filter(|&d| count(d) > 0)
+            .collect();
+        let end = start + r.backscatter_per_day.len() as i64 - 1;
+        for row in days::rows(&busy, start, end) {
+            match row {
+                days::Row::Day(d) => {
+                    let n = count(d);
+                    let _ = writeln!(
+                        t,
+                        "{} |{:<BAR_WIDTH$}| {n}",
+                        day_string(d),
+                        bar(n, max, BAR_WIDTH),
+                    );
+                }
+                days::Row::Gap { first, last } => {
+                    let _ = writeln!(
+                        t,
+                        "{:<10} |{:<BAR_WIDTH$}| 0 on each of {} days, to {}",
+                        "…",
+                        "",
+                        last - first + 1,
+                        day_string(last)
+                    );
+                }
+            }
+        }
+    }
+    if !r.selected.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n{} ({}):",
+            if r.apply { "Moved" } else { "Would move" },
+            r.selected.len()
+        );
+        for m in &r.selected {
+            let when = m.arrived.as_deref().map_or("(no date)".to_string(), |a| {
+                a.get(..16).unwrap_or(a).replace('T', " ")
+            });
             let _ = writeln!(
                 t,
-                "{} |{:<BAR_WIDTH$}| {}",
-                d.date,
-                bar(d.backscatter, max, BAR_WIDTH),
-                d.backscatter
+                "  {when:<16}  {:<17} {:<18} From: {}  Subject: {}\n      {}",
+                m.verdict,
+                m.kind.unwrap_or("-"),
+                one_line(m.from.as_deref()),
+                one_line(m.subject.as_deref()),
+                one_line(Some(&m.place)),
             );
         }
     }
