@@ -887,7 +887,8 @@ fn read_trusted(path: &Path) -> Result<String, ConfigError> {
         untrusted: true,
         ..ConfigError::whole(&name, why)
     })?;
-    std::fs::read_to_string(path).map_err(|e| ConfigError::whole(&name, format!("cannot read: {e}")))
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::whole(&name, format!("cannot read: {e}")))
 }
 
 /// Whether two paths name one file.

@@ -95,18 +95,18 @@ impl Entry {
     /// The entry of a message filed in the inbox unfiltered, because the config did not load.
     pub fn error(error: &str, stored: &Stored) -> Entry {
         Entry {
-        time: rfc3339(SystemTime::now()),
-        verdict: "clean".into(),
-        kind: None,
-        action: "inbox".into(),
-        message_id: None,
-        from: None,
-        subject: None,
-        sender: None,
-        stored: Some(stored.path.display().to_string()),
-        reasons: vec!["config error: delivered unfiltered".into()],
-        error: Some(error.to_string()),
-        fallback: None,
+            time: rfc3339(SystemTime::now()),
+            verdict: "clean".into(),
+            kind: None,
+            action: "inbox".into(),
+            message_id: None,
+            from: None,
+            subject: None,
+            sender: None,
+            stored: Some(stored.path.display().to_string()),
+            reasons: vec!["config error: delivered unfiltered".into()],
+            error: Some(error.to_string()),
+            fallback: None,
         }
     }
 }

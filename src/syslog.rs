@@ -106,7 +106,10 @@ mod tests {
                  message-id=\"<a\\\"b\\\\x1b]0;x\\\\x07@evil>\" stored=\"/m/.Backscatter/new/1\""
             )
         );
-        assert!(!l.contains(char::is_control) && !l.contains("secret"), "{l}");
+        assert!(
+            !l.contains(char::is_control) && !l.contains("secret"),
+            "{l}"
+        );
         let mut long = entry();
         long.message_id = Some("x".repeat(5000));
         long.fallback = Some("no folder".into());

@@ -17,3 +17,4 @@ mod milter;
 mod proofs;
 mod recognition;
 mod scan;
+mod site;
