@@ -73,6 +73,9 @@ impl Default for Actions {
 pub enum VerdictAction {
     All(Action),
     ByKind(KindActions),
+    /// A word that is no action, kept until the config is checked so that the error points at
+    /// it (an error raised while parsing would point at its key).
+    Unknown(String),
 }
 
 /// The action per kind of bounce. A kind not named takes `other`, else the folder (the
@@ -134,6 +137,7 @@ impl VerdictAction {
     pub fn for_kind(&self, kind: Option<Kind>) -> Action {
         match self {
             VerdictAction::All(a) => *a,
+            VerdictAction::Unknown(_) => Action::Folder,
             VerdictAction::ByKind(k) => kind
                 .and_then(|kind| k.named(kind))
                 .or(k.other.as_ref())
@@ -145,6 +149,7 @@ impl VerdictAction {
     pub fn discards(&self) -> bool {
         match self {
             VerdictAction::All(a) => *a == Action::Discard,
+            VerdictAction::Unknown(_) => false,
             VerdictAction::ByKind(k) => k.written().any(|a| a.value == Action::Discard),
         }
     }
@@ -154,6 +159,7 @@ impl VerdictAction {
     pub fn describe(&self) -> String {
         match self {
             VerdictAction::All(a) => a.as_str().to_string(),
+            VerdictAction::Unknown(word) => word.clone(),
             VerdictAction::ByKind(_) => {
                 let parts: Vec<String> = ALL_KINDS
                     .iter()
@@ -179,7 +185,8 @@ impl<'de> Deserialize<'de> for VerdictAction {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VerdictAction, E> {
                 use serde::de::IntoDeserializer;
                 let d: serde::de::value::StrDeserializer<'_, E> = v.into_deserializer();
-                Action::deserialize(d).map(VerdictAction::All)
+                Ok(Action::deserialize(d)
+                    .map_or_else(|_| VerdictAction::Unknown(v.to_string()), VerdictAction::All))
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,
@@ -508,6 +515,19 @@ impl Config {
             }
         }
         if let Some(actions) = file.actions {
+            for a in [&actions.backscatter, &actions.unverified_bounce] {
+                if let VerdictAction::Unknown(word) = &a.value {
+                    errors.push(ConfigError::at(
+                        name,
+                        a,
+                        crate::error::unknown_choice(
+                            "value",
+                            word,
+                            &["inbox", "folder", "discard"],
+                        ),
+                    ));
+                }
+            }
             if actions.unverified_bounce.value.discards() {
                 errors.push(ConfigError::at(
                     name,
@@ -600,11 +620,14 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if self.actions.backscatter.value.discards() && self.log.is_none() {
-            w.push(
-                "actions.backscatter discards but the log is off: a discard must leave a \
+            let what = match self.actions.backscatter.value {
+                VerdictAction::All(_) => "is discard",
+                _ => "discards some kinds",
+            };
+            w.push(format!(
+                "actions.backscatter {what} but the log is off: a discard must leave a \
                  record, so backscatter will be filed in the backscatter folder instead"
-                    .to_string(),
-            );
+            ));
         }
         for h in &self.own.hosts {
             let fixed = h.value.trim().trim_start_matches(['*', '.']);

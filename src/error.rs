@@ -179,17 +179,23 @@ fn plain_words(message: &str, key: Option<&str>) -> String {
                 .map(|c| c.trim().trim_matches('`'))
                 .filter(|c| !c.is_empty())
                 .collect();
-            let mut m = format!("unknown {label} {given:?}");
-            if let Some(near) = nearest(given, &choices) {
-                m.push_str(&format!(": did you mean {near}?"));
-            }
-            if !choices.is_empty() {
-                m.push_str(&format!(" (expected one of {})", choices.join(", ")));
-            }
-            return m;
+            return unknown_choice(label, given, &choices);
         }
     }
     message.to_string()
+}
+
+/// `unknown value "foldr": did you mean folder? (expected one of inbox, folder, discard)`:
+/// `label` is "key" or "value".
+pub fn unknown_choice(label: &str, given: &str, choices: &[&str]) -> String {
+    let mut m = format!("unknown {label} {given:?}");
+    if let Some(near) = nearest(given, choices) {
+        m.push_str(&format!(": did you mean {near}?"));
+    }
+    if !choices.is_empty() {
+        m.push_str(&format!(" (expected one of {})", choices.join(", ")));
+    }
+    m
 }
 
 /// The choice nearest to `given` when it is a near miss: at most a third of its letters off.
