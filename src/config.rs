@@ -185,8 +185,10 @@ impl<'de> Deserialize<'de> for VerdictAction {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VerdictAction, E> {
                 use serde::de::IntoDeserializer;
                 let d: serde::de::value::StrDeserializer<'_, E> = v.into_deserializer();
-                Ok(Action::deserialize(d)
-                    .map_or_else(|_| VerdictAction::Unknown(v.to_string()), VerdictAction::All))
+                Ok(Action::deserialize(d).map_or_else(
+                    |_| VerdictAction::Unknown(v.to_string()),
+                    VerdictAction::All,
+                ))
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,
@@ -1031,6 +1033,69 @@ mod tests {
         let err = Config::from_str("own:\n  domain: [x]\n", "c.yaml").unwrap_err();
         assert_eq!(err.line, 2, "{err}");
         assert!(err.to_string().starts_with("c.yaml:2:"), "{err}");
+    }
+
+    #[test]
+    fn the_users_file_is_merged_over_the_sites() {
+        let t = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = t.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let site = write(
+            "site.yaml",
+            "own:\n  domains: [a.example]\n  hosts: [mx.a.example]\nmbox: /var/mail/x\n\
+             threshold: 6\nactions:\n  unverified-bounce: {dsn: inbox, ndr: inbox}\n\
+             rules:\n  - {id: site-rule, field: subject, match: [x], score: 1}\n",
+        );
+        let user = write(
+            "user.yaml",
+            "own:\n  domains: [b.example, a.example]\nmaildir: /m\n\
+             actions:\n  unverified-bounce: {ndr: folder}\n  backscatter: inbox\n\
+             rules:\n  - {id: user-rule, field: subject, match: [y], score: 1}\n",
+        );
+        let c = Config::load_files(Some(&site), Some(&user)).unwrap();
+        let values = |v: &[Spanned<String>]| v.iter().map(|s| s.value.clone()).collect::<Vec<_>>();
+        // Lists under own extended (no duplicate), scalars from the site kept unless replaced.
+        assert_eq!(values(&c.own.domains), ["a.example", "b.example"]);
+        assert_eq!(values(&c.own.hosts), ["mx.a.example"]);
+        assert_eq!(c.threshold, 6);
+        // The user's Maildir replaces the site's mbox.
+        assert_eq!(c.inbox, Some(Inbox::Maildir("/m".into())));
+        // A kind map merges kind by kind; a word replaces.
+        let unverified = &c.actions.unverified_bounce.value;
+        assert_eq!(unverified.for_kind(Some(Kind::Dsn)), Action::Inbox);
+        assert_eq!(unverified.for_kind(Some(Kind::Ndr)), Action::Folder);
+        assert_eq!(unverified.for_kind(Some(Kind::AutoReply)), Action::Folder);
+        assert_eq!(
+            c.actions.backscatter.value,
+            VerdictAction::All(Action::Inbox)
+        );
+        // Rules of both, the site's first, each with its file.
+        let rules: Vec<_> = c
+            .user_rules
+            .iter()
+            .map(|r| (r.id.value.as_str(), r.file.as_deref().unwrap_or("")))
+            .collect();
+        let (s, u) = (site.display().to_string(), user.display().to_string());
+        assert_eq!(
+            rules,
+            [("site-rule", s.as_str()), ("user-rule", u.as_str())]
+        );
+        assert_eq!(
+            (c.site_path.as_deref(), c.path.as_deref()),
+            (Some(&*site), Some(&*user))
+        );
+        // The site alone, for a user with no file; the same file twice is read once.
+        let alone = Config::load_files(Some(&site), None).unwrap();
+        assert_eq!(
+            (alone.site_path.as_deref(), alone.path.as_deref()),
+            (Some(&*site), None)
+        );
+        assert_eq!(alone.inbox, Some(Inbox::Mbox("/var/mail/x".into())));
+        let once = Config::load_files(Some(&site), Some(&site)).unwrap();
+        assert_eq!(once.user_rules.len(), 1);
     }
 
     #[test]
