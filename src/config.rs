@@ -1,4 +1,5 @@
-//! The user's configuration: own domains, hosts and networks, actions and delivery targets.
+//! The configuration: own domains, hosts and networks, actions and delivery targets; the
+//! site file (/etc/backstop/config.yaml) with the user's merged over it.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -15,12 +15,13 @@
 //!    (the same decision for the system log) and [`store`] (durable Maildir and mbox
 //!    writers) act on it.
 //!
-//! Around them: [`config`] reads the YAML config, [`cli`] holds the command-line types,
-//! [`run`] is the glue the commands share (load the config, read the input, take the
-//! envelope from the environment, evaluate within the CPU budget of [`budget`]), and [`cmd`]
-//! has one module per command. [`error`], [`exit`], [`perms`] and [`util`] are leaves that
-//! everything may use. Only `run`, `cmd`, `config`, `log`, `syslog`, `perms` and `store` touch files,
-//! standard input or the environment.
+//! Around them: [`config`] reads the YAML config (the site's, and the user's merged over
+//! it), [`cli`] holds the command-line types, [`run`] is the glue the commands share (load the
+//! config, read the input, take the envelope from the environment, evaluate within the CPU
+//! budget of [`budget`]), and [`cmd`] has one module per command. [`error`], [`exit`],
+//! [`perms`] and [`util`] are leaves that everything may use. Only `run`, `cmd`, `config`,
+//! `log`, `syslog`, `perms` and `store` touch files, sockets, standard input or the
+//! environment.
 //!
 //! # Example
 //!
