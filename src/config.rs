@@ -73,7 +73,7 @@ impl Default for Actions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerdictAction {
     All(Action),
-    ByKind(KindActions),
+    ByKind(Box<KindActions>),
     /// A word that is no action, kept until the config is checked so that the error points at
     /// it (an error raised while parsing would point at its key).
     Unknown(String),
@@ -196,7 +196,7 @@ impl<'de> Deserialize<'de> for VerdictAction {
                 map: M,
             ) -> Result<VerdictAction, M::Error> {
                 KindActions::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(VerdictAction::ByKind)
+                    .map(|k| VerdictAction::ByKind(Box::new(k)))
             }
         }
         d.deserialize_any(V)
