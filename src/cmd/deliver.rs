@@ -265,14 +265,16 @@ fn file_message(
             }
         },
     };
-    let mut entry = log::Entry::new(&eval, Some(&stored));
-    entry.fallback = fallback;
-    if let Some(path) = &config.log
-        && let Err(e) = log::append_entry(path, &entry)
-    {
-        log::warn(path, &e);
+    if config.log.is_some() || config.syslog {
+        let mut entry = log::Entry::new(&eval, Some(&stored));
+        entry.fallback = fallback;
+        if let Some(path) = &config.log
+            && let Err(e) = log::append_entry(path, &entry)
+        {
+            log::warn(path, &e);
+        }
+        to_syslog(config.syslog, &entry);
     }
-    to_syslog(config.syslog, &entry);
     note_wave(&eval, config, inbox);
     Ok(())
 }
