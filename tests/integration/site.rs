@@ -349,3 +349,17 @@ fn config_output_is_escaped_for_the_terminal() {
     assert!(out.contains("maildir = /tmp/x\\x1b]0;pwned\\x07"), "{out}");
     assert!(!out.contains(['\x1b', '\x07']), "{out:?}");
 }
+
+/// The example site config is valid alone and under the example user config.
+#[test]
+fn the_example_site_config_passes_lint_alone_and_under_the_example_config() {
+    let home = temp_home();
+    let examples = crate::util::root().join("packaging/examples");
+    let site = examples.join("site-config.yaml");
+    let user = examples.join("config.yaml").display().to_string();
+    for args in [vec!["lint"], vec!["lint", "-c", &user]] {
+        let (code, out, err) = run(home.path(), &site, &args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(out.contains(": ok ("), "{args:?}: {out}");
+    }
+}
