@@ -455,9 +455,11 @@ impl Config {
         let mut value = yaml_value(&site_text, &site_name)?;
         merge_over(&mut value, yaml_value(&user_text, &user_name)?);
         let both = format!("{site_name} and {user_name}");
-        let file = ConfigFile::deserialize(value)
+        // Read back as YAML (JSON is YAML): one parser of the config in the binary, not a
+        // second copy of it for serde_json's values (150 KB more code).
+        let text = serde_json::to_string(&value)
             .map_err(|e| ConfigError::whole(&both, format!("cannot be merged: {e}")))?;
-        let mut config = Config::build(file, &both)?;
+        let mut config = Config::from_str(&text, &both)?;
         let mut rules = site_config.user_rules;
         tag_rules(&mut rules, &site_name);
         let mut user_rules = user_config.user_rules;
