@@ -195,7 +195,7 @@ fn backstop_1(template: &str, date: &str) -> Result<String, String> {
 
 /// Fails unless every key the config and rule parsers accept is in backstop.yaml(5) in bold.
 fn check_config_page(page: &str) -> Result<(), String> {
-    use backstop::config::{Action, Actions, ConfigFile, OwnSpec};
+    use backstop::config::{Action, Actions, ConfigFile, KindActions, OwnSpec};
     use backstop::rules::{Kind, RuleSpec};
     use backstop::store::maildir::Layout;
     use backstop::store::mbox::Lock;
@@ -203,6 +203,7 @@ fn check_config_page(page: &str) -> Result<(), String> {
     names.extend(names_of::<ConfigFile>());
     names.extend(names_of::<OwnSpec>());
     names.extend(names_of::<Actions>());
+    names.extend(names_of::<KindActions>());
     names.extend(names_of::<RuleSpec>());
     names.extend(names_of::<Action>());
     names.extend(names_of::<Kind>());

@@ -13,8 +13,11 @@
 # PIE, so address-space randomisation still applies.
 #
 # `cargo rustc` applies the flags to the binary alone: a plain RUSTFLAGS would also
-# reach the proc-macro crates, which cannot be linked statically. Needs glibc's static
-# library (Debian's libc6-dev, Fedora's glibc-static) and binutils 2.38 or later.
+# reach the proc-macro crates, which cannot be linked statically. (So would target
+# rustflags in .cargo/config.toml, unless --target is given: the README's `cargo install
+# --target x86_64-unknown-linux-gnu --config ...` line gets the same binary that way.)
+# Needs glibc's static library (Debian's libc6-dev, Fedora's glibc-static) and binutils
+# 2.38 or later.
 #
 # glibc linked in means a glibc security update reaches backstop only by rebuilding
 # it: the .deb records the versions in Built-Using for that reason. Name-service

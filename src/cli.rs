@@ -28,6 +28,9 @@ pub enum Command {
     Explain(InputArgs),
     /// Check a config or rules file without reading any message.
     Lint(LintArgs),
+    /// Print the effective configuration: every setting, its value and where it came from
+    /// (built in, the site config or yours), then the rules in effect and where each is written.
+    Config(ConfigArgs),
     /// Decide and deliver one message from standard input (exit 0 or 75 only).
     Deliver(DeliverArgs),
     /// Print the message with X-Backstop-Verdict and X-Backstop-Reason headers added.
@@ -110,6 +113,18 @@ pub struct LintArgs {
     /// The config file, as every other command takes it.
     #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "file")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The config file (default: ~/.config/backstop/config.yaml when it exists), merged over
+    /// the site config.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Only the settings a config file gives and the rules that are not built in (as
+    /// postconf -n).
+    #[arg(long, short = 'n')]
+    pub non_default: bool,
 }
 
 /// The arguments of `deliver` (`args` starts with the word `deliver`), parsed by the same

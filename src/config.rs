@@ -1,4 +1,5 @@
-//! The user's configuration: own domains, hosts and networks, actions and delivery targets.
+//! The configuration: own domains, hosts and networks, actions and delivery targets; the
+//! site file (/etc/backstop/config.yaml) with the user's merged over it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -11,7 +12,7 @@ use crate::evidence::own::{HostPattern, Own, parse_network};
 use crate::proofs::spec::{
     AlarmSpec, BatvSpec, DkimSpec, LedgerSpec, MilterSpec, SharedLedger, StampSpec,
 };
-use crate::rules::RuleSpec;
+use crate::rules::{Kind, RuleSpec};
 use crate::store::maildir::Layout;
 use crate::store::mbox::{DEFAULT_LOCKS, Lock};
 
@@ -40,20 +41,20 @@ impl Action {
     }
 }
 
-/// Per-verdict actions.
+/// Per-verdict actions, each for every kind or per kind.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Actions {
     #[serde(default = "Actions::folder")]
-    pub backscatter: Spanned<Action>,
+    pub backscatter: Spanned<VerdictAction>,
     #[serde(default = "Actions::folder")]
-    pub unverified_bounce: Spanned<Action>,
+    pub unverified_bounce: Spanned<VerdictAction>,
 }
 
 impl Actions {
-    fn folder() -> Spanned<Action> {
+    fn folder() -> Spanned<VerdictAction> {
         Spanned::new(
-            Action::Folder,
+            VerdictAction::All(Action::Folder),
             serde_saphyr::Location::UNKNOWN,
             serde_saphyr::Location::UNKNOWN,
         )
@@ -66,6 +67,141 @@ impl Default for Actions {
             backscatter: Actions::folder(),
             unverified_bounce: Actions::folder(),
         }
+    }
+}
+
+/// The action of one verdict: one word for every kind (`backscatter: folder`), or a map of
+/// kinds (`unverified-bounce: {dsn: folder, auto-reply: inbox}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerdictAction {
+    All(Action),
+    ByKind(Box<KindActions>),
+    /// A word that is no action, kept until the config is checked so that the error points at
+    /// it (an error raised while parsing would point at its key).
+    Unknown(String),
+}
+
+/// The action per kind of bounce. A kind not named takes `other`, else the folder (the
+/// default of both verdicts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KindActions {
+    #[serde(default)]
+    pub dsn: Option<Spanned<Action>>,
+    #[serde(default)]
+    pub ndr: Option<Spanned<Action>>,
+    #[serde(default)]
+    pub auto_reply: Option<Spanned<Action>>,
+    #[serde(default)]
+    pub challenge_response: Option<Spanned<Action>>,
+    #[serde(default)]
+    pub virus_notice: Option<Spanned<Action>>,
+    #[serde(default)]
+    pub feedback_report: Option<Spanned<Action>>,
+    /// Every kind not named.
+    #[serde(default)]
+    pub other: Option<Spanned<Action>>,
+}
+
+impl KindActions {
+    /// The action given for `kind`, if any (not `other`).
+    fn named(&self, kind: Kind) -> Option<&Spanned<Action>> {
+        match kind {
+            Kind::Dsn => self.dsn.as_ref(),
+            Kind::Ndr => self.ndr.as_ref(),
+            Kind::AutoReply => self.auto_reply.as_ref(),
+            Kind::ChallengeResponse => self.challenge_response.as_ref(),
+            Kind::VirusNotice => self.virus_notice.as_ref(),
+            Kind::FeedbackReport => self.feedback_report.as_ref(),
+        }
+    }
+
+    /// Every action written, with its place in the file.
+    fn written(&self) -> impl Iterator<Item = &Spanned<Action>> {
+        ALL_KINDS
+            .iter()
+            .filter_map(|k| self.named(*k))
+            .chain(self.other.as_ref())
+    }
+}
+
+/// Every kind of bounce or automatic reply, in the order the docs give them.
+pub const ALL_KINDS: [Kind; 6] = [
+    Kind::Dsn,
+    Kind::Ndr,
+    Kind::AutoReply,
+    Kind::ChallengeResponse,
+    Kind::VirusNotice,
+    Kind::FeedbackReport,
+];
+
+impl VerdictAction {
+    /// The action for a message of this kind (None: no kind known, which takes `other`).
+    pub fn for_kind(&self, kind: Option<Kind>) -> Action {
+        match self {
+            VerdictAction::All(a) => *a,
+            VerdictAction::Unknown(_) => Action::Folder,
+            VerdictAction::ByKind(k) => kind
+                .and_then(|kind| k.named(kind))
+                .or(k.other.as_ref())
+                .map_or(Action::Folder, |a| a.value),
+        }
+    }
+
+    /// Whether any kind is discarded.
+    pub fn discards(&self) -> bool {
+        match self {
+            VerdictAction::All(a) => *a == Action::Discard,
+            VerdictAction::Unknown(_) => false,
+            VerdictAction::ByKind(k) => k.written().any(|a| a.value == Action::Discard),
+        }
+    }
+
+    /// As written in the config, e.g. `folder` or `{dsn: folder, auto-reply: inbox, other: folder}`
+    /// (the kinds not named shown with what they get).
+    pub fn describe(&self) -> String {
+        match self {
+            VerdictAction::All(a) => a.as_str().to_string(),
+            VerdictAction::Unknown(word) => word.clone(),
+            VerdictAction::ByKind(_) => {
+                let parts: Vec<String> = ALL_KINDS
+                    .iter()
+                    .map(|k| format!("{}: {}", k.as_str(), self.for_kind(Some(*k)).as_str()))
+                    .collect();
+                format!("{{{}}}", parts.join(", "))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for VerdictAction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<VerdictAction, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = VerdictAction;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "an action (inbox, folder or discard), or one per kind, e.g. \
+                     {dsn: folder, auto-reply: inbox}",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VerdictAction, E> {
+                use serde::de::IntoDeserializer;
+                let d: serde::de::value::StrDeserializer<'_, E> = v.into_deserializer();
+                Ok(Action::deserialize(d).map_or_else(
+                    |_| VerdictAction::Unknown(v.to_string()),
+                    VerdictAction::All,
+                ))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                map: M,
+            ) -> Result<VerdictAction, M::Error> {
+                KindActions::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|k| VerdictAction::ByKind(Box::new(k)))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -111,6 +247,9 @@ pub struct ConfigFile {
     pub mbox_folder: Option<String>,
     #[serde(default)]
     pub log: Option<String>,
+    /// Also send one line per decision to the system log (facility mail).
+    #[serde(default)]
+    pub syslog: Option<bool>,
     #[serde(default)]
     pub max_size: Option<Spanned<Size>>,
     /// Milliseconds of CPU time that judging one message may take.
@@ -141,11 +280,17 @@ pub enum Inbox {
     Mbox(PathBuf),
 }
 
-/// The effective configuration: the file (if any) merged over the defaults.
+/// The effective configuration: the user's file (if any) merged over the site's (if any),
+/// merged over the defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file it came from, or None for built-in defaults only.
+    /// The user's file, or None when there is none.
     pub path: Option<PathBuf>,
+    /// The site's file merged under it (see [`Config::site_path`]), or None.
+    pub site_path: Option<PathBuf>,
+    /// The files read, site first, with their text: where each setting came from
+    /// (`backstop config`).
+    pub layers: Vec<Layer>,
     pub own: OwnSpec,
     /// `own`, ready to match against: built once, when first asked for (see [`Config::own`]);
     /// clean mail never needs it.
@@ -159,6 +304,7 @@ pub struct Config {
     pub mbox_locks: Vec<Lock>,
     pub mbox_folder: PathBuf,
     pub log: Option<PathBuf>,
+    pub syslog: bool,
     pub max_size: u64,
     pub cpu_budget_ms: u64,
     pub trace_headers: bool,
@@ -191,6 +337,8 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             path: None,
+            site_path: None,
+            layers: Vec::new(),
             own: OwnSpec::default(),
             own_built: OnceLock::new(),
             user_rules: Vec::new(),
@@ -202,6 +350,7 @@ impl Default for Config {
             mbox_locks: DEFAULT_LOCKS.to_vec(),
             mbox_folder: expand_home("~/mail/Backscatter"),
             log: default_log(),
+            syslog: false,
             max_size: DEFAULT_MAX_SIZE,
             cpu_budget_ms: DEFAULT_CPU_BUDGET_MS,
             trace_headers: true,
@@ -232,28 +381,111 @@ impl Config {
             .map(PathBuf::from)
     }
 
-    /// Loads `path`, else `$BACKSTOP_CONFIG`, else the default file when it exists, else the
-    /// built-in defaults.
+    /// The site config, merged under every user's: `$BACKSTOP_SITE_CONFIG` when set (empty:
+    /// none), else [`SITE_CONFIG`]. Used only when the file exists.
+    pub fn site_path() -> Option<PathBuf> {
+        match std::env::var_os("BACKSTOP_SITE_CONFIG") {
+            Some(p) if p.is_empty() => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => Some(PathBuf::from(SITE_CONFIG)),
+        }
+    }
+
+    /// The user's config file: `path`, else `$BACKSTOP_CONFIG`, else the default file when it
+    /// exists.
+    pub fn user_path(path: Option<&Path>) -> Option<PathBuf> {
+        path.map(Path::to_path_buf)
+            .or_else(Config::env_path)
+            .or_else(|| Config::default_path().filter(|p| p.exists()))
+    }
+
+    /// Loads the user's config (see [`Config::user_path`]) merged over the site config (see
+    /// [`Config::site_path`]), else either alone, else the built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        match path.map(Path::to_path_buf).or_else(Config::env_path) {
-            Some(p) => Config::from_file(&p),
-            None => match Config::default_path() {
-                Some(p) if p.exists() => Config::from_file(&p),
-                _ => Ok(Config::default()),
-            },
+        let site = Config::site_path().filter(|p| p.exists());
+        Config::load_files(site.as_deref(), Config::user_path(path).as_deref())
+    }
+
+    /// Loads the user's file merged over the site's; either may be absent. The same file named
+    /// as both is read once, as the user's.
+    pub fn load_files(site: Option<&Path>, user: Option<&Path>) -> Result<Config, ConfigError> {
+        let site = site.filter(|s| user.is_none_or(|u| !same_file(s, u)));
+        match (site, user) {
+            (None, None) => Ok(Config::default()),
+            (None, Some(user)) => Config::from_file(user),
+            (Some(site), None) => {
+                let mut config = Config::from_file(site)?;
+                config.site_path = config.path.take();
+                if let Some(layer) = config.layers.first_mut() {
+                    layer.site = true;
+                }
+                Ok(config)
+            }
+            (Some(site), Some(user)) => Config::merged(site, user),
         }
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
-        crate::perms::check_config_file(path).map_err(|why| ConfigError {
-            untrusted: true,
-            ..ConfigError::whole(&name, why)
-        })?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::whole(&name, format!("cannot read: {e}")))?;
+        let text = read_trusted(path)?;
         let mut config = Config::from_str(&text, &name)?;
+        tag_rules(&mut config.user_rules, &name);
         config.path = Some(path.to_path_buf());
+        config.layers = vec![Layer {
+            path: path.to_path_buf(),
+            text,
+            site: false,
+        }];
+        Ok(config)
+    }
+
+    /// The user's file merged over the site's. Each is checked alone first, so that an error
+    /// names the file and line it is in; then own.* lists and rules of both are taken (the
+    /// site's first) and every other key the user gives replaces the site's.
+    fn merged(site: &Path, user: &Path) -> Result<Config, ConfigError> {
+        let (site_name, user_name) = (site.display().to_string(), user.display().to_string());
+        let site_text = read_trusted(site)?;
+        let user_text = read_trusted(user)?;
+        let (site_config, user_config) = match (
+            Config::from_str(&site_text, &site_name),
+            Config::from_str(&user_text, &user_name),
+        ) {
+            (Ok(s), Ok(u)) => (s, u),
+            (s, u) => {
+                let errors = [s.err(), u.err()].into_iter().flatten().collect();
+                return Err(ConfigError::all(errors).unwrap_or_else(|| {
+                    ConfigError::whole(&user_name, "cannot be merged with the site config")
+                }));
+            }
+        };
+        let mut value = yaml_value(&site_text, &site_name)?;
+        merge_over(&mut value, yaml_value(&user_text, &user_name)?);
+        let both = format!("{site_name} and {user_name}");
+        // Read back as YAML (JSON is YAML): one parser of the config in the binary, not a
+        // second copy of it for serde_json's values (150 KB more code).
+        let text = serde_json::to_string(&value)
+            .map_err(|e| ConfigError::whole(&both, format!("cannot be merged: {e}")))?;
+        let mut config = Config::from_str(&text, &both)?;
+        let mut rules = site_config.user_rules;
+        tag_rules(&mut rules, &site_name);
+        let mut user_rules = user_config.user_rules;
+        tag_rules(&mut user_rules, &user_name);
+        rules.extend(user_rules);
+        config.user_rules = rules;
+        config.path = Some(user.to_path_buf());
+        config.site_path = Some(site.to_path_buf());
+        config.layers = vec![
+            Layer {
+                path: site.to_path_buf(),
+                text: site_text,
+                site: true,
+            },
+            Layer {
+                path: user.to_path_buf(),
+                text: user_text,
+                site: false,
+            },
+        ];
         Ok(config)
     }
 
@@ -266,6 +498,11 @@ impl Config {
             serde_saphyr::from_str_with_options(text, options)
                 .map_err(|e| ConfigError::from_yaml(name, &e, text))?
         };
+        Config::build(file, name)
+    }
+
+    /// Checks a config as parsed and merges it over the defaults.
+    fn build(file: ConfigFile, name: &str) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         for (key, value) in [
             ("maildir", &file.maildir),
@@ -289,7 +526,20 @@ impl Config {
             }
         }
         if let Some(actions) = file.actions {
-            if actions.unverified_bounce.value == Action::Discard {
+            for a in [&actions.backscatter, &actions.unverified_bounce] {
+                if let VerdictAction::Unknown(word) = &a.value {
+                    errors.push(ConfigError::at(
+                        name,
+                        a,
+                        crate::error::unknown_choice(
+                            "value",
+                            word,
+                            &["inbox", "folder", "discard"],
+                        ),
+                    ));
+                }
+            }
+            if actions.unverified_bounce.value.discards() {
                 errors.push(ConfigError::at(
                     name,
                     &actions.unverified_bounce,
@@ -332,6 +582,7 @@ impl Config {
         if let Some(l) = file.log {
             config.log = log_path(&l);
         }
+        config.syslog = file.syslog.unwrap_or(false);
         config.max_size = file.max_size.map_or(DEFAULT_MAX_SIZE, |s| s.value.0);
         if let Some(b) = file.cpu_budget_ms {
             if !(MIN_CPU_BUDGET_MS..=MAX_CPU_BUDGET_MS).contains(&b.value) {
@@ -379,12 +630,15 @@ impl Config {
     /// What a valid config may still get wrong, for `lint` to say (one sentence each).
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if self.actions.backscatter.value == Action::Discard && self.log.is_none() {
-            w.push(
-                "actions.backscatter is discard but the log is off: a discard must leave a \
+        if self.actions.backscatter.value.discards() && self.log.is_none() {
+            let what = match self.actions.backscatter.value {
+                VerdictAction::All(_) => "is discard",
+                _ => "discards some kinds",
+            };
+            w.push(format!(
+                "actions.backscatter {what} but the log is off: a discard must leave a \
                  record, so backscatter will be filed in the backscatter folder instead"
-                    .to_string(),
-            );
+            ));
         }
         for h in &self.own.hosts {
             let fixed = h.value.trim().trim_start_matches(['*', '.']);
@@ -639,6 +893,115 @@ pub fn lenient_inbox(text: &str) -> Option<Inbox> {
     }
 }
 
+/// The site config every user's config is merged over (see [`Config::site_path`]).
+pub const SITE_CONFIG: &str = "/etc/backstop/config.yaml";
+
+/// A config file read: where a setting came from.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub path: PathBuf,
+    pub text: String,
+    /// The site config (else the user's).
+    pub site: bool,
+}
+
+/// The own.* lists: a user's entries are added to the site's (every other key the user gives
+/// replaces the site's).
+pub const EXTENDED_LISTS: [&str; 4] = [
+    "own.domains",
+    "own.message_id_domains",
+    "own.hosts",
+    "own.networks",
+];
+
+/// Reads a config file once it is trusted (see [`crate::perms::check_config_file`]).
+fn read_trusted(path: &Path) -> Result<String, ConfigError> {
+    let name = path.display().to_string();
+    crate::perms::check_config_file(path).map_err(|why| ConfigError {
+        untrusted: true,
+        ..ConfigError::whole(&name, why)
+    })?;
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::whole(&name, format!("cannot read: {e}")))
+}
+
+/// Whether two paths name one file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Marks each rule with the file it was written in.
+fn tag_rules(rules: &mut [RuleSpec], name: &str) {
+    let name: std::sync::Arc<str> = name.into();
+    for rule in rules {
+        rule.file.get_or_insert_with(|| name.clone());
+    }
+}
+
+/// A config text as a tree of values (the `rules:` key left out: rules are merged with
+/// their origins, see [`Config::merged`]), for merging and for `backstop config`.
+pub fn yaml_value(text: &str, name: &str) -> Result<serde_json::Value, ConfigError> {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let mut value = if text.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_saphyr::from_str_with_options(text, options)
+            .map_err(|e| ConfigError::from_yaml(name, &e, text))?
+    };
+    if value.is_null() {
+        value = serde_json::Value::Object(Default::default());
+    }
+    if let Some(map) = value.as_object_mut() {
+        map.remove("rules");
+    }
+    Ok(value)
+}
+
+/// Merges the user's tree `over` the site's `base`: maps key by key, the [`EXTENDED_LISTS`]
+/// added to, every other value replaced. An inbox the user names (maildir or mbox) replaces
+/// the site's, whichever kind it is.
+fn merge_over(base: &mut serde_json::Value, over: serde_json::Value) {
+    if let (Some(b), Some(o)) = (base.as_object_mut(), over.as_object())
+        && (o.contains_key("maildir") || o.contains_key("mbox"))
+    {
+        b.remove("maildir");
+        b.remove("mbox");
+    }
+    merge_at(base, over, "");
+}
+
+fn merge_at(base: &mut serde_json::Value, over: serde_json::Value, path: &str) {
+    use serde_json::Value;
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (key, v) in o {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match b.get_mut(&key) {
+                    Some(slot) => merge_at(slot, v, &at),
+                    None => {
+                        b.insert(key, v);
+                    }
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(o)) if EXTENDED_LISTS.contains(&path) => {
+            for v in o {
+                if !b.contains(&v) {
+                    b.push(v);
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
 /// The default decision log: `$XDG_STATE_HOME/backstop/log.jsonl`, that is
 /// `~/.local/state/backstop/log.jsonl` unless XDG_STATE_HOME names another absolute directory.
 pub fn default_log() -> Option<PathBuf> {
@@ -679,6 +1042,69 @@ mod tests {
         let err = Config::from_str("own:\n  domain: [x]\n", "c.yaml").unwrap_err();
         assert_eq!(err.line, 2, "{err}");
         assert!(err.to_string().starts_with("c.yaml:2:"), "{err}");
+    }
+
+    #[test]
+    fn the_users_file_is_merged_over_the_sites() {
+        let t = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = t.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let site = write(
+            "site.yaml",
+            "own:\n  domains: [a.example]\n  hosts: [mx.a.example]\nmbox: /var/mail/x\n\
+             threshold: 6\nactions:\n  unverified-bounce: {dsn: inbox, ndr: inbox}\n\
+             rules:\n  - {id: site-rule, field: subject, match: [x], score: 1}\n",
+        );
+        let user = write(
+            "user.yaml",
+            "own:\n  domains: [b.example, a.example]\nmaildir: /m\n\
+             actions:\n  unverified-bounce: {ndr: folder}\n  backscatter: inbox\n\
+             rules:\n  - {id: user-rule, field: subject, match: [y], score: 1}\n",
+        );
+        let c = Config::load_files(Some(&site), Some(&user)).unwrap();
+        let values = |v: &[Spanned<String>]| v.iter().map(|s| s.value.clone()).collect::<Vec<_>>();
+        // Lists under own extended (no duplicate), scalars from the site kept unless replaced.
+        assert_eq!(values(&c.own.domains), ["a.example", "b.example"]);
+        assert_eq!(values(&c.own.hosts), ["mx.a.example"]);
+        assert_eq!(c.threshold, 6);
+        // The user's Maildir replaces the site's mbox.
+        assert_eq!(c.inbox, Some(Inbox::Maildir("/m".into())));
+        // A kind map merges kind by kind; a word replaces.
+        let unverified = &c.actions.unverified_bounce.value;
+        assert_eq!(unverified.for_kind(Some(Kind::Dsn)), Action::Inbox);
+        assert_eq!(unverified.for_kind(Some(Kind::Ndr)), Action::Folder);
+        assert_eq!(unverified.for_kind(Some(Kind::AutoReply)), Action::Folder);
+        assert_eq!(
+            c.actions.backscatter.value,
+            VerdictAction::All(Action::Inbox)
+        );
+        // Rules of both, the site's first, each with its file.
+        let rules: Vec<_> = c
+            .user_rules
+            .iter()
+            .map(|r| (r.id.value.as_str(), r.file.as_deref().unwrap_or("")))
+            .collect();
+        let (s, u) = (site.display().to_string(), user.display().to_string());
+        assert_eq!(
+            rules,
+            [("site-rule", s.as_str()), ("user-rule", u.as_str())]
+        );
+        assert_eq!(
+            (c.site_path.as_deref(), c.path.as_deref()),
+            (Some(&*site), Some(&*user))
+        );
+        // The site alone, for a user with no file; the same file twice is read once.
+        let alone = Config::load_files(Some(&site), None).unwrap();
+        assert_eq!(
+            (alone.site_path.as_deref(), alone.path.as_deref()),
+            (Some(&*site), None)
+        );
+        assert_eq!(alone.inbox, Some(Inbox::Mbox("/var/mail/x".into())));
+        let once = Config::load_files(Some(&site), Some(&site)).unwrap();
+        assert_eq!(once.user_rules.len(), 1);
     }
 
     #[test]

@@ -179,17 +179,23 @@ fn plain_words(message: &str, key: Option<&str>) -> String {
                 .map(|c| c.trim().trim_matches('`'))
                 .filter(|c| !c.is_empty())
                 .collect();
-            let mut m = format!("unknown {label} {given:?}");
-            if let Some(near) = nearest(given, &choices) {
-                m.push_str(&format!(": did you mean {near}?"));
-            }
-            if !choices.is_empty() {
-                m.push_str(&format!(" (expected one of {})", choices.join(", ")));
-            }
-            return m;
+            return unknown_choice(label, given, &choices);
         }
     }
     message.to_string()
+}
+
+/// `unknown value "foldr": did you mean folder? (expected one of inbox, folder, discard)`:
+/// `label` is "key" or "value".
+pub fn unknown_choice(label: &str, given: &str, choices: &[&str]) -> String {
+    let mut m = format!("unknown {label} {given:?}");
+    if let Some(near) = nearest(given, choices) {
+        m.push_str(&format!(": did you mean {near}?"));
+    }
+    if !choices.is_empty() {
+        m.push_str(&format!(" (expected one of {})", choices.join(", ")));
+    }
+    m
 }
 
 /// The choice nearest to `given` when it is a near miss: at most a third of its letters off.
@@ -215,20 +221,31 @@ fn nearest<'a>(given: &str, choices: &[&'a str]) -> Option<&'a str> {
         })
 }
 
-/// The Levenshtein distance, for short words (keys and values) only.
+/// The edit distance with a swap of two neighbours as one edit (`dns` for `dsn`), for short
+/// words (keys and values) only.
 fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// Why a command could not judge the message it was given.

@@ -11,15 +11,17 @@
 //!    networks and domains ([`evidence::own`]), and the weighing.
 //! 4. [`verdict`]: [`verdict::evaluate`] puts these together into one [`verdict::Evaluation`]:
 //!    clean, legit bounce, backscatter or unverified bounce, with every reason.
-//! 5. [`trace`] (the `X-Backstop-*` header lines), [`log`] (the decision log) and [`store`]
-//!    (durable Maildir and mbox writers) act on it.
+//! 5. [`trace`] (the `X-Backstop-*` header lines), [`log`] (the decision log), [`syslog`]
+//!    (the same decision for the system log) and [`store`] (durable Maildir and mbox
+//!    writers) act on it.
 //!
-//! Around them: [`config`] reads the YAML config, [`cli`] holds the command-line types,
-//! [`run`] is the glue the commands share (load the config, read the input, take the
-//! envelope from the environment, evaluate within the CPU budget of [`budget`]), and [`cmd`]
-//! has one module per command. [`error`], [`exit`], [`perms`] and [`util`] are leaves that
-//! everything may use. Only `run`, `cmd`, `config`, `log`, `perms` and `store` touch files,
-//! standard input or the environment.
+//! Around them: [`config`] reads the YAML config (the site's, and the user's merged over
+//! it), [`cli`] holds the command-line types, [`run`] is the glue the commands share (load the
+//! config, read the input, take the envelope from the environment, evaluate within the CPU
+//! budget of [`budget`]), and [`cmd`] has one module per command. [`error`], [`exit`],
+//! [`perms`] and [`util`] are leaves that everything may use. Only `run`, `cmd`, `config`,
+//! `log`, `syslog`, `perms` and `store` touch files, sockets, standard input or the
+//! environment.
 //!
 //! # Example
 //!
@@ -65,6 +67,7 @@ pub mod proofs;
 pub mod rules;
 pub mod run;
 pub mod store;
+pub mod syslog;
 pub mod trace;
 pub mod util;
 pub mod verdict;

@@ -93,11 +93,6 @@ pub fn rotated(path: &Path) -> PathBuf {
 
 /// Appends the decision. The caller decides what a failure means (a discarded message must
 /// leave a record; any other delivery goes on, see [`warn`]).
-pub fn append(path: &Path, eval: &Evaluation, stored: Option<&Stored>) -> io::Result<()> {
-    write_line(path, &Entry::new(eval, stored))
-}
-
-/// Appends an entry as it is.
 pub fn append_entry(path: &Path, entry: &Entry) -> io::Result<()> {
     write_line(path, entry)
 }
@@ -113,24 +108,30 @@ pub fn warn(path: &Path, e: &io::Error) {
 
 /// Logs a config error that sent a message to the inbox unfiltered.
 pub fn append_error(path: &Path, error: &str, stored: &Stored) {
-    let entry = Entry {
-        time: rfc3339(SystemTime::now()),
-        verdict: "clean".into(),
-        kind: None,
-        action: "inbox".into(),
-        message_id: None,
-        from: None,
-        subject: None,
-        sender: None,
-        stored: Some(stored.path.display().to_string()),
-        reasons: vec!["config error: delivered unfiltered".into()],
-        error: Some(error.to_string()),
-        fallback: None,
-        original_from: None,
-        original_ip: None,
-    };
-    if let Err(e) = write_line(path, &entry) {
+    if let Err(e) = write_line(path, &Entry::error(error, stored)) {
         warn(path, &e);
+    }
+}
+
+impl Entry {
+    /// The entry of a message filed in the inbox unfiltered, because the config did not load.
+    pub fn error(error: &str, stored: &Stored) -> Entry {
+        Entry {
+            time: rfc3339(SystemTime::now()),
+            verdict: "clean".into(),
+            kind: None,
+            action: "inbox".into(),
+            message_id: None,
+            from: None,
+            subject: None,
+            sender: None,
+            stored: Some(stored.path.display().to_string()),
+            reasons: vec!["config error: delivered unfiltered".into()],
+            error: Some(error.to_string()),
+            fallback: None,
+            original_from: None,
+            original_ip: None,
+        }
     }
 }
 
@@ -183,15 +184,6 @@ fn rotate(path: &Path, file: File) -> io::Result<File> {
     }
     drop(file);
     open_append(path)
-}
-
-/// The log of a config file that failed to load: its `log:` line read leniently, else the
-/// default; None when it says `off`.
-pub fn path_hint(config_text: &str) -> Option<PathBuf> {
-    match crate::config::lenient_value(config_text, "log") {
-        Some(v) => crate::config::log_path(&v),
-        None => crate::config::default_log(),
-    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd::check::run(&args),
         Command::Explain(args) => cmd::explain::run(&args),
         Command::Lint(args) => cmd::lint::run(&args),
+        Command::Config(args) => cmd::config::run(&args),
         Command::Deliver(args) => cmd::deliver::run(&args),
         Command::Filter(args) => cmd::filter::run(&args),
         Command::Scan(args) => cmd::scan::run(&args),

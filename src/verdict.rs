@@ -210,7 +210,7 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
             eval.verdict = verdict;
             eval.reasons.push(why);
         }
-        eval.action = action_for(eval.verdict, config);
+        eval.action = action_for(eval.verdict, eval.kind, config);
         return eval;
     };
     let anchor = Anchor::find(&mail, &own);
@@ -279,7 +279,7 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
             ),
         },
     });
-    eval.action = action_for(eval.verdict, config);
+    eval.action = action_for(eval.verdict, eval.kind, config);
     if eval.verdict == Verdict::LegitBounce {
         eval.wave = Some(proofs::alarm::facts(&original, &judged));
     }
@@ -294,10 +294,12 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
     eval
 }
 
-fn action_for(verdict: Verdict, config: &Config) -> Action {
+/// The config's action for a verdict and the kind of bounce (see `actions:` in
+/// backstop.yaml(5)).
+fn action_for(verdict: Verdict, kind: Option<Kind>, config: &Config) -> Action {
     match verdict {
-        Verdict::Backscatter => config.actions.backscatter.value,
-        Verdict::UnverifiedBounce => config.actions.unverified_bounce.value,
+        Verdict::Backscatter => config.actions.backscatter.value.for_kind(kind),
+        Verdict::UnverifiedBounce => config.actions.unverified_bounce.value.for_kind(kind),
         _ => Action::Inbox,
     }
 }

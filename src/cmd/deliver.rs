@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::budget::{over_budget, run_within};
 use crate::cli::{CommonArgs, DeliverArgs};
-use crate::config::{Action, Config, Inbox, expand_home, lenient_inbox};
+use crate::config::{Action, Config, Inbox, expand_home, lenient_inbox, lenient_value, log_path};
 use crate::error::ConfigError;
 use crate::exit::Exit;
 use crate::log;
@@ -156,17 +156,23 @@ fn deliver_unfiltered(args: &DeliverArgs, err: &ConfigError, input: &Input) -> R
         std::io::stderr(),
         "backstop: {err}; delivering to the inbox unfiltered"
     );
-    let text = match args
-        .common
-        .config
-        .clone()
-        .or_else(Config::env_path)
-        .or_else(Config::default_path)
-    {
-        Some(path) if !err.untrusted => std::fs::read_to_string(path).ok(),
-        _ => None,
-    };
-    let inbox = args.inbox(text.as_deref().and_then(lenient_inbox));
+    // The user's file, then the site's: whichever names an inbox or a log first. A file that
+    // is not trusted is not read at all.
+    let untrusted = |p: &Path| err.untrusted && err.file == p.display().to_string();
+    let texts: Vec<String> = [
+        args.common
+            .config
+            .clone()
+            .or_else(Config::env_path)
+            .or_else(Config::default_path),
+        Config::site_path(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| !untrusted(p))
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .collect();
+    let inbox = args.inbox(texts.iter().find_map(|t| lenient_inbox(t)));
     check_home_known(inbox_path(&inbox))?;
     check_mailbox_owner(inbox_path(&inbox))?;
     let head = trace_line(
@@ -175,14 +181,25 @@ fn deliver_unfiltered(args: &DeliverArgs, err: &ConfigError, input: &Input) -> R
         &format!("config error, not filtered: {err}"),
     );
     let stored = store_inbox(&inbox, &Config::default(), &head, input)?;
-    let log = match text.as_deref() {
-        Some(text) => log::path_hint(text),
-        None => crate::config::default_log(),
-    };
+    let log = texts
+        .iter()
+        .find_map(|t| lenient_value(t, "log"))
+        .map_or_else(crate::config::default_log, |v| log_path(&v));
+    let entry = log::Entry::error(&err.to_string(), &stored);
     if let Some(path) = log {
-        log::append_error(&path, &err.to_string(), &stored);
+        log::append_entry(&path, &entry).unwrap_or_else(|e| log::warn(&path, &e));
     }
+    let syslog = texts.iter().find_map(|t| lenient_value(t, "syslog"));
+    to_syslog(syslog.as_deref() == Some("true"), &entry);
     Ok(())
+}
+
+/// Sends the decision to the system log when the config asks; a failure is said on stderr
+/// and changes nothing else.
+fn to_syslog(on: bool, entry: &log::Entry) {
+    if on && let Err(e) = crate::syslog::send(entry) {
+        say!("backstop: cannot write to the system log {e}");
+    }
 }
 
 /// Writes the message where its verdict sends it, then logs the decision. The action the
@@ -198,9 +215,11 @@ fn file_message(
     let mut fallback = None;
     if eval.action == Action::Discard {
         // A discard always leaves a record: the log, else the message itself.
+        let entry = log::Entry::new(&eval, None);
         let why = match &config.log {
-            Some(path) => match log::append(path, &eval, None) {
+            Some(path) => match log::append_entry(path, &entry) {
                 Ok(()) => {
+                    to_syslog(config.syslog, &entry);
                     note_wave(&eval, config, inbox);
                     return Ok(());
                 }
@@ -246,12 +265,15 @@ fn file_message(
             }
         },
     };
-    if let Some(path) = &config.log {
+    if config.log.is_some() || config.syslog {
         let mut entry = log::Entry::new(&eval, Some(&stored));
         entry.fallback = fallback;
-        if let Err(e) = log::append_entry(path, &entry) {
+        if let Some(path) = &config.log
+            && let Err(e) = log::append_entry(path, &entry)
+        {
             log::warn(path, &e);
         }
+        to_syslog(config.syslog, &entry);
     }
     note_wave(&eval, config, inbox);
     Ok(())

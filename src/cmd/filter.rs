@@ -100,10 +100,16 @@ fn headers_for(raw: &Arc<Vec<u8>>, oversized: bool, loaded: Loaded, args: &Input
                     || pass_on(raw, &trace_headers(raw, &over_budget(budget)), None),
                 )
             };
+            let entry = crate::log::Entry::new(&eval, None);
             if let Some(path) = &config.log
-                && let Err(e) = crate::log::append(path, &eval, None)
+                && let Err(e) = crate::log::append_entry(path, &entry)
             {
                 crate::log::warn(path, &e);
+            }
+            if config.syslog
+                && let Err(e) = crate::syslog::send(&entry)
+            {
+                say!("backstop: cannot write to the system log {e}");
             }
             trace_headers(raw, &eval)
         }

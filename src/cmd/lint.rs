@@ -1,4 +1,5 @@
-//! `backstop lint`: check a config or rules file without reading any message.
+//! `backstop lint`: check a config or rules file without reading any message (merged over
+//! the site config, as it will be used).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,32 +10,29 @@ use crate::error::ConfigError;
 use crate::exit::Exit;
 use crate::rules::RuleSet;
 
-/// Runs `lint`.
+/// Runs `lint`: the named file (else `$BACKSTOP_CONFIG`, else the default file) merged over
+/// the site config, as every command loads them; the site config alone when the user has none.
 pub fn run(args: &LintArgs) -> ExitCode {
     let given = args.file.clone().or_else(|| args.config.clone());
-    let path = match given
-        .clone()
-        .or_else(Config::env_path)
-        .or_else(Config::default_path)
-    {
-        // No file named and none at the default place: nothing can be wrong.
-        Some(p) if given.is_some() || Config::env_path().is_some() || p.exists() => p,
-        default => {
-            let mut out = std::io::stdout().lock();
-            let place = default.map_or_else(String::new, |p| format!(" (none at {})", p.display()));
-            return match writeln!(
-                out,
-                "no config{place}: the built-in defaults are in use and valid"
-            ) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    say!("backstop: cannot write the result: {e}");
-                    ExitCode::from(Exit::Error)
-                }
-            };
-        }
+    let user = Config::user_path(given.as_deref());
+    let site = Config::site_path().filter(|p| p.exists());
+    let Some(path) = user.clone().or_else(|| site.clone()) else {
+        // No file named and none at the default places: nothing can be wrong.
+        let mut out = std::io::stdout().lock();
+        let place = Config::default_path()
+            .map_or_else(String::new, |p| format!(" (none at {})", p.display()));
+        return match writeln!(
+            out,
+            "no config{place}: the built-in defaults are in use and valid"
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                say!("backstop: cannot write the result: {e}");
+                ExitCode::from(Exit::Error)
+            }
+        };
     };
-    let result = Config::from_file(&path).and_then(|config| {
+    let result = Config::load_files(site.as_deref(), user.as_deref()).and_then(|config| {
         let rules = RuleSet::build(&config.user_rules, &path.display().to_string())?;
         crate::proofs::lint(&config)
             .map_err(|e| ConfigError::whole(&path.display().to_string(), e))?;
@@ -45,12 +43,18 @@ pub fn run(args: &LintArgs) -> ExitCode {
         for w in config.warnings() {
             say!("{}: warning: {w}", path.display());
         }
-        Ok(rules.rules.len())
+        let over = match &config.site_path {
+            Some(site) if config.path.is_some() => {
+                format!("; merged over the site config {}", site.display())
+            }
+            _ => String::new(),
+        };
+        Ok(format!("{} rules in effect{over}", rules.rules.len()))
     });
     match result {
         Ok(n) => {
             let mut out = std::io::stdout().lock();
-            match writeln!(out, "{}: ok ({n} rules in effect)", path.display()) {
+            match writeln!(out, "{}: ok ({n})", path.display()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     say!("backstop: cannot write the result: {e}");

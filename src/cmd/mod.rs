@@ -2,6 +2,7 @@
 //! output; commands never import each other (shared glue lives in `crate::run`).
 
 pub mod check;
+pub mod config;
 pub mod deliver;
 pub mod dkim_keys;
 pub mod explain;

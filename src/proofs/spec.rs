@@ -32,6 +32,9 @@ pub struct LedgerSpec {
     pub timeout_ms: Option<Spanned<u64>>,
 }
 
+/// The connect and read timeout for `ledger.redis` when `ledger.timeout_ms` is not set.
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 200;
+
 /// A ledger kept outside the process (`backstop-milter`'s shared one in Redis), asked for the
 /// Message-IDs of a returned original. It holds only what was learnt while it could be
 /// reached, so its absence of an ID proves nothing.

@@ -77,6 +77,10 @@ pub struct RuleSpec {
     /// The fast path of the patterns, parsed once for both the check and the rule set.
     #[serde(skip)]
     fast: OnceLock<Option<Arc<Fast>>>,
+    /// The file the rule was written in, when the config knows it (a site config's rules and
+    /// the user's, merged: see [`crate::config`]); else the name [`RuleSet::build`] is given.
+    #[serde(skip)]
+    pub file: Option<Arc<str>>,
 }
 
 /// The parts of a message a rule can look at.
@@ -613,6 +617,7 @@ impl RuleSet {
         let mut rules: Vec<Rule> = Vec::with_capacity(DEFAULTS.len() + user.len());
         rules.extend(DEFAULTS.iter().map(StaticRule::rule));
         for spec in user {
+            let user_file = spec.file.as_deref().unwrap_or(user_file);
             let id = spec.id.value.trim();
             let new = spec.compile(user_file)?;
             match (rules.iter().position(|r| r.id == id), new) {
@@ -934,6 +939,7 @@ mod tests {
             case_sensitive,
             disabled: false,
             fast: OnceLock::new(),
+            file: None,
         };
         spec.compile("t").ok().flatten()
     }

@@ -18,3 +18,4 @@ mod milter;
 mod proofs;
 mod recognition;
 mod scan;
+mod site;

@@ -26,12 +26,14 @@ pub fn fixture_bytes(rel: &str) -> Vec<u8> {
     std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
 }
 
-/// A command for the binary with a clean environment: no SENDER/RECIPIENT, HOME set to `home`.
+/// A command for the binary with a clean environment: no SENDER/RECIPIENT, HOME set to `home`,
+/// and no site config (whatever this machine has in /etc/backstop).
 pub fn backstop(home: &Path) -> Command {
     let mut cmd = Command::new(bin());
     cmd.env_clear()
         .env("HOME", home)
-        .env("PATH", "/usr/bin:/bin");
+        .env("PATH", "/usr/bin:/bin")
+        .env("BACKSTOP_SITE_CONFIG", "");
     cmd
 }
 

@@ -128,7 +128,9 @@ fn shared_ledger(config: &Config) -> Result<Option<Arc<RedisLedger>>, String> {
         .ledger
         .timeout_ms
         .as_ref()
-        .map_or(shared_ledger::DEFAULT_TIMEOUT_MS, |t| t.value);
+        .map_or(backstop::proofs::spec::DEFAULT_REDIS_TIMEOUT_MS, |t| {
+            t.value
+        });
     let expire = config
         .ledger
         .expire_days

@@ -18,8 +18,6 @@ use crate::redis::{Address, Client, Error, Value};
 
 /// The most IDs of one original looked up (an auto-reply's References can be long).
 const MAX_IDS: usize = 20;
-/// The connect and read timeout when `ledger.timeout_ms` is not set.
-pub const DEFAULT_TIMEOUT_MS: u64 = 200;
 
 #[derive(Debug)]
 pub struct RedisLedger {
