@@ -391,10 +391,15 @@ fn link(prev: &Hop, next: &Hop, anchor: &Anchor, own: &Own) -> Result<String, St
     let same = prev.by.as_deref().is_some_and(|b| {
         one_host(b, by) || (from_loopback && (is_loopback_name(by) || is_loopback_name(b)))
     });
-    if (from_loopback || prev.from_ip.is_none()) && same {
+    // Or by the name the host gave itself from its own loopback (a filter re-injecting under
+    // the host's full name into an MTA that calls itself by another): inside the organisation.
+    let self_named = from_loopback && inside && self_names(prev).any(|n| one_host(n, by));
+    if (from_loopback || prev.from_ip.is_none()) && (same || self_named) {
         return Ok(format!(
             "the hop above was a hand-off inside {by} itself ({})",
-            if from_loopback {
+            if self_named && !same {
+                "from loopback, where it greeted under this name"
+            } else if from_loopback {
                 "from loopback"
             } else if prev.has_from() {
                 "from a sender with no address"
@@ -411,10 +416,22 @@ fn link(prev: &Hop, next: &Hop, anchor: &Anchor, own: &Own) -> Result<String, St
         // name it gave must be this hop's host, inside the organisation. Any host of the
         // organisation would not do: a customer submitting through the site's internal hops
         // (a sending API, a gateway) writes the lines below them.
-        let named = [prev.from_name.as_deref(), prev.from_rdns.as_deref()]
+        let site_names: Vec<&str> = [prev.from_name.as_deref(), prev.from_rdns.as_deref()]
             .into_iter()
             .flatten()
-            .any(|n| one_host(n.trim_end_matches('.'), by));
+            .map(|n| n.trim_end_matches('.'))
+            .collect();
+        let named = site_names.iter().any(|n| one_host(n, by));
+        // The same machine under its local name: this hop was a hand-off from its own loopback
+        // whose client gave the name the hop above recorded (a content filter re-injecting
+        // into the appliance's MTA: `from mx.example.net ([127.0.0.1]) by IMSVA`). A bare
+        // name is then inside the organisation through that name.
+        let self_named = next.from_ip.is_some_and(|ip| ip.is_loopback())
+            && self_names(next).any(|n| site_names.iter().any(|s| one_host(s, n)));
+        let bare = !by.contains('.') && by.parse::<IpAddr>().is_err();
+        let inside =
+            inside || (self_named && bare && site_names.iter().any(|n| anchor.inside(n, own)));
+        let named = named || self_named;
         return match (named, inside) {
             (true, true) => Ok(format!(
                 "the hop above came from {by} at the private address {ip}, inside the bouncer's organisation"
@@ -449,6 +466,17 @@ fn verified_names(hop: &Hop) -> impl Iterator<Item = &str> {
     [hop.from_rdns.as_deref(), exim_name]
         .into_iter()
         .flatten()
+        .map(|n| n.trim_end_matches('.'))
+}
+
+/// The names a hop's client gave itself (the name after `from`, the HELO), when the client is
+/// the receiving host itself, from loopback: then the host chose them, not a sender outside.
+fn self_names(hop: &Hop) -> impl Iterator<Item = &str> {
+    let local = hop.from_ip.is_some_and(|ip| ip.is_loopback());
+    [hop.from_name.as_deref(), hop.helo.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(move |n| local && !is_loopback_name(n) && n.parse::<IpAddr>().is_err())
         .map(|n| n.trim_end_matches('.'))
 }
 

@@ -48,20 +48,26 @@ impl Anchor {
                 name.as_deref().map(|n| format!("{n} ")).unwrap_or_default()
             ));
         }
+        // (name, where the report gives it, whether a bare name without a domain counts)
         let claims = [
-            reporting_mta(mail).map(|m| (m, "Reporting-MTA")),
-            from_domain(mail).map(|d| (d, "the report's From")),
+            reporting_mta(mail).map(|m| (m, "Reporting-MTA", false)),
+            created_on(&hops, own).map(|h| (h, "the report's first Received line", true)),
+            from_domain(mail).map(|d| (d, "the report's From", false)),
             mail.message_id()
                 .and_then(id_domain)
-                .map(|d| (d, "the report's Message-ID")),
+                .map(|d| (d, "the report's Message-ID", false)),
         ];
-        for (name, what) in claims.into_iter().flatten() {
-            let Some(org) = registrable_domain(&name) else {
-                continue;
-            };
-            if own_orgs.contains(&org) || own.is_own_domain(&name) {
-                // A report written elsewhere in an own domain's name proves nothing.
-                continue;
+        for (name, what, bare_ok) in claims.into_iter().flatten() {
+            match registrable_domain(&name) {
+                Some(org) if own_orgs.contains(&org) || own.is_own_domain(&name) => {
+                    // A report written elsewhere in an own domain's name proves nothing.
+                    continue;
+                }
+                Some(_) => {}
+                // A bare host name (an appliance's `m-FILTER`) says no organisation, but it is
+                // a name the bouncer gave itself in its own Received line.
+                None if bare_ok => {}
+                None => continue,
             }
             // Claims outside the delivering host's organisation are kept: a provider's
             // reporting and outbound hosts often sit under two domains, and a forged report
@@ -91,6 +97,33 @@ fn made_here(hops: &[Hop], own: &Own) -> bool {
                 && h.from_ip
                     .is_none_or(|ip| own.is_own_ip(ip) || ip.is_loopback())
         })
+}
+
+/// The host the report was made on, as the report's own first (bottom) Received line names
+/// it: a hop that names no sender or came from loopback (the bounce handed to the host's own
+/// MTA), as `Received: from 127.0.0.1 by m-FILTER` or `Received: by mx.example.net (Postfix,
+/// from userid 0)`. The bouncer wrote that line, not the sender of the original; the name may
+/// be a bare one that no other field of the report gives. None for an own or loopback name.
+fn created_on(hops: &[Hop], own: &Own) -> Option<String> {
+    let bottom = hops.iter().rev().find(|h| h.by.is_some() || h.has_from())?;
+    let made_here = !bottom.has_from() || bottom.from_ip.is_some_and(|ip| ip.is_loopback());
+    let by = bottom
+        .by
+        .as_deref()?
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let plain = !by.is_empty()
+        && by.parse::<IpAddr>().is_err()
+        && by
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    (made_here && plain && !is_loopback_name(&by) && !by_own(bottom, own)).then_some(by)
+}
+
+/// `localhost`, `localhost.localdomain` and the like.
+fn is_loopback_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "localhost" || n.starts_with("localhost.")
 }
 
 /// The host that handed the report to an own server, as that server recorded it: the first
