@@ -484,6 +484,19 @@ mod tests {
             Some("mail.example.org")
         );
         assert_eq!(misspelt_own_name("mx.remote.example", &own), None);
+        // A sister host in an own host's organisation is no look-alike.
+        let own = Own {
+            hosts: vec![HostPattern::new("usw-sf-list1-b.sourceforge.net")],
+            ..Own::default()
+        };
+        assert_eq!(
+            misspelt_own_name("usw-sf-list1.sourceforge.net", &own),
+            None
+        );
+        assert_eq!(
+            misspelt_own_name("usw-sf-list1-b.sourceforqe.net", &own).as_deref(),
+            Some("usw-sf-list1-b.sourceforge.net")
+        );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

@@ -388,8 +388,14 @@ fn link(prev: &Hop, next: &Hop, anchor: &Anchor, own: &Own) -> Result<String, St
     // lie below that hop.
     // A sender with no address at all is no network peer either: a daemon of the host.
     let from_loopback = prev.from_ip.is_some_and(|ip| ip.is_loopback());
+    // A full name outside the organisation is never the same host by its first label alone
+    // (`FILTER` above, `scan7.spam.example` here): only the very name the hop above gave.
+    let bare_ip = by.trim_matches(['[', ']']).parse::<IpAddr>().is_ok();
+    let foreign_name = by.contains('.') && !bare_ip && !inside;
     let same = prev.by.as_deref().is_some_and(|b| {
-        one_host(b, by) || (from_loopback && (is_loopback_name(by) || is_loopback_name(b)))
+        b.trim_end_matches('.').eq_ignore_ascii_case(by)
+            || (!foreign_name && one_host(b, by))
+            || (from_loopback && (is_loopback_name(by) || is_loopback_name(b)))
     });
     // Or by the name the host gave itself from its own loopback (a filter re-injecting under
     // the host's full name into an MTA that calls itself by another): inside the organisation.
@@ -698,6 +704,71 @@ mod tests {
         assert!(judged[1].believed, "{}", judged[1].link);
         assert_eq!(judged[1].role, HopRole::Entry);
         assert!(judged[1].from.strong);
+    }
+
+    /// A filtering appliance inside the bouncing site: its MTA calls itself `FILTER`, its
+    /// filter re-injects from loopback under the site's full names.
+    const APPLIANCE: &str = "Received: from gw.remote.example (10.0.0.2) by mx.remote.example (10.0.0.1) with Microsoft SMTP Server; Fri, 2 Jan 2026 00:00:04 +0000\nReceived: from gw.remote.example (unknown [127.0.0.1]) by IMSVA (Postfix) with ESMTP id 3; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from scan7.remote.example (unknown [127.0.0.1]) by IMSVA (Postfix) with ESMTP id 2; Fri, 2 Jan 2026 00:00:02 +0000\nReceived: from mail.own.example (unknown [198.51.100.7]) by scan7.remote.example (Postfix) with ESMTPS id 1; Fri, 2 Jan 2026 00:00:01 +0000\nSubject: x\n\n";
+
+    #[test]
+    fn a_loopback_reinjection_links_by_the_names_the_host_gives_itself() {
+        let judged = judge_chain(&hops(APPLIANCE), &own(), &anchor());
+        for (i, h) in judged.iter().enumerate() {
+            assert!(h.believed, "hop {}: {}", i + 1, h.link);
+        }
+        // The private hand-off from gw.remote.example: the bare-named MTA below is that host,
+        // by the name its own loopback client gave.
+        assert!(
+            judged[1].link.contains("private address"),
+            "{}",
+            judged[1].link
+        );
+        // From loopback greeting as scan7.remote.example: that host received the hop below.
+        assert!(
+            judged[3].link.contains("greeted under this name"),
+            "{}",
+            judged[3].link
+        );
+        assert_eq!(judged[3].role, HopRole::Entry);
+        assert!(judged[3].from.strong);
+    }
+
+    #[test]
+    fn a_self_given_name_links_only_inside_the_organisation() {
+        // The loopback client names a host outside the bouncer's organisation.
+        let outside = APPLIANCE.replace("scan7.remote.example", "scan7.spam.example");
+        let judged = judge_chain(&hops(&outside), &own(), &anchor());
+        assert!(judged[2].believed, "{}", judged[2].link);
+        assert!(!judged[3].believed, "{}", judged[3].link);
+        // The private host named outside the organisation: a bare name is not inside through it.
+        let outside = APPLIANCE.replace("gw.remote.example", "gw.spam.example");
+        let judged = judge_chain(&hops(&outside), &own(), &anchor());
+        assert!(!judged[1].believed, "{}", judged[1].link);
+    }
+
+    #[test]
+    fn a_bare_name_is_not_the_same_host_as_a_full_name_outside() {
+        // The bouncer's MTA calls itself `mx` after a loopback hand-off; the line below names a
+        // host outside the organisation with the same first label.
+        let text = "Received: from localhost (localhost [127.0.0.1]) by mx.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from localhost (localhost [127.0.0.1]) by mx; Fri, 2 Jan 2026 00:00:02 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by mx.spam.example; Fri, 2 Jan 2026 00:00:01 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(text), &own(), &anchor());
+        assert!(judged[1].believed, "{}", judged[1].link);
+        assert!(!judged[2].believed, "{}", judged[2].link);
+        // Inside the organisation, the same first label is the same host.
+        let inside = text.replace("mx.spam.example", "mx.remote.example");
+        let judged = judge_chain(&hops(&inside), &own(), &anchor());
+        assert!(judged[2].believed, "{}", judged[2].link);
+    }
+
+    #[test]
+    fn a_loopback_line_below_a_public_sender_is_not_linked() {
+        // The spammer's host spoke to the bouncer from a public address; the lines below it,
+        // a "re-injection" under its name and an own relay line, are its own writing.
+        let text = "Received: from bot.spam.example (bot.spam.example [203.0.113.9]) by mx.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from bot.spam.example (localhost [127.0.0.1]) by FILTER; Fri, 2 Jan 2026 00:00:02 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by FILTER; Fri, 2 Jan 2026 00:00:01 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(text), &own(), &anchor());
+        assert!(judged[0].believed);
+        assert!(!judged[1].believed, "{}", judged[1].link);
+        assert!(!judged[2].believed);
     }
 
     #[test]

@@ -175,3 +175,67 @@ fn from_domain(mail: &Message<'_>) -> Option<String> {
     let domain = addr.rsplit_once('@')?.1.trim().trim_end_matches('.');
     (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::own::HostPattern;
+
+    fn own() -> Own {
+        Own {
+            domains: vec!["own.example".into()],
+            hosts: vec![HostPattern::new("mx.own.example")],
+            ..Own::default()
+        }
+    }
+
+    fn anchor_of(headers: &str) -> Anchor {
+        let text =
+            format!("{headers}From: postmaster@remote.example\nSubject: failure notice\n\nbody\n");
+        let mail = mail_parser::MessageParser::new()
+            .parse(text.as_bytes())
+            .expect("a message");
+        Anchor::find(&mail, &own())
+    }
+
+    #[test]
+    fn the_host_a_report_was_made_on_names_the_bouncer_even_by_a_bare_name() {
+        let anchor = anchor_of(
+            "Received: from mx12.remote.example (mx12.remote.example [192.0.2.90]) by mx.own.example; Thu, 29 Apr 2011 23:34:45 +0900\nReceived: from 127.0.0.1 (127.0.0.1) by m-FILTER with ESMTP; Thu, 29 Apr 2011 23:34:44 +0900\n",
+        );
+        assert!(anchor.hosts.iter().any(|h| h == "m-filter"), "{anchor:?}");
+        assert!(
+            anchor
+                .describe()
+                .contains("m-filter (the report's first Received line)"),
+            "{}",
+            anchor.describe()
+        );
+        // Written with no sender at all (`Received: by host (Postfix, from userid 0)`).
+        let anchor = anchor_of(
+            "Received: by relay.remote.example (Postfix, from userid 0) id 1; Thu, 29 Apr 2011 23:34:44 +0900\n",
+        );
+        assert!(
+            anchor.hosts.iter().any(|h| h == "relay.remote.example"),
+            "{anchor:?}"
+        );
+    }
+
+    #[test]
+    fn a_first_line_from_a_network_peer_or_an_own_host_names_no_bouncer() {
+        // The bottom line received the report from elsewhere: it was not made there.
+        let anchor = anchor_of(
+            "Received: from 192.0.2.9 (192.0.2.9) by m-FILTER with ESMTP; Thu, 29 Apr 2011 23:34:44 +0900\n",
+        );
+        assert!(!anchor.hosts.iter().any(|h| h == "m-filter"), "{anchor:?}");
+        // Made on an own host or on `localhost`: nothing about the bouncer.
+        for by in ["mx.own.example", "localhost"] {
+            // (A line above by another host, so that the report is not one made here.)
+            let anchor = anchor_of(&format!(
+                "Received: from relay.other.example (relay.other.example [192.0.2.91]) by inbound.other.example; Thu, 29 Apr 2011 23:34:45 +0900\nReceived: from 127.0.0.1 (127.0.0.1) by {by} with ESMTP; Thu, 29 Apr 2011 23:34:44 +0900\n"
+            ));
+            assert!(!anchor.own);
+            assert!(!anchor.hosts.iter().any(|h| h == by), "{by}: {anchor:?}");
+        }
+    }
+}
