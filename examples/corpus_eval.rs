@@ -192,6 +192,18 @@ fn main() -> ExitCode {
                 json(&handoff.ips)
             ));
             let got = run(&legit);
+            if verbose
+                && got
+                    .as_ref()
+                    .is_some_and(|g| g.verdict != Verdict::LegitBounce)
+            {
+                println!(
+                    "LEGIT-CONFIG {}\town: {{hosts: {}, networks: {}}}",
+                    row.file,
+                    json(&handoff.hosts),
+                    json(&handoff.ips)
+                );
+            }
             check(
                 &mut tallies,
                 LEGIT_NOT_BS,

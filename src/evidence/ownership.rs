@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::evidence::anchor::Anchor;
+use crate::evidence::anchor::{Anchor, registrable_domain};
 use crate::evidence::original::{Form, Original, id_domain};
 use crate::evidence::own::Own;
 use crate::evidence::received::{HopRole, JudgedHop, is_internal};
@@ -100,10 +100,15 @@ fn misspelt_own_name(name: &str, own: &Own) -> Option<String> {
         .iter()
         .map(|h| h.as_str())
         .filter(|h| !h.contains('*'));
+    // A look-alike lives under a registrable domain of its own (`exarnple.org`); a name in the
+    // own name's organisation (`usw-sf-list1.sourceforge.net` beside own host
+    // `usw-sf-list1-b.sourceforge.net`) is a sister host of it, not a misspelling.
+    let org = registrable_domain(name);
     own.domains
         .iter()
         .map(String::as_str)
         .chain(plain_hosts)
+        .filter(|o| org.is_none() || registrable_domain(o) != org)
         .find(|o| o.len() >= 6 && (1..=2).contains(&edit_distance(name, o)))
         .map(str::to_string)
 }
@@ -479,6 +484,19 @@ mod tests {
             Some("mail.example.org")
         );
         assert_eq!(misspelt_own_name("mx.remote.example", &own), None);
+        // A sister host in an own host's organisation is no look-alike.
+        let own = Own {
+            hosts: vec![HostPattern::new("usw-sf-list1-b.sourceforge.net")],
+            ..Own::default()
+        };
+        assert_eq!(
+            misspelt_own_name("usw-sf-list1.sourceforge.net", &own),
+            None
+        );
+        assert_eq!(
+            misspelt_own_name("usw-sf-list1-b.sourceforqe.net", &own).as_deref(),
+            Some("usw-sf-list1-b.sourceforge.net")
+        );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

@@ -262,9 +262,10 @@ pub struct JudgedHop {
 /// organisation; linked means one of:
 /// - its `by` is the host (reverse-DNS name) or address the hop above received from;
 /// - the hop above came from loopback or names no sender (a hand-off inside one host), and
-///   this hop's `by` is that same host;
-/// - the hop above came from a private address, and this hop's `by` is in the bouncer's
-///   organisation.
+///   this hop's `by` is that same host: as the hop above names it, or as its loopback client
+///   greeted (the host naming itself), inside the organisation;
+/// - the hop above came from a private address under a name the site gave, and this hop's
+///   `by` is that name, or this hop is a loopback re-injection greeting with that name.
 ///
 /// The HELO name a client gave is never a link: the client chose it. The walk stops where the
 /// message crossed from an own host into the bouncer's organisation, and at the first hop
@@ -388,13 +389,21 @@ fn link(prev: &Hop, next: &Hop, anchor: &Anchor, own: &Own) -> Result<String, St
     // lie below that hop.
     // A sender with no address at all is no network peer either: a daemon of the host.
     let from_loopback = prev.from_ip.is_some_and(|ip| ip.is_loopback());
+    // (No organisation check here: the hop below names the very host above, which the bouncer
+    // vouches for, or that host under its organisation's other domain; anyone writing lines
+    // below a hand-off inside one host could as well write its exact name.)
     let same = prev.by.as_deref().is_some_and(|b| {
         one_host(b, by) || (from_loopback && (is_loopback_name(by) || is_loopback_name(b)))
     });
-    if (from_loopback || prev.from_ip.is_none()) && same {
+    // Or by the name the host gave itself from its own loopback (a filter re-injecting under
+    // the host's full name into an MTA that calls itself by another): inside the organisation.
+    let self_named = from_loopback && inside && self_names(prev).any(|n| one_host(n, by));
+    if (from_loopback || prev.from_ip.is_none()) && (same || self_named) {
         return Ok(format!(
             "the hop above was a hand-off inside {by} itself ({})",
-            if from_loopback {
+            if self_named && !same {
+                "from loopback, where it greeted under this name"
+            } else if from_loopback {
                 "from loopback"
             } else if prev.has_from() {
                 "from a sender with no address"
@@ -411,10 +420,22 @@ fn link(prev: &Hop, next: &Hop, anchor: &Anchor, own: &Own) -> Result<String, St
         // name it gave must be this hop's host, inside the organisation. Any host of the
         // organisation would not do: a customer submitting through the site's internal hops
         // (a sending API, a gateway) writes the lines below them.
-        let named = [prev.from_name.as_deref(), prev.from_rdns.as_deref()]
+        let site_names: Vec<&str> = [prev.from_name.as_deref(), prev.from_rdns.as_deref()]
             .into_iter()
             .flatten()
-            .any(|n| one_host(n.trim_end_matches('.'), by));
+            .map(|n| n.trim_end_matches('.'))
+            .collect();
+        let named = site_names.iter().any(|n| one_host(n, by));
+        // The same machine under its local name: this hop was a hand-off from its own loopback
+        // whose client gave the name the hop above recorded (a content filter re-injecting
+        // into the appliance's MTA: `from mx.example.net ([127.0.0.1]) by IMSVA`). A bare
+        // name is then inside the organisation through that name.
+        let self_named = next.from_ip.is_some_and(|ip| ip.is_loopback())
+            && self_names(next).any(|n| site_names.iter().any(|s| one_host(s, n)));
+        let bare = !by.contains('.') && by.parse::<IpAddr>().is_err();
+        let inside =
+            inside || (self_named && bare && site_names.iter().any(|n| anchor.inside(n, own)));
+        let named = named || self_named;
         return match (named, inside) {
             (true, true) => Ok(format!(
                 "the hop above came from {by} at the private address {ip}, inside the bouncer's organisation"
@@ -449,6 +470,17 @@ fn verified_names(hop: &Hop) -> impl Iterator<Item = &str> {
     [hop.from_rdns.as_deref(), exim_name]
         .into_iter()
         .flatten()
+        .map(|n| n.trim_end_matches('.'))
+}
+
+/// The names a hop's client gave itself (the name after `from`, the HELO), when the client is
+/// the receiving host itself, from loopback: then the host chose them, not a sender outside.
+fn self_names(hop: &Hop) -> impl Iterator<Item = &str> {
+    let local = hop.from_ip.is_some_and(|ip| ip.is_loopback());
+    [hop.from_name.as_deref(), hop.helo.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(move |n| local && !is_loopback_name(n) && n.parse::<IpAddr>().is_err())
         .map(|n| n.trim_end_matches('.'))
 }
 
@@ -670,6 +702,57 @@ mod tests {
         assert!(judged[1].believed, "{}", judged[1].link);
         assert_eq!(judged[1].role, HopRole::Entry);
         assert!(judged[1].from.strong);
+    }
+
+    /// A filtering appliance inside the bouncing site: its MTA calls itself `FILTER`, its
+    /// filter re-injects from loopback under the site's full names.
+    const APPLIANCE: &str = "Received: from gw.remote.example (10.0.0.2) by mx.remote.example (10.0.0.1) with Microsoft SMTP Server; Fri, 2 Jan 2026 00:00:04 +0000\nReceived: from gw.remote.example (unknown [127.0.0.1]) by IMSVA (Postfix) with ESMTP id 3; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from scan7.remote.example (unknown [127.0.0.1]) by IMSVA (Postfix) with ESMTP id 2; Fri, 2 Jan 2026 00:00:02 +0000\nReceived: from mail.own.example (unknown [198.51.100.7]) by scan7.remote.example (Postfix) with ESMTPS id 1; Fri, 2 Jan 2026 00:00:01 +0000\nSubject: x\n\n";
+
+    #[test]
+    fn a_loopback_reinjection_links_by_the_names_the_host_gives_itself() {
+        let judged = judge_chain(&hops(APPLIANCE), &own(), &anchor());
+        for (i, h) in judged.iter().enumerate() {
+            assert!(h.believed, "hop {}: {}", i + 1, h.link);
+        }
+        // The private hand-off from gw.remote.example: the bare-named MTA below is that host,
+        // by the name its own loopback client gave.
+        assert!(
+            judged[1].link.contains("private address"),
+            "{}",
+            judged[1].link
+        );
+        // From loopback greeting as scan7.remote.example: that host received the hop below.
+        assert!(
+            judged[3].link.contains("greeted under this name"),
+            "{}",
+            judged[3].link
+        );
+        assert_eq!(judged[3].role, HopRole::Entry);
+        assert!(judged[3].from.strong);
+    }
+
+    #[test]
+    fn a_self_given_name_links_only_inside_the_organisation() {
+        // The loopback client names a host outside the bouncer's organisation.
+        let outside = APPLIANCE.replace("scan7.remote.example", "scan7.spam.example");
+        let judged = judge_chain(&hops(&outside), &own(), &anchor());
+        assert!(judged[2].believed, "{}", judged[2].link);
+        assert!(!judged[3].believed, "{}", judged[3].link);
+        // The private host named outside the organisation: a bare name is not inside through it.
+        let outside = APPLIANCE.replace("gw.remote.example", "gw.spam.example");
+        let judged = judge_chain(&hops(&outside), &own(), &anchor());
+        assert!(!judged[1].believed, "{}", judged[1].link);
+    }
+
+    #[test]
+    fn a_loopback_line_below_a_public_sender_is_not_linked() {
+        // The spammer's host spoke to the bouncer from a public address; the lines below it,
+        // a "re-injection" under its name and an own relay line, are its own writing.
+        let text = "Received: from bot.spam.example (bot.spam.example [203.0.113.9]) by mx.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from bot.spam.example (localhost [127.0.0.1]) by FILTER; Fri, 2 Jan 2026 00:00:02 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by FILTER; Fri, 2 Jan 2026 00:00:01 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(text), &own(), &anchor());
+        assert!(judged[0].believed);
+        assert!(!judged[1].believed, "{}", judged[1].link);
+        assert!(!judged[2].believed);
     }
 
     #[test]

@@ -302,6 +302,39 @@ fn forgeries(b: &Bounce, unforged: &Evaluation, own_domain: &str) -> Vec<(&'stat
             .clone()
             .or_else(|| bottom.hop.from_name.clone())
             .filter(|_| from_outside);
+        // The names the report gives the bouncer (its Reporting-MTA, the host its first
+        // Received line says it was made on, its From and Message-ID domains): the attacker
+        // knows them too.
+        let bouncer_names: Vec<String> = unforged
+            .original
+            .as_ref()
+            .filter(|_| from_outside)
+            .map(|o| o.anchor.hosts.iter().take(4).cloned().collect())
+            .unwrap_or_default();
+        for (k, name) in bouncer_names.iter().enumerate() {
+            v.push((
+                "an own relay line received by a host the report names as the bouncer, below the bouncer's lines",
+                b.with_below(&[line(&relay, name, &format!("with ESMTPS id F17.{k}"))]),
+            ));
+        }
+        if let Some(sender) = linked_name.clone() {
+            // A content filter's re-injection, as a bouncing site writes it: from loopback,
+            // under the name the hop above recorded for its sender, into a bare-named MTA.
+            v.push((
+                "a loopback re-injection under the spam sender's name into a bare-named host, then an own relay line",
+                b.with_below(&[
+                    line(&format!("{sender} (localhost [127.0.0.1])"), "FILTER", "with ESMTP id F18"),
+                    line(&relay, "FILTER", "with ESMTPS id F19"),
+                ]),
+            ));
+            v.push((
+                "a loopback hand-off greeting under an own-looking name, then that name receiving from an own relay",
+                b.with_below(&[
+                    line(&format!("mx.{own_domain} (localhost [127.0.0.1])"), &sender, "with ESMTP id F20"),
+                    line(&relay, &format!("mx.{own_domain}"), "with ESMTPS id F21"),
+                ]),
+            ));
+        }
         if let Some(name) = linked_name {
             v.push((
                 "a relay the attacker named links the genuine chain to an own relay line",

@@ -48,20 +48,26 @@ impl Anchor {
                 name.as_deref().map(|n| format!("{n} ")).unwrap_or_default()
             ));
         }
+        // (name, where the report gives it, whether a bare name without a domain counts)
         let claims = [
-            reporting_mta(mail).map(|m| (m, "Reporting-MTA")),
-            from_domain(mail).map(|d| (d, "the report's From")),
+            reporting_mta(mail).map(|m| (m, "Reporting-MTA", false)),
+            created_on(&hops, own).map(|h| (h, "the report's first Received line", true)),
+            from_domain(mail).map(|d| (d, "the report's From", false)),
             mail.message_id()
                 .and_then(id_domain)
-                .map(|d| (d, "the report's Message-ID")),
+                .map(|d| (d, "the report's Message-ID", false)),
         ];
-        for (name, what) in claims.into_iter().flatten() {
-            let Some(org) = registrable_domain(&name) else {
-                continue;
-            };
-            if own_orgs.contains(&org) || own.is_own_domain(&name) {
-                // A report written elsewhere in an own domain's name proves nothing.
-                continue;
+        for (name, what, bare_ok) in claims.into_iter().flatten() {
+            match registrable_domain(&name) {
+                Some(org) if own_orgs.contains(&org) || own.is_own_domain(&name) => {
+                    // A report written elsewhere in an own domain's name proves nothing.
+                    continue;
+                }
+                Some(_) => {}
+                // A bare host name (an appliance's `m-FILTER`) says no organisation, but it is
+                // a name the bouncer gave itself in its own Received line.
+                None if bare_ok => {}
+                None => continue,
             }
             // Claims outside the delivering host's organisation are kept: a provider's
             // reporting and outbound hosts often sit under two domains, and a forged report
@@ -91,6 +97,33 @@ fn made_here(hops: &[Hop], own: &Own) -> bool {
                 && h.from_ip
                     .is_none_or(|ip| own.is_own_ip(ip) || ip.is_loopback())
         })
+}
+
+/// The host the report was made on, as the report's own first (bottom) Received line names
+/// it: a hop that names no sender or came from loopback (the bounce handed to the host's own
+/// MTA), as `Received: from 127.0.0.1 by m-FILTER` or `Received: by mx.example.net (Postfix,
+/// from userid 0)`. The bouncer wrote that line, not the sender of the original; the name may
+/// be a bare one that no other field of the report gives. None for an own or loopback name.
+fn created_on(hops: &[Hop], own: &Own) -> Option<String> {
+    let bottom = hops.iter().rev().find(|h| h.by.is_some() || h.has_from())?;
+    let made_here = !bottom.has_from() || bottom.from_ip.is_some_and(|ip| ip.is_loopback());
+    let by = bottom
+        .by
+        .as_deref()?
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let plain = !by.is_empty()
+        && by.parse::<IpAddr>().is_err()
+        && by
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    (made_here && plain && !is_loopback_name(&by) && !by_own(bottom, own)).then_some(by)
+}
+
+/// `localhost`, `localhost.localdomain` and the like.
+fn is_loopback_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "localhost" || n.starts_with("localhost.")
 }
 
 /// The host that handed the report to an own server, as that server recorded it: the first
@@ -141,4 +174,68 @@ fn from_domain(mail: &Message<'_>) -> Option<String> {
     let addr = mail.from()?.first()?.address()?;
     let domain = addr.rsplit_once('@')?.1.trim().trim_end_matches('.');
     (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::own::HostPattern;
+
+    fn own() -> Own {
+        Own {
+            domains: vec!["own.example".into()],
+            hosts: vec![HostPattern::new("mx.own.example")],
+            ..Own::default()
+        }
+    }
+
+    fn anchor_of(headers: &str) -> Anchor {
+        let text =
+            format!("{headers}From: postmaster@remote.example\nSubject: failure notice\n\nbody\n");
+        let mail = mail_parser::MessageParser::new()
+            .parse(text.as_bytes())
+            .expect("a message");
+        Anchor::find(&mail, &own())
+    }
+
+    #[test]
+    fn the_host_a_report_was_made_on_names_the_bouncer_even_by_a_bare_name() {
+        let anchor = anchor_of(
+            "Received: from mx12.remote.example (mx12.remote.example [192.0.2.90]) by mx.own.example; Thu, 29 Apr 2011 23:34:45 +0900\nReceived: from 127.0.0.1 (127.0.0.1) by m-FILTER with ESMTP; Thu, 29 Apr 2011 23:34:44 +0900\n",
+        );
+        assert!(anchor.hosts.iter().any(|h| h == "m-filter"), "{anchor:?}");
+        assert!(
+            anchor
+                .describe()
+                .contains("m-filter (the report's first Received line)"),
+            "{}",
+            anchor.describe()
+        );
+        // Written with no sender at all (`Received: by host (Postfix, from userid 0)`).
+        let anchor = anchor_of(
+            "Received: by relay.remote.example (Postfix, from userid 0) id 1; Thu, 29 Apr 2011 23:34:44 +0900\n",
+        );
+        assert!(
+            anchor.hosts.iter().any(|h| h == "relay.remote.example"),
+            "{anchor:?}"
+        );
+    }
+
+    #[test]
+    fn a_first_line_from_a_network_peer_or_an_own_host_names_no_bouncer() {
+        // The bottom line received the report from elsewhere: it was not made there.
+        let anchor = anchor_of(
+            "Received: from 192.0.2.9 (192.0.2.9) by m-FILTER with ESMTP; Thu, 29 Apr 2011 23:34:44 +0900\n",
+        );
+        assert!(!anchor.hosts.iter().any(|h| h == "m-filter"), "{anchor:?}");
+        // Made on an own host or on `localhost`: nothing about the bouncer.
+        for by in ["mx.own.example", "localhost"] {
+            // (A line above by another host, so that the report is not one made here.)
+            let anchor = anchor_of(&format!(
+                "Received: from relay.other.example (relay.other.example [192.0.2.91]) by inbound.other.example; Thu, 29 Apr 2011 23:34:45 +0900\nReceived: from 127.0.0.1 (127.0.0.1) by {by} with ESMTP; Thu, 29 Apr 2011 23:34:44 +0900\n"
+            ));
+            assert!(!anchor.own);
+            assert!(!anchor.hosts.iter().any(|h| h == by), "{by}: {anchor:?}");
+        }
+    }
 }

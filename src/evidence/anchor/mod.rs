@@ -7,7 +7,9 @@
 //!    reverse-DNS name and address, never its HELO): the one thing a forged *report* cannot
 //!    fake, so a fake bounce anchors only its own sender's organisation;
 //! 3. the report's `Reporting-MTA` (RFC 3464);
-//! 4. the report's From and Message-ID domains (weak, but written by the bouncer too).
+//! 4. the host the report was made on, as the report's own first Received line names it
+//!    (from loopback or naming no sender), bare names included (`by m-FILTER`);
+//! 5. the report's From and Message-ID domains (weak, but written by the bouncer too).
 //!
 //! An organisation is a registrable domain (the Public Suffix List, compiled in by the `psl`
 //! crate): `mx1.mail.example.co.uk` and `out.example.co.uk` are one, `a.example` and
