@@ -104,7 +104,7 @@ done
 
 LDA=/usr/lib/dovecot/dovecot-lda
 missing=()
-for p in /usr/bin/procmail /usr/bin/maildrop /usr/bin/maildirmake "$LDA" /usr/bin/doveadm \
+for p in /usr/bin/procmail /usr/bin/maildrop /usr/bin/maildirmake "$LDA" /usr/bin/doveadm /usr/lib/dovecot/imap \
   /usr/bin/sievec /usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so \
   /usr/sbin/postfix /usr/sbin/sendmail /usr/sbin/postqueue /usr/sbin/postsuper \
   /usr/lib/postfix/sbin/local /usr/sbin/runuser /usr/bin/flock /usr/sbin/useradd \
@@ -117,7 +117,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   say_fail hosts-installed "missing ${missing[*]} (run tests/hosts/install.sh as root)"
 fi
 missing=()
-for p in /usr/lib/dovecot/dovecot-lda /usr/bin/doveadm /usr/bin/sievec \
+for p in /usr/lib/dovecot/dovecot-lda /usr/bin/doveadm /usr/bin/sievec /usr/lib/dovecot/imap \
   /usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so /usr/bin/env /usr/bin/doveconf; do
   [ -e "$DV24_ROOT$p" ] || missing+=("$DV24_ROOT$p")
 done
@@ -795,21 +795,57 @@ dovecot_filter() {
   dv_landed filter 0 0
 }
 
-# The IMAPSieve example (dovecot-imapsieve-learn.conf for 2.3,
-# dovecot-2.4-imapsieve-learn.conf for 2.4) loads, with the base settings,
-# and its script compiles with it. Not run: that needs an IMAP server.
-dovecot_imapsieve_config() {
-  local fragment=dovecot-imapsieve-learn.conf key=plugin/sieve_pipe_bin_dir
-  [ -z "$DV_IN" ] || { fragment=dovecot-2.4-imapsieve-learn.conf && key=sieve_pipe_bin_dir; }
+# The IMAPSieve learning recipe (dovecot-imapsieve-learn.conf for 2.3,
+# dovecot-2.4-imapsieve-learn.conf for 2.4, with dovecot-imapsieve-learn.sieve):
+# a message the mail program saves into Sent with IMAP APPEND goes to
+# "backstop learn", and the bounce of it is then legit; one saved into
+# another folder is not learned, and its bounce stays backscatter. The IMAP
+# session is Dovecot's imap binary run as the user on stdin (pre-authenticated,
+# no server); Dovecot 2.4 must be told to keep the USER and HOME it is given,
+# and to take HOME for the home directory.
+dovecot_imapsieve() {
+  local fragment=dovecot-imapsieve-learn.conf v
+  [ -z "$DV_IN" ] || fragment=dovecot-2.4-imapsieve-learn.conf
   mkdir -p "$DV/lib/sieve-pipe"
   ln -sf "$B" "$DV/lib/sieve-pipe/backstop"
   cp "$EXA/dovecot-imapsieve-learn.sieve" "$DV/sieve/backstop-learn.sieve"
-  { sed '/^# packaging\/examples/q' "$DV/execute.conf" && cat "$EXA/$fragment"; } >"$DV/learn.conf"
-  in_dv doveconf -c "$DV/learn.conf" -h "$key" | grep -qx "$DV/lib/sieve-pipe" ||
-    no "doveconf does not read $key from $fragment" || return 1
-  grep -q "$DV/sieve/backstop-learn.sieve" "$DV/learn.conf" || no "$fragment names no backstop-learn.sieve" || return 1
+  {
+    sed '/^# packaging\/examples/q' "$DV/execute.conf"
+    [ -z "$DV_IN" ] || printf 'import_environment {\n  USER = %%{env:USER}\n  HOME = %%{env:HOME}\n}\nmail_home = %%{env:HOME}\n'
+    cat "$EXA/$fragment"
+  } >"$DV/learn.conf"
   in_dv sievec -c "$DV/learn.conf" "$DV/sieve/backstop-learn.sieve" ||
-    no "sievec cannot compile dovecot-imapsieve-learn.sieve with $fragment"
+    no "sievec cannot compile dovecot-imapsieve-learn.sieve with $fragment" || return 1
+
+  reset_home none
+  mkdir -p "$H/.config/backstop"
+  printf 'own:\n  domains: [%s]\n' "$DOMAIN" >"$H/.config/backstop/config.yaml"
+  chown -R "$U:" "$H/.config"
+  ledger_started_ago 3600
+  forged_bounce imap.1 "$T/msg/imap-bounce1.eml"
+  cp "$T/msg/forged-original.eml" "$T/msg/imap-sent1.eml"
+  forged_bounce imap.2 "$T/msg/imap-bounce2.eml" 1200 # sent before the ledger last learned
+  cp "$T/msg/forged-original.eml" "$T/msg/imap-sent2.eml"
+  dv_imap_append Sent "$T/msg/imap-sent1.eml" || return 1
+  dv_imap_append Drafts "$T/msg/imap-sent2.eml" || return 1
+  v=$(as_user "$B" check "$T/msg/imap-bounce1.eml")
+  echo "$v"
+  case $v in "legit-bounce "*ledger-sent*) ;; *) no "the bounce of the message saved into Sent: $(echo "$v" | head -n 1)" || return 1 ;; esac
+  v=$(as_user "$B" check "$T/msg/imap-bounce2.eml")
+  echo "$v"
+  case $v in "backscatter "*ledger-not-sent*) ;; *) no "the bounce of the message saved into Drafts: $(echo "$v" | head -n 1)" ;; esac
+}
+
+# dv_imap_append FOLDER FILE: creates FOLDER and saves FILE into it (IMAP
+# APPEND, with CRLF line ends) in a session of the test user.
+dv_imap_append() {
+  local msg out
+  msg=$(sed 's/$/\r/' "$2") || return 1
+  # $msg ends in the last line's \r, its \n cut by $(...): put back in the literal.
+  out=$(printf 'a CREATE %s\r\nb APPEND %s {%d+}\r\n%s\n\r\nc LOGOUT\r\n' "$1" "$1" "$((${#msg} + 1))" "$msg" |
+    dv_user /usr/lib/dovecot/imap -c "$DV/learn.conf")
+  echo "$out"
+  case $out in *"b OK "*) ;; *) no "IMAP APPEND into $1 failed: $(echo "$out" | grep -m1 '^b ')" ;; esac
 }
 
 # A bounce of mail the user sent (legit.yaml): both forms keep it in the
@@ -1418,7 +1454,7 @@ for DV_IN in "" "$DV24_ROOT"; do
     case_ $p-sieve-execute-forged dovecot_execute_forged
     case_ $p-sieve-filter-forged dovecot_filter_forged
     case_ $p-recipient-own-domain dovecot_recipient
-    case_ $p-imapsieve-learn-config dovecot_imapsieve_config
+    case_ $p-imapsieve-learn dovecot_imapsieve
   else
     say_fail $p-setup "Dovecot does not load the example config, or sievec could not compile the example scripts" "$T/logs/$p-setup.log"
   fi
