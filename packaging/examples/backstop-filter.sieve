@@ -1,8 +1,9 @@
 # backstop-filter.sieve: Dovecot Pigeonhole Sieve, "filter" form.
-# Tested with Dovecot 2.3.19 and Pigeonhole 0.5.19 (Debian 12) through
-# dovecot-lda.
+# Tested through dovecot-lda with Dovecot 2.3.19 and Pigeonhole 0.5.19
+# (Debian 12) and with Dovecot 2.4.1 (Debian 13): the same script for both.
 #
-# Set up as in dovecot.conf (next to this file), with the
+# Set up as in dovecot.conf (Dovecot 2.3) or dovecot-2.4.conf (Dovecot 2.4),
+# next to this file, with the
 # vnd.dovecot.filter extension and a symlink named "backstop" to
 # /usr/bin/backstop in the filter program directory:
 #   mkdir -p /usr/lib/dovecot/sieve-filter

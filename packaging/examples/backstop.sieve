@@ -1,8 +1,10 @@
 # backstop.sieve: Dovecot Pigeonhole Sieve, "execute" form.
-# Tested with Dovecot 2.3.19 and Pigeonhole 0.5.19 (Debian 12, packages
-# dovecot-core and dovecot-sieve) through dovecot-lda.
+# Tested through dovecot-lda with Dovecot 2.3.19 and Pigeonhole 0.5.19
+# (Debian 12, packages dovecot-core and dovecot-sieve) and with Dovecot 2.4.1
+# (Debian 13): the script is the same for both.
 #
-# Set up as in dovecot.conf (next to this file): the sieve_extprograms plugin,
+# Set up as in dovecot.conf (Dovecot 2.3) or dovecot-2.4.conf (Dovecot 2.4),
+# next to this file: the sieve_extprograms plugin,
 # the vnd.dovecot.execute extension, and a program directory holding a
 # symlink named "backstop" to /usr/bin/backstop:
 #   mkdir -p /usr/lib/dovecot/sieve-execute

@@ -1,6 +1,8 @@
 # Dovecot IMAPSieve: hand each message saved into the Sent folder (an IMAP
 # APPEND or COPY by the mail program) to "backstop learn", which records its
-# Message-ID in the ledger of sent mail (see dovecot-imapsieve-learn.conf).
+# Message-ID in the ledger of sent mail (see dovecot-imapsieve-learn.conf for
+# Dovecot 2.3, dovecot-2.4-imapsieve-learn.conf for 2.4; the script is the
+# same for both).
 #
 # Install as /etc/dovecot/sieve/backstop-learn.sieve, compile it with
 #   sievec /etc/dovecot/sieve/backstop-learn.sieve

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Installs the real delivery agents that tests/hosts/run.sh drives:
-# procmail, maildrop, Dovecot LDA + Pigeonhole Sieve (extprograms), Postfix,
-# and Exim; python3-dkim, whose signer makes the signatures the DKIM
-# proof tests check; and redis-server, the shared ledger of the milter fleet
-# test (tests/hosts/milter-fleet.sh starts its own on loopback).
+# procmail, maildrop, Dovecot LDA and IMAP + Pigeonhole Sieve (extprograms
+# and IMAPSieve), Postfix, and Exim; python3-dkim, whose signer makes the
+# signatures the DKIM proof tests check; redis-server, the shared ledger of the
+# milter fleet test (tests/hosts/milter-fleet.sh starts its own on loopback);
+# and mmdebstrap, with which install-dovecot24.sh builds the Debian 13 chroot
+# holding Dovecot 2.4 (run it after this script).
 #
 # Exim cannot be installed beside Postfix on Debian (both are the system's
 # mail transport agent), so Debian's exim4-daemon-light and exim4-config
@@ -24,13 +26,13 @@
 #     mailbox_command = procmail). The tests use a private Postfix instance.
 set -euo pipefail
 
-packages=(procmail maildrop dovecot-core dovecot-sieve postfix python3-dkim redis-server)
+packages=(procmail maildrop dovecot-core dovecot-imapd dovecot-sieve postfix python3-dkim redis-server mmdebstrap)
 EXIM_ROOT=${EXIM_ROOT:-/opt/backstop-tests/exim4}
 programs=(/usr/bin/procmail /usr/bin/formail /usr/bin/maildrop /usr/bin/maildirmake
-  /usr/lib/dovecot/dovecot-lda /usr/bin/doveadm /usr/bin/sieve-test
+  /usr/lib/dovecot/dovecot-lda /usr/lib/dovecot/imap /usr/bin/doveadm /usr/bin/sieve-test
   /usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so
   /usr/sbin/postfix /usr/sbin/sendmail /usr/sbin/postqueue /usr/lib/postfix/sbin/local
-  /usr/bin/dkimsign /usr/bin/dknewkey /usr/bin/redis-server
+  /usr/bin/dkimsign /usr/bin/dknewkey /usr/bin/redis-server /usr/bin/mmdebstrap
   "$EXIM_ROOT/usr/sbin/exim4" "$EXIM_ROOT/etc/exim4/conf.d/router/600_exim4-config_userforward")
 
 missing=0

@@ -1,10 +1,11 @@
 //! Integration tests: the real delivery agents (issue 4), driven by `tests/hosts/run.sh`.
 //!
-//! procmail, maildrop, Dovecot LDA with Pigeonhole Sieve extprograms, and a private Postfix
-//! instance delivering through `~/.forward` run the example files of `packaging/examples/` with
-//! the built binary. The script needs root and the host programs (`tests/hosts/install.sh`
-//! installs them on Debian 12); when they are missing it fails, and so does this test: there is
-//! no silent skip.
+//! procmail, maildrop, Dovecot LDA with Pigeonhole Sieve extprograms (Dovecot 2.3 of the host,
+//! and Dovecot 2.4 in a Debian 13 chroot), a private Postfix instance delivering through
+//! `~/.forward`, and Exim run the example files of `packaging/examples/` with the built binary.
+//! The script needs root and the host programs (`tests/hosts/install.sh` installs them on
+//! Debian 12, `tests/hosts/install-dovecot24.sh` builds the chroot); when they are missing it
+//! fails, and so does this test: there is no silent skip.
 
 use std::process::Command;
 
