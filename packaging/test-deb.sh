@@ -156,6 +156,7 @@ rm -rf "$home"
 # ---------------------------------------------------------------- the milter
 milter=/usr/sbin/backstop-milter
 unit=/lib/systemd/system/backstop-milter.service
+unit_key() { sed -n "s/^$1=//p" "$unit" | tail -n 1; }
 check "$milter --version names $version" bash -c "v=\$($milter --version) && echo \"\$v\" && [[ \$v == 'backstop-milter $version'* ]]"
 check "man -w 8 backstop-milter finds backstop-milter(8)" man -w 8 backstop-milter
 check "backstop-milter(8) renders without warnings" bash -c '
@@ -169,6 +170,16 @@ check "postinst made the stamp key /etc/backstop/stamp.keys, mode 0640, group po
 # deb-systemd-helper enables a unit without systemd running: the symlink is made all the same.
 check "postinst enabled the service (multi-user.target.wants/backstop-milter.service)" \
     test "$(readlink /etc/systemd/system/multi-user.target.wants/backstop-milter.service)" = "$unit"
+examples_match() {
+    local sock
+    sock=$(sed -n 's/^ExecStart=.* --listen unix:\([^ ]*\).*/\1/p' "$unit")
+    echo "the unit's socket: ${sock:-none}"
+    [ -n "$sock" ] &&
+        grep -q "^#   postconf -e 'smtpd_milters = unix:$sock'" /usr/share/doc/backstop/examples/postfix-milter &&
+        grep -q "^INPUT_MAIL_FILTER(\`backstop', \`S=local:$sock," /usr/share/doc/backstop/examples/sendmail-milter.mc &&
+        grep -q "ExecStart=$(unit_key ExecStart | cut -d' ' -f1) " /usr/share/doc/backstop/examples/postfix-milter
+}
+check "the Postfix and Sendmail examples name the unit's socket and binary" examples_match
 check "systemd-analyze verify: the installed unit has no error or warning" bash -c "
     out=\$(systemd-analyze verify $unit 2>&1); echo \"\$out\"; [ -z \"\$out\" ]"
 # The exposure score (0 best, 10 worst) of the unit, as systemd judges its sandboxing.
@@ -186,7 +197,6 @@ check "systemd-analyze security: exposure at most 2.0 ($(security | sed 's/.*: /
 # system read-only but those two directories (ProtectSystem=strict), an empty /tmp
 # (PrivateTmp) and no /home or /root (ProtectHome). The system-call filter and the other
 # kernel protections of the unit are not applied; systemd-analyze judges them above.
-unit_key() { sed -n "s/^$1=//p" "$unit" | tail -n 1; }
 milter_pid=""
 start_service() {
     local exec group gid uid umask rundir runmode statedir

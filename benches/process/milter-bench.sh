@@ -16,7 +16,7 @@
 # (kijitora@bench.example), the bounces from the null sender. Postfix hands them to
 # discard(8): the benchmark measures reception, not delivery.
 #
-# Per configuration (none, backstop, rspamd):
+# Per configuration (none, backstop, backstop-idle: the milter judging nothing, rspamd):
 #   - throughput: smtp-source(1), $SESSIONS parallel sessions, one message per SMTP session
 #     (as inbound mail comes), $MESSAGES messages, each session on its own corpus file (half
 #     ham, half bounces): messages per second of wall time;
@@ -113,6 +113,10 @@ stop_milter() {
 cleanup() {
   stop_milter
   stop_postfix
+  # The logs, for a look afterwards.
+  mkdir -p "$ROOT/target/milter-bench-logs"
+  cp "$PF/maillog" "$T/backstop.log" "$T/rspamd/log/rspamd.log" "$T/rspamd/stdout" \
+    "$ROOT/target/milter-bench-logs/" 2>/dev/null || true
   if mountpoint -q "$T"; then umount "$T" 2>/dev/null || umount -l "$T"; fi
   rmdir "$T" 2>/dev/null || true
 }
@@ -238,11 +242,14 @@ stamp:
 milter:
   backscatter: tag
 EOF
-chmod 600 "$T/milter.yaml"
+sed 's/domains: \[bench.example\]/domains: [elsewhere.example]/' "$T/milter.yaml" >"$T/milter-idle.yaml"
+chmod 600 "$T/milter.yaml" "$T/milter-idle.yaml"
 
-# Each start_* sets ADDR, the milter's address for smtpd_milters.
+# Each start_* sets ADDR, the milter's address for smtpd_milters. START_CONFIG picks the
+# config: milter.yaml, or milter-idle.yaml, where no recipient is local, so that the milter
+# receives every message and judges none (the cost of the milter protocol alone).
 start_backstop() {
-  "$MILTER_BIN" --listen "inet:127.0.0.1:$MILTER_PORT" --config "$T/milter.yaml" >/dev/null 2>"$T/backstop.log" &
+  "$MILTER_BIN" --listen "inet:127.0.0.1:$MILTER_PORT" --config "$T/${1:-milter.yaml}" >/dev/null 2>>"$T/backstop.log" &
   milter_pids=$!
   wait_port "$MILTER_PORT" || die "backstop-milter did not start: $(tail -n 3 "$T/backstop.log")"
   ADDR="inet:127.0.0.1:$MILTER_PORT"
@@ -400,6 +407,7 @@ run_config() {
   ADDR=""
   case $name in
     backstop) start_backstop ;;
+    backstop-idle) start_backstop milter-idle.yaml ;;
     rspamd) start_rspamd ;;
   esac
   postconf -c "$PF/etc" -e "smtpd_milters = $ADDR"
@@ -426,7 +434,7 @@ run_config() {
   say "$name: $tp msg/s; latency at $SESSIONS sessions: $lat20; at 1 session: $lat1; mem kB (rss hwm pss): $mem; CPU ms/msg ${R[$name.cpu]}"
   stop_milter
 }
-for c in none backstop rspamd; do run_config "$c"; done
+for c in none backstop backstop-idle rspamd; do run_config "$c"; done
 
 # ---------------------------------------------------------------- the report
 {
@@ -436,32 +444,32 @@ for c in none backstop rspamd; do run_config "$c"; done
   echo "$(wc -l <"$T/msgs/list") corpus messages (half ham, half bounces); throughput: smtp-source, $SESSIONS sessions,"
   echo "$MESSAGES messages; latency: end of DATA to 250, $LATENCY_MESSAGES messages at $SESSIONS sessions and $((LATENCY_MESSAGES / 4)) at 1."
   echo
-  echo "| | none | backstop-milter | rspamd proxy (milter) |"
-  echo "|---|---:|---:|---:|"
-  python3 - "${R[none.tp]}" "${R[backstop.tp]}" "${R[rspamd.tp]}" \
-    "${R[none.lat20]}" "${R[backstop.lat20]}" "${R[rspamd.lat20]}" \
-    "${R[none.lat1]}" "${R[backstop.lat1]}" "${R[rspamd.lat1]}" \
-    "${R[backstop.mem]}" "${R[rspamd.mem]}" "${R[backstop.cpu]}" "${R[rspamd.cpu]}" <<'EOF'
+  echo "| | none | backstop-milter | backstop-milter judging nothing | rspamd proxy (milter) |"
+  echo "|---|---:|---:|---:|---:|"
+  args=()
+  for c in none backstop backstop-idle rspamd; do
+    args+=("${R[$c.tp]}" "${R[$c.lat20]}" "${R[$c.lat1]}" "${R[$c.mem]}" "${R[$c.cpu]}")
+  done
+  python3 - "$SESSIONS" "${args[@]}" <<'EOF'
 import sys
-a = sys.argv[1:]
-tp = [float(x) for x in a[0:3]]
-l20 = [x.split() for x in a[3:6]]
-l1 = [x.split() for x in a[6:9]]
-mem_b, mem_r = [int(x) for x in a[9].split()], [int(x) for x in a[10].split()]
-cpu_b, cpu_r = a[11], a[12]
-def ratio(v, base): return "%.2f" % (v / base)
-print("| messages/s (smtp-source, %s sessions) | %.1f | %.1f (%s) | %.1f (%s) |" % (
-    "20", tp[0], tp[1], ratio(tp[1], tp[0]), tp[2], ratio(tp[2], tp[0])))
-for label, rows in (("20 sessions", l20), ("1 session", l1)):
+sessions, a = sys.argv[1], sys.argv[2:]
+runs = [a[i:i + 5] for i in range(0, len(a), 5)]
+tp = [float(r[0]) for r in runs]
+lat = {20: [r[1].split() for r in runs], 1: [r[2].split() for r in runs]}
+mem = [[int(x) for x in r[3].split()] for r in runs]
+cpu = [float(r[4]) for r in runs]
+def row(label, cells): print("| %s | %s |" % (label, " | ".join(cells)))
+row("messages/s (smtp-source, %s sessions)" % sessions,
+    ["%.1f" % tp[0]] + ["%.1f (%.2f)" % (v, v / tp[0]) for v in tp[1:]])
+for n, label in ((20, sessions + " sessions"), (1, "1 session")):
     for i, p in ((2, "p50"), (3, "p99")):
-        v = [float(r[i]) for r in rows]
-        print("| %s end of DATA to 250, %s, ms | %.2f | %.2f (+%.2f) | %.2f (+%.2f) |" % (
-            p, label, v[0], v[1], v[1] - v[0], v[2], v[2] - v[0]))
-print("| replies (code:count), 20 sessions | %s | %s | %s |" % tuple(r[4] for r in l20))
-print("| milter RSS, MiB (processes summed) | | %.1f | %.1f |" % (mem_b[0] / 1024, mem_r[0] / 1024))
-print("| milter peak RSS / PSS, MiB | | %.1f / %.1f | %.1f / %.1f |" % (
-    mem_b[1] / 1024, mem_b[2] / 1024, mem_r[1] / 1024, mem_r[2] / 1024))
-print("| milter CPU per message, ms | | %s | %s |" % (cpu_b, cpu_r))
+        v = [float(r[i]) for r in lat[n]]
+        row("%s end of DATA to 250, %s, ms" % (p, label),
+            ["%.2f" % v[0]] + ["%.2f (+%.2f)" % (x, x - v[0]) for x in v[1:]])
+row("replies (code:count), %s sessions" % sessions, [r[4] for r in lat[20]])
+row("milter RSS, MiB (its processes summed)", [""] + ["%.1f" % (m[0] / 1024) for m in mem[1:]])
+row("milter peak RSS / PSS, MiB", [""] + ["%.1f / %.1f" % (m[1] / 1024, m[2] / 1024) for m in mem[1:]])
+row("milter CPU per message, ms", [""] + ["%.3f" % c for c in cpu[1:]])
 EOF
 } | tee "$OUT"
 say "written to $OUT"
