@@ -5,9 +5,10 @@
 //! cargo run --example gen_docs -- OUTDIR [--date YYYY-MM-DD]
 //! ```
 //!
-//! OUTDIR receives `man/backstop.1`, `man/backstop.yaml.5`, `completions/backstop.bash`,
-//! `completions/_backstop`, `completions/backstop.fish`, `copyright` (Debian's format) and
-//! `dependency-licenses.txt` (one line per crate in the binary: name, version, SPDX license).
+//! OUTDIR receives `man/backstop.1`, `man/backstop.yaml.5`, `man/backstop-milter.8`,
+//! `completions/backstop.bash`, `completions/_backstop`, `completions/backstop.fish`,
+//! `copyright` (Debian's format) and `dependency-licenses.txt` (one line per crate in the
+//! binary: name, version, SPDX license).
 //!
 //! The command parts of backstop(1) come from the clap definition (`backstop::cli::Cli`), so a
 //! new subcommand appears in the page and the completions without any change here. The prose
@@ -78,6 +79,8 @@ fn run() -> Result<(), String> {
     let page = fill_title(&read(&packaging.join("man/backstop.yaml.5.in"))?, &date);
     check_config_page(&page)?;
     write(&man_dir.join("backstop.yaml.5"), &page)?;
+    let page = fill_title(&read(&packaging.join("man/backstop-milter.8.in"))?, &date);
+    write(&man_dir.join("backstop-milter.8"), &page)?;
 
     for (shell, name) in [
         (Shell::Bash, "backstop.bash"),

@@ -45,8 +45,14 @@ mkdir -p "$work" "$out"
 
 echo "build-deb: packaging/build-release.sh (target dir $CARGO_TARGET_DIR)" >&2
 packaging/build-release.sh
+# The milter is linked dynamically, as usual: a daemon starts once, so static linking buys
+# it nothing, and the dynamic glibc does what a static one cannot (name lookups through
+# NSS modules, for a Redis host name say) and gets glibc's security updates without a
+# rebuild. Its Depends come from dpkg-shlibdeps below.
+cargo build --release --locked --quiet --bin backstop-milter
 cargo run --release --locked --quiet --example gen_docs -- "$work/gen" --date "$date"
 bin=$CARGO_TARGET_DIR/release/backstop
+milter=$CARGO_TARGET_DIR/release/backstop-milter
 if [ -n "$rev" ] && ! "$bin" --version | grep -qF "$rev"; then
     echo "build-deb: '$("$bin" --version)' does not name revision $rev" >&2
     exit 1
@@ -54,7 +60,7 @@ fi
 
 # The tree is laid out where debhelper would put it (debian/PACKAGE).
 root=$work/debian/backstop
-packaging/install-tree.sh "$bin" "$work/gen" "$root" deb
+packaging/install-tree.sh "$bin" "$milter" "$work/gen" "$root" deb
 install -m 0644 "$work/gen/copyright" "$root/usr/share/doc/backstop/copyright"
 gzip -9n <"$changelog" >"$root/usr/share/doc/backstop/changelog.Debian.gz"
 chmod 0644 "$root/usr/share/doc/backstop/changelog.Debian.gz"
@@ -74,6 +80,11 @@ built_using=$(for lib in libc.a libgcc.a libgcc_eh.a; do
     dpkg-query -W -f='${source:Package} (= ${source:Version})\n' "$pkg"
 done | sort -u | paste -sd, | sed 's/,/, /g')
 [ -n "$built_using" ] || { echo "build-deb: cannot tell the static libraries' sources" >&2; exit 1; }
+# The milter's shared libraries, as dh_shlibdeps finds them: dpkg-shlibdeps wants a
+# debian/control beside the package tree.
+printf 'Source: backstop\n\nPackage: backstop\nArchitecture: any\n' >"$work/debian/control"
+depends=$(cd "$work" && dpkg-shlibdeps -O -e debian/backstop/usr/sbin/backstop-milter | sed -n 's/^shlibs:Depends=//p')
+[ -n "$depends" ] || { echo "build-deb: dpkg-shlibdeps found no dependency for backstop-milter" >&2; exit 1; }
 
 arch=$(dpkg --print-architecture)
 maintainer=$(dpkg-parsechangelog -l "$changelog" -S Maintainer)
@@ -81,8 +92,15 @@ find "$root" -type d -exec chmod 0755 {} +
 size=$(du -s -k --apparent-size "$root" | cut -f1)
 mkdir -m 0755 "$root/DEBIAN"
 sed -e "s|@VERSION@|$debversion|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
-    -e "s|@INSTALLED_SIZE@|$size|" -e "s|@BUILT_USING@|$built_using|" packaging/debian/control >"$root/DEBIAN/control"
-(cd "$root" && find usr -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
+    -e "s|@INSTALLED_SIZE@|$size|" -e "s|@BUILT_USING@|$built_using|" -e "s|@DEPENDS@|$depends|" \
+    packaging/debian/control >"$root/DEBIAN/control"
+# md5sums of every file but the conffiles (as dh_md5sums: dpkg keeps theirs itself).
+(cd "$root" && find usr lib -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
+install -m 0644 packaging/debian/conffiles "$root/DEBIAN/conffiles"
+# The maintainer scripts: the milter's service (dh_installsystemd's snippets) and stamp key.
+for script in postinst prerm postrm; do
+    install -m 0755 "packaging/debian/$script" "$root/DEBIAN/$script"
+done
 chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
 
 deb=$out/backstop_${debversion}_${arch}.deb

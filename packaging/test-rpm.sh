@@ -97,6 +97,8 @@ files_ok() {
     list=$(rpm -qlp "$rpm") || return 1
     echo "$list"
     for f in /usr/bin/backstop /usr/share/man/man1/backstop.1.gz /usr/share/man/man5/backstop.yaml.5.gz \
+        /usr/sbin/backstop-milter /usr/lib/systemd/system/backstop-milter.service /etc/backstop/milter.yaml \
+        /usr/share/man/man8/backstop-milter.8.gz \
         /usr/share/bash-completion/completions/backstop /usr/share/zsh/site-functions/_backstop \
         /usr/share/fish/vendor_completions.d/backstop.fish /usr/share/backstop/default.yaml \
         /usr/share/licenses/backstop/copyright /usr/share/licenses/backstop/dependency-licenses.txt \
@@ -108,7 +110,8 @@ files_ok() {
     done
     return $missing
 }
-check "the RPM holds the binary, man pages, completions, rules, examples and licenses" files_ok
+check "the RPM holds the binaries, the milter's unit and site config, man pages, completions, rules, examples and licenses" files_ok
+check "the site config is %config(noreplace)" bash -c "rpm -qp --configfiles '$rpm' | grep -qx /etc/backstop/milter.yaml"
 
 
 run_rpmlint() {
@@ -121,17 +124,27 @@ else
     fail "rpmlint: no errors and no warnings but those packaging/rpm/rpmlint.toml accepts"
 fi
 grep -E '^[^ ]+: [EW]: |errors, ' "$log/out" | sed 's/^/    rpmlint: /'
-no_shared_library() {
-    local requires
-    requires=$(rpm -qp --requires "$rpm") || return 1
-    echo "$requires"
-    [ -n "$requires" ] && ! grep -q '\.so' <<<"$requires"
-}
-check "the binary needs no shared library (static PIE)" no_shared_library
 
 root=$(mktemp -d /tmp/backstop-rpmroot.XXXXXX)
 check "the RPM installs into a scratch root (rpm --root -i)" bash -c "
     rpm --root '$root' --initdb && rpm --root '$root' -i --nodeps --noscripts '$rpm'"
+# backstop is a static PIE; backstop-milter, a daemon, is linked dynamically (build-deb.sh
+# says why), so the RPM requires the shared libraries it names and none other.
+shared_libraries() {
+    local requires needed
+    requires=$(rpm -qp --requires "$rpm") || return 1
+    echo "$requires"
+    readelf -d "$root/usr/bin/backstop" | grep NEEDED && { echo "backstop needs shared libraries"; return 1; }
+    needed=$(readelf -d "$root/usr/sbin/backstop-milter" | sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p')
+    echo "backstop-milter needs: $needed"
+    [ -n "$needed" ] || return 1
+    for lib in $(grep -o '^[^(]*\.so[.0-9]*' <<<"$requires" | sort -u); do
+        grep -qx "$lib" <<<"$needed" || { echo "required but not needed by backstop-milter: $lib"; return 1; }
+    done
+}
+check "backstop needs no shared library (static PIE); the RPM requires only backstop-milter's" shared_libraries
+check "the packaged backstop-milter --version names $version" bash -c "
+    v=\$('$root/usr/sbin/backstop-milter' --version) && echo \"\$v\" && [[ \$v == 'backstop-milter $version'* ]]"
 version_ok() {
     local v
     v=$("$root/usr/bin/backstop" --version) || return 1
