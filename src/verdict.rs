@@ -273,8 +273,16 @@ pub fn evaluate(raw: &[u8], config: &Config, rules: &RuleSet, env: &EnvVars) -> 
         ),
         _ => match capped {
             Some(why) => format!("ownership evidence totals {total:+}, but {why}"),
-            None => format!(
+            None if own.relays_configured => format!(
                 "ownership evidence totals {total:+}, within ±{}: not enough to decide",
+                DECISION_MARGIN - 1
+            ),
+            // The first-day trap: with no relays of their own named, every real bounce of
+            // the user's is unverified at best; say what would change that.
+            None => format!(
+                "ownership evidence totals {total:+}, within ±{}: not enough to decide; \
+                 no own.hosts or own.networks are configured, so no Received line can \
+                 show the original was yours (`backstop init SENT-FOLDER` proposes them)",
                 DECISION_MARGIN - 1
             ),
         },

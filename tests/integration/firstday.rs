@@ -453,3 +453,35 @@ fn backstop_config_names_the_config() {
         "a named file that is missing is an error"
     );
 }
+
+/// With no relays of their own named, a user's real bounces are unverified at best: `check`
+/// says why and what proposes them, and stops saying it once `own.hosts` is set.
+#[test]
+fn an_unverified_verdict_without_own_relays_says_how_to_name_them() {
+    let home = temp_home();
+    let message = "tests/fixtures/corpus/bounces/sisimai-bsd/lhost-postfix-02.eml";
+    let check = |config: Option<&Path>| {
+        let mut cmd = backstop(home.path());
+        cmd.arg("check");
+        if let Some(c) = config {
+            cmd.arg("-c").arg(c);
+        }
+        let out = run_with_input(cmd.arg(message), b"");
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let bare = check(None);
+    assert!(bare.starts_with("unverified-bounce"), "{bare}");
+    assert!(
+        bare.contains("no own.hosts or own.networks are configured"),
+        "{bare}"
+    );
+    assert!(bare.contains("backstop init SENT-FOLDER"), "{bare}");
+    let config = write_config(
+        home.path(),
+        "c.yaml",
+        "own:\n  hosts: [relay.example.org]\n",
+    );
+    let named = check(Some(&config));
+    assert!(!named.contains("no own.hosts or own.networks"), "{named}");
+}
