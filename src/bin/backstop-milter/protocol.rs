@@ -47,6 +47,55 @@ pub const SMFIF_CHGHDRS: u32 = 0x10;
 pub const SMFIF_QUARANTINE: u32 = 0x20;
 pub const SMFIF_CHGFROM: u32 = 0x40;
 
+/// Protocol steps (negotiated): the MTA leaves out the commands of the stages we ignore
+/// (`NO*`), and expects no reply to the commands we never answer but "continue" (`NR_*`), so
+/// that it streams the message and waits once, at its end.
+pub const SMFIP_NOHELO: u32 = 0x02;
+pub const SMFIP_NOEOH: u32 = 0x40;
+pub const SMFIP_NR_HDR: u32 = 0x80;
+pub const SMFIP_NOUNKNOWN: u32 = 0x100;
+pub const SMFIP_NODATA: u32 = 0x200;
+pub const SMFIP_NR_CONN: u32 = 0x1000;
+pub const SMFIP_NR_HELO: u32 = 0x2000;
+pub const SMFIP_NR_MAIL: u32 = 0x4000;
+pub const SMFIP_NR_RCPT: u32 = 0x8000;
+pub const SMFIP_NR_DATA: u32 = 0x1_0000;
+pub const SMFIP_NR_UNKN: u32 = 0x2_0000;
+pub const SMFIP_NR_EOH: u32 = 0x4_0000;
+pub const SMFIP_NR_BODY: u32 = 0x8_0000;
+
+/// The steps we ask for. Not `SMFIP_HDR_LEADSPC`: it would change how the header fields we
+/// add are written (the MTA would no longer put a space after the colon).
+const WANTED_STEPS: u32 = SMFIP_NOHELO
+    | SMFIP_NOEOH
+    | SMFIP_NOUNKNOWN
+    | SMFIP_NODATA
+    | SMFIP_NR_CONN
+    | SMFIP_NR_HELO
+    | SMFIP_NR_MAIL
+    | SMFIP_NR_RCPT
+    | SMFIP_NR_DATA
+    | SMFIP_NR_UNKN
+    | SMFIP_NR_EOH
+    | SMFIP_NR_BODY
+    | SMFIP_NR_HDR;
+
+/// The no-reply step that covers a command, if any.
+pub fn no_reply_step(command: u8) -> u32 {
+    match command {
+        cmd::CONNECT => SMFIP_NR_CONN,
+        cmd::HELO => SMFIP_NR_HELO,
+        cmd::MAIL => SMFIP_NR_MAIL,
+        cmd::RCPT => SMFIP_NR_RCPT,
+        cmd::DATA => SMFIP_NR_DATA,
+        cmd::UNKNOWN => SMFIP_NR_UNKN,
+        cmd::EOH => SMFIP_NR_EOH,
+        cmd::BODY => SMFIP_NR_BODY,
+        cmd::HEADER => SMFIP_NR_HDR,
+        _ => 0,
+    }
+}
+
 /// The protocol version spoken.
 pub const VERSION: u32 = 6;
 
@@ -81,22 +130,20 @@ pub fn read_packet(r: &mut impl Read) -> io::Result<Option<Packet>> {
             format!("packet length {len} out of range"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf)?;
-    let cmd = buf[0];
-    buf.remove(0);
-    Ok(Some(Packet { cmd, data: buf }))
+    let mut cmd = [0u8; 1];
+    r.read_exact(&mut cmd)?;
+    let mut data = vec![0u8; len - 1];
+    r.read_exact(&mut data)?;
+    Ok(Some(Packet { cmd: cmd[0], data }))
 }
 
-/// Writes one packet.
+/// Writes one packet (into a buffer: the replies to one command go out in one write).
 pub fn write_packet(w: &mut impl Write, cmd: u8, data: &[u8]) -> io::Result<()> {
     let len = u32::try_from(data.len() + 1)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "packet too long"))?;
-    let mut buf = Vec::with_capacity(data.len() + 5);
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.push(cmd);
-    buf.extend_from_slice(data);
-    w.write_all(&buf)
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(&[cmd])?;
+    w.write_all(data)
 }
 
 /// The zero-terminated strings of a packet's data.
@@ -109,13 +156,16 @@ pub fn strings(data: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Our answer to the MTA's option negotiation: version 6, the actions we use that it offers,
-/// and no protocol steps left out (we answer every command).
-pub fn negotiate(data: &[u8]) -> Option<Vec<u8>> {
+/// and the protocol steps we want that it offers (returned too: the session must then leave
+/// the `NR_*` commands unanswered).
+pub fn negotiate(data: &[u8]) -> Option<(Vec<u8>, u32)> {
     let word = |i: usize| -> Option<u32> {
         data.get(i * 4..i * 4 + 4)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     };
     let (version, actions) = (word(0)?, word(1)?);
+    // Version 2 sends no step word: it offers none.
+    let steps = word(2).unwrap_or(0) & WANTED_STEPS;
     if version < 2 {
         return None;
     }
@@ -123,8 +173,8 @@ pub fn negotiate(data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(12);
     out.extend_from_slice(&version.min(VERSION).to_be_bytes());
     out.extend_from_slice(&(actions & wanted).to_be_bytes());
-    out.extend_from_slice(&0u32.to_be_bytes());
-    Some(out)
+    out.extend_from_slice(&steps.to_be_bytes());
+    Some((out, steps))
 }
 
 #[cfg(test)]
@@ -154,10 +204,33 @@ mod tests {
         offer.extend_from_slice(&6u32.to_be_bytes());
         offer.extend_from_slice(&0x1ffu32.to_be_bytes());
         offer.extend_from_slice(&0x1fffffu32.to_be_bytes());
-        let ours = negotiate(&offer).expect("answer");
+        let (ours, steps) = negotiate(&offer).expect("answer");
         assert_eq!(&ours[..4], &6u32.to_be_bytes());
         assert_eq!(&ours[4..8], &0x71u32.to_be_bytes());
-        assert_eq!(&ours[8..], &0u32.to_be_bytes());
+        // HELO, end of headers, unknown commands and DATA left out; no reply to connect,
+        // MAIL, RCPT, header fields and body chunks (and to the left-out steps, should they
+        // come); not HDR_LEADSPC (0x100000), nor the skip, reject-recipient or size steps.
+        assert_eq!(steps, 0xff380 | 0x02 | 0x40);
+        assert_eq!(&ours[8..], &steps.to_be_bytes());
         assert_eq!(negotiate(&[0, 0, 0, 6]), None);
+    }
+
+    #[test]
+    fn negotiation_asks_only_for_the_steps_the_mta_offers() {
+        let offer = |steps: &[u8]| {
+            let mut o = Vec::new();
+            o.extend_from_slice(&6u32.to_be_bytes());
+            o.extend_from_slice(&0x1ffu32.to_be_bytes());
+            o.extend_from_slice(steps);
+            negotiate(&o).expect("answer")
+        };
+        // An older MTA that offers only the leave-out steps of milter version 2.
+        let (ours, steps) = offer(&0x7fu32.to_be_bytes());
+        assert_eq!(steps, SMFIP_NOHELO | SMFIP_NOEOH);
+        assert_eq!(&ours[8..], &steps.to_be_bytes());
+        let (ours, steps) = offer(&[]);
+        assert_eq!((steps, &ours[8..]), (0, &[0u8, 0, 0, 0][..]));
+        assert_eq!(no_reply_step(cmd::HEADER), SMFIP_NR_HDR);
+        assert_eq!(no_reply_step(cmd::BODYEOB), 0);
     }
 }

@@ -24,7 +24,7 @@ use backstop::proofs::{batv, ledger, stamp};
 use backstop::rules::RuleSet;
 use backstop::verdict::{Evaluation, Verdict};
 
-use crate::protocol::{cmd, negotiate, reply, strings};
+use crate::protocol::{cmd, negotiate, no_reply_step, reply, strings};
 use crate::shared_ledger::RedisLedger;
 
 /// What the daemon shares between connections.
@@ -91,6 +91,8 @@ impl Replies {
 /// One connection.
 pub struct Session {
     site: Arc<Site>,
+    /// The protocol steps negotiated: the commands of an `NR_*` step get no reply.
+    steps: u32,
     macros: HashMap<String, String>,
     client: Option<IpAddr>,
     sender: Option<String>,
@@ -106,6 +108,7 @@ impl Session {
     pub fn new(site: Arc<Site>) -> Session {
         Session {
             site,
+            steps: 0,
             macros: HashMap::new(),
             client: None,
             sender: None,
@@ -153,7 +156,16 @@ impl Session {
                 packets: Vec::new(),
                 close: true,
             },
-            _ => Replies::one(reply::CONTINUE, b""),
+            _ => self.go_on(code),
+        }
+    }
+
+    /// "Continue", unless the step of the command was negotiated as one without replies.
+    fn go_on(&self, code: u8) -> Replies {
+        if self.steps & no_reply_step(code) != 0 {
+            Replies::none()
+        } else {
+            Replies::one(reply::CONTINUE, b"")
         }
     }
 
@@ -161,7 +173,10 @@ impl Session {
     pub fn handle(&mut self, code: u8, data: &[u8]) -> Replies {
         match code {
             cmd::OPTNEG => match negotiate(data) {
-                Some(answer) => Replies::one(reply::OPTNEG, &answer),
+                Some((answer, steps)) => {
+                    self.steps = steps;
+                    Replies::one(reply::OPTNEG, &answer)
+                }
                 None => Replies {
                     packets: Vec::new(),
                     close: true,
@@ -181,14 +196,14 @@ impl Session {
             }
             cmd::CONNECT => {
                 self.client = connect_address(data);
-                Replies::one(reply::CONTINUE, b"")
+                self.go_on(code)
             }
             cmd::MAIL => {
                 self.clear_content();
                 self.sender = strings(data)
                     .first()
                     .map(|s| bare_address(&String::from_utf8_lossy(s)));
-                Replies::one(reply::CONTINUE, b"")
+                self.go_on(code)
             }
             cmd::RCPT => {
                 if let Some(r) = strings(data).first()
@@ -197,7 +212,7 @@ impl Session {
                     self.recipients
                         .push(bare_address(&String::from_utf8_lossy(r)));
                 }
-                Replies::one(reply::CONTINUE, b"")
+                self.go_on(code)
             }
             cmd::HEADER => {
                 let parts = strings(data);
@@ -208,14 +223,14 @@ impl Session {
                             .push((String::from_utf8_lossy(name).into(), value.to_vec()));
                     }
                 }
-                Replies::one(reply::CONTINUE, b"")
+                self.go_on(code)
             }
             cmd::BODY => {
                 self.count(data.len());
                 if !self.oversize {
                     self.body.extend_from_slice(data);
                 }
-                Replies::one(reply::CONTINUE, b"")
+                self.go_on(code)
             }
             cmd::BODYEOB => {
                 if !data.is_empty() {
@@ -242,9 +257,8 @@ impl Session {
                 self.client = None;
                 Replies::none()
             }
-            cmd::HELO | cmd::EOH | cmd::DATA | cmd::UNKNOWN => Replies::one(reply::CONTINUE, b""),
-            // Anything newer: go on.
-            _ => Replies::one(reply::CONTINUE, b""),
+            // HELO, end of headers, DATA, unknown commands, and anything newer: go on.
+            _ => self.go_on(code),
         }
     }
 
@@ -852,6 +866,52 @@ mod tests {
         assert_eq!(chgfrom(""), None, "the null sender");
         assert_eq!(chgfrom(address), None, "already tagged");
         assert_eq!(chgfrom("someone@example.net"), None, "not an own domain");
+    }
+
+    #[test]
+    fn the_commands_of_no_reply_steps_get_no_reply() {
+        let optneg = |steps: u32| {
+            let mut o = Vec::new();
+            for word in [6u32, 0x1ff, steps] {
+                o.extend_from_slice(&word.to_be_bytes());
+            }
+            o
+        };
+        let headers = [("From", "friend@example.net"), ("Subject", "lunch?")];
+        let commands = |s: &mut Session| {
+            let mut c = b"client.example\x004\x00\x19198.51.100.1\x00".to_vec();
+            let mut replies = vec![s.handle(cmd::CONNECT, &c).packets];
+            c = zstrings(&["<friend@example.net>"]);
+            replies.push(s.handle(cmd::MAIL, &c).packets);
+            c = zstrings(&["<me@example.org>"]);
+            replies.push(s.handle(cmd::RCPT, &c).packets);
+            for (n, v) in headers {
+                replies.push(s.handle(cmd::HEADER, &zstrings(&[n, v])).packets);
+            }
+            replies.push(s.handle(cmd::EOH, b"").packets);
+            replies.push(s.handle(cmd::BODY, b"At noon.\r\n").packets);
+            (replies, s.handle(cmd::BODYEOB, b"").packets)
+        };
+        let go_on = vec![(reply::CONTINUE, Vec::new())];
+        // Postfix offers every step: only the end of the message is answered.
+        let mut s = Session::new(site(CONFIG));
+        let answer = s.handle(cmd::OPTNEG, &optneg(0x1f_ffff)).packets;
+        assert_eq!(answer[0].0, reply::OPTNEG);
+        let (replies, end) = commands(&mut s);
+        assert!(replies.iter().all(Vec::is_empty), "{replies:?}");
+        assert_eq!(end, go_on);
+        // An MTA that offers none: every command is answered.
+        let mut s = Session::new(site(CONFIG));
+        s.handle(cmd::OPTNEG, &optneg(0));
+        let (replies, end) = commands(&mut s);
+        assert_eq!(replies.len(), 7);
+        assert!(replies.iter().all(|r| *r == go_on), "{replies:?}");
+        assert_eq!(end, go_on);
+        // Nor when a session panics in a command without replies.
+        let mut s = Session::new(site(CONFIG));
+        s.handle(cmd::OPTNEG, &optneg(0x1f_ffff));
+        assert!(s.after_panic(cmd::HEADER).packets.is_empty());
+        assert_eq!(s.after_panic(cmd::BODYEOB).packets[0].0, reply::ACCEPT);
     }
 
     #[test]
