@@ -42,8 +42,7 @@ pub struct Anchor {
     /// Where each part came from, for explain (`Reporting-MTA mx.remote.example`).
     pub sources: Vec<String>,
     /// The host the bouncer says it received the original from (a DSN's
-    /// `Received-From-MTA`, or Sendmail's "The original message was received at ... from
-    /// HOST [IP]"): the bouncer's writing, so a believed hop must agree with it.
+    /// `Received-From-MTA`): the bouncer's writing, so a believed hop must agree with it.
     pub received_from: Option<ReceivedFrom>,
 }
 
