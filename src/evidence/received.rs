@@ -275,7 +275,20 @@ pub struct JudgedHop {
 /// When the bouncer recorded no hop of the chain (its own lines were trimmed, or the report
 /// names no bouncer), nothing is believed; the entry is then guessed as before, by names that
 /// agree from hop to hop, for evidence against the user only.
+///
+/// Where the report says which outside host the bouncer received the original from
+/// (`Received-From-MTA`), a believed hop must have come from that host: else the bouncer wrote
+/// none of the lines, and nothing is believed (see [`contradicts_report`]).
 pub fn judge_chain(hops: &[Hop], own: &Own, anchor: &Anchor) -> Vec<JudgedHop> {
+    let judged = walk(hops, own, anchor, None);
+    match contradicts_report(&judged, anchor, own) {
+        Some(why) => walk(hops, own, anchor, Some(why)),
+        None => judged,
+    }
+}
+
+/// The walk of [`judge_chain`]; with `refused`, the top hop is not believed, for that reason.
+fn walk(hops: &[Hop], own: &Own, anchor: &Anchor, refused: Option<String>) -> Vec<JudgedHop> {
     let mut judged: Vec<JudgedHop> = hops
         .iter()
         .map(|h| JudgedHop {
@@ -298,13 +311,14 @@ pub fn judge_chain(hops: &[Hop], own: &Own, anchor: &Anchor) -> Vec<JudgedHop> {
         .by
         .as_deref()
         .and_then(|b| anchor.vouches_for(b, own));
-    let Some(why) = vouched else {
-        judged[top].link = match judged[top].hop.by.as_deref() {
-            Some(b) => format!(
+    let Some(why) = vouched.filter(|_| refused.is_none()) else {
+        judged[top].link = match (judged[top].hop.by.as_deref(), refused) {
+            (_, Some(why)) => format!("not believed: {why}"),
+            (Some(b), None) => format!(
                 "not believed: {b} is not the bouncer (the bouncer: {})",
                 anchor.describe()
             ),
-            None => "not believed: it names no receiving host".into(),
+            (None, None) => "not believed: it names no receiving host".into(),
         };
         guess_entry(&mut judged, &informative, 0);
         return judged;
@@ -354,6 +368,73 @@ pub fn judge_chain(hops: &[Hop], own: &Own, anchor: &Anchor) -> Vec<JudgedHop> {
         }
     }
     judged
+}
+
+/// Why the believed hops contradict the report, if they do. A DSN's `Received-From-MTA` is
+/// the bouncer's own record of the client it got the original from. Where it names a host
+/// outside the bouncer's site (not loopback, not a private address, no name in the bouncer's
+/// organisation: those say only that the report was made after a hand-off inside the site),
+/// one believed hop must have come from that host: by address where both give one, else by
+/// name. The sender of the original writes every line the bouncer did not: where the bouncer
+/// returned no line of its own, the spammer's top line `from <own relay> by <the bouncer>`
+/// would otherwise be believed on the bouncer's name alone. A name the report gives without
+/// an address may be the HELO of the spammer's host, which a prepared spammer can copy into
+/// its line: only an address rules that out.
+fn contradicts_report(judged: &[JudgedHop], anchor: &Anchor, own: &Own) -> Option<String> {
+    let rf = anchor.received_from.as_ref().filter(|_| !anchor.own)?;
+    let ips: Vec<IpAddr> = rf
+        .ips
+        .iter()
+        .copied()
+        .filter(|ip| !is_internal(*ip) && !anchor.ips.contains(ip))
+        .collect();
+    let names: Vec<&str> = rf
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !is_loopback_name(n) && !anchor.inside(n, own))
+        .collect();
+    if ips.is_empty() && names.is_empty() {
+        return None;
+    }
+    let believed: Vec<&Hop> = judged
+        .iter()
+        .filter(|h| h.believed && h.hop.has_from())
+        .map(|h| &h.hop)
+        .collect();
+    let top = believed.first()?;
+    let agrees = |hop: &Hop| match hop.from_ip {
+        Some(ip) if !ips.is_empty() => ips.contains(&ip),
+        _ => [
+            hop.from_name.as_deref(),
+            hop.from_rdns.as_deref(),
+            hop.helo.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|n| names.iter().any(|r| same_host(n.trim_end_matches('.'), r))),
+    };
+    if believed.iter().any(|h| agrees(h)) {
+        return None;
+    }
+    Some(format!(
+        "the bouncer says it received the original from {} ({}), not from the sender of any hop its names vouch for (the top one: {}): it wrote none of them",
+        rf.raw,
+        rf.what,
+        describe_sender(top)
+    ))
+}
+
+fn describe_sender(hop: &Hop) -> String {
+    let name = hop
+        .from_rdns
+        .as_deref()
+        .or(hop.from_name.as_deref())
+        .unwrap_or("an unnamed host");
+    match hop.from_ip {
+        Some(ip) => format!("{name} [{ip}]"),
+        None => name.to_string(),
+    }
 }
 
 /// How `next` (the hop below) is linked to the believed hop `prev`, inside the bouncer's
@@ -753,6 +834,83 @@ mod tests {
         assert!(judged[0].believed);
         assert!(!judged[1].believed, "{}", judged[1].link);
         assert!(!judged[2].believed);
+    }
+
+    /// The bouncer as a report names it that also says where it got the original from.
+    fn anchor_received_from(value: &str) -> Anchor {
+        Anchor {
+            received_from: crate::evidence::anchor::received_from_value(value),
+            ..anchor()
+        }
+    }
+
+    /// What a spammer writes atop the spam for a bouncer that returns no line of its own.
+    const TRIMMED: &str = "Received: from mail.own.example (mail.own.example [198.51.100.7]) by mx.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
+
+    #[test]
+    fn a_top_line_the_bouncer_says_it_did_not_receive_is_not_believed() {
+        // The bouncer got the spam from the spammer's host, and says so.
+        for rf in [
+            "dns; bot.spam.example ([203.0.113.9])",
+            "dns; [203.0.113.9]",
+            "dns; bot.spam.example",
+        ] {
+            let judged = judge_chain(&hops(TRIMMED), &own(), &anchor_received_from(rf));
+            assert!(!judged[0].believed, "{rf}: {}", judged[0].link);
+            assert!(
+                judged[0].link.contains("Received-From-MTA"),
+                "{}",
+                judged[0].link
+            );
+        }
+        // Two lines, the top one a hand-off inside the bouncer's site: neither came from the
+        // host the bouncer names.
+        let two = "Received: from mx1.remote.example (mx1.remote.example [10.0.0.1]) by mx.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by mx1.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
+        let judged = judge_chain(
+            &hops(two),
+            &own(),
+            &anchor_received_from("dns; bot.spam.example ([203.0.113.9])"),
+        );
+        assert!(judged.iter().all(|h| !h.believed), "{judged:?}");
+        // The report does not say: the line is believed on the bouncer's name (the known
+        // limit of a bouncer that returns no line of its own).
+        let judged = judge_chain(&hops(TRIMMED), &own(), &anchor());
+        assert!(judged[0].believed);
+    }
+
+    #[test]
+    fn a_top_line_the_bouncer_agrees_with_is_believed() {
+        for rf in [
+            "dns; mail.own.example ([198.51.100.7])",
+            "dns; [198.51.100.7]",
+            "dns; mail.own.example",
+            // A hand-off inside the bouncer's site says nothing of where the site got it.
+            "dns; localhost",
+            "smtp; barracuda1.remote.example ([127.0.0.1])",
+            "dns; mx1.remote.example (10.0.0.1)",
+            // No host at all.
+            "dns; user@example.net",
+        ] {
+            let judged = judge_chain(&hops(TRIMMED), &own(), &anchor_received_from(rf));
+            assert!(judged[0].believed, "{rf}: {}", judged[0].link);
+            assert_eq!(judged[0].role, HopRole::Entry);
+        }
+        // The address decides where both give one: a name the spammer chose does not agree.
+        let judged = judge_chain(
+            &hops(TRIMMED),
+            &own(),
+            &anchor_received_from("dns; mail.own.example ([203.0.113.9])"),
+        );
+        assert!(!judged[0].believed, "{}", judged[0].link);
+        // The lower of two believed hops came from the host the bouncer names.
+        let judged = judge_chain(
+            &hops(
+                "Received: from mx1.remote.example (mx1.remote.example [10.0.0.1]) by mx.remote.example; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from mail.own.example (mail.own.example [198.51.100.7]) by mx1.remote.example; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n",
+            ),
+            &own(),
+            &anchor_received_from("dns; mail.own.example ([198.51.100.7])"),
+        );
+        assert!(judged.iter().all(|h| h.believed));
     }
 
     #[test]

@@ -559,3 +559,44 @@ fn a_site_stamp_proves_the_original_in_deliver_and_check() {
         );
     }
 }
+
+/// The known limit of a bouncer that returns the original without a Received line of its own
+/// (issue 13): the spammer's top line `from <own relay> by <the bouncer>` is believed on the
+/// bouncer's name alone. A complete ledger still unmasks it; the bouncer's own record of its
+/// client (`Received-From-MTA`) does too, where the report has one.
+#[test]
+fn a_forged_top_line_for_a_bouncer_that_trims_its_own_is_stopped_by_the_ledger() {
+    let home = temp_home();
+    let config = home.path().join("config.yaml");
+    fs::write(
+        &config,
+        format!(
+            "own:\n  domains: [vm.test]\n  hosts: [mail.vm.test]\n  networks: [198.51.100.0/24]\nmaildir: {}/Maildir\n",
+            home.path().display()
+        ),
+    )
+    .unwrap();
+    let t = now();
+    let forged = original("spam.9@vm.test", t - 600).replacen(
+        "from [10.0.0.5] (unknown [203.0.113.9])",
+        "from mail.vm.test (mail.vm.test [198.51.100.7])",
+        1,
+    );
+    let report = dsn(&forged, false);
+    // No proof: believed on the bouncer's name (the limit the README states).
+    let v = deliver(home.path(), &config, &report, &[]);
+    assert!(v.contains("legit-bounce"), "{v}");
+    // The report says it got the original from the spammer's host: not believed.
+    let named = report.replacen(
+        "Reporting-MTA: dns; mx.remote.example\n",
+        "Reporting-MTA: dns; mx.remote.example\nReceived-From-MTA: dns; bot.spam.example ([203.0.113.9])\n",
+        1,
+    );
+    let v = deliver(home.path(), &config, &named, &[]);
+    assert!(!v.contains("legit-bounce"), "{v}");
+    // A complete ledger that never saw the Message-ID: backscatter.
+    let paths = Paths::new(home.path().join(".local/share/backstop/ledger"));
+    ledger::learn(&paths, &[], &[Mark::Hook], t - 3600, 60).unwrap();
+    let v = deliver(home.path(), &config, &report, &[]);
+    assert!(v.starts_with("X-Backstop-Verdict: backscatter"), "{v}");
+}

@@ -11,6 +11,10 @@
 //!    (from loopback or naming no sender), bare names included (`by m-FILTER`);
 //! 5. the report's From and Message-ID domains (weak, but written by the bouncer too).
 //!
+//! The top hop must also agree with the host the report says the bouncer received the
+//! original from (`Received-From-MTA`), where the report gives one: a bouncer that returns the
+//! original without a line of its own leaves the sender's top line to be matched by name alone.
+//!
 //! An organisation is a registrable domain (the Public Suffix List, compiled in by the `psl`
 //! crate): `mx1.mail.example.co.uk` and `out.example.co.uk` are one, `a.example` and
 //! `b.example` are two. An own domain is never the anchor of a report written elsewhere.
@@ -37,6 +41,22 @@ pub struct Anchor {
     pub own: bool,
     /// Where each part came from, for explain (`Reporting-MTA mx.remote.example`).
     pub sources: Vec<String>,
+    /// The host the bouncer says it received the original from (a DSN's
+    /// `Received-From-MTA`): the bouncer's writing, so a believed hop must agree with it.
+    pub received_from: Option<ReceivedFrom>,
+}
+
+/// The client a bouncer recorded for the original (`Received-From-MTA: dns; relay.example
+/// ([192.0.2.1])`): the names and addresses it gives.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReceivedFrom {
+    /// Where the report gives it (`Received-From-MTA`), for explain.
+    pub what: &'static str,
+    /// The value, shortened, for explain.
+    pub raw: String,
+    /// Host names (lower case).
+    pub names: Vec<String>,
+    pub ips: Vec<IpAddr>,
 }
 
 /// The registrable domain of a host name (`mx1.mail.example.co.uk` -> `example.co.uk`); None
@@ -123,8 +143,21 @@ impl Anchor {
         if self.is_empty() {
             return "nobody: the report names no bouncer".into();
         }
-        self.sources.join("; ")
+        let mut text = self.sources.join("; ");
+        if let Some(rf) = &self.received_from {
+            text.push_str(&format!(
+                "; it received the original from {} ({})",
+                rf.raw, rf.what
+            ));
+        }
+        text
     }
+}
+
+/// Reads a `Received-From-MTA` value (for tests of the hops judged against it).
+#[cfg(test)]
+pub fn received_from_value(value: &str) -> Option<ReceivedFrom> {
+    find::received_from(value, "Received-From-MTA")
 }
 
 fn own_host(name: &str, own: &Own) -> bool {
