@@ -264,7 +264,8 @@ def recv():
     while len(body) < n:
         body += s.recv(n - len(body)) or sys.exit("closed")
     return body[:1], body[1:]
-send(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
+# Offer every action but none of the no-reply steps (SMFIP_NR_*), so that CONNECT is answered.
+send(b"O", struct.pack(">III", 6, 0x1FF, 0))
 cmd, data = recv()
 version, actions, flags = struct.unpack(">III", data[:12])
 print("OPTNEG reply:", cmd, "version", version, "actions %#x" % actions, "flags %#x" % flags)
