@@ -7,7 +7,7 @@
 # rpm with apt-get, builds a Debian 13 chroot with Dovecot 2.4 in /opt/backstop-tests,
 # mounts a tmpfs for the disk-full test, and adds a test user). The README says how
 # long it takes and what it leaves behind.
-# Usage: bash tests/run-all.sh        (FUZZ_SECONDS=60 by default)
+# Usage: bash tests/run-all.sh        (FUZZ_SECONDS=30 by default)
 #
 # It needs the shared corpus at ../shared/corpus and fails without it; BACKSTOP_NO_CORPUS=1
 # is the explicit opt-out (the corpus gate and the corpus part of the fast-matcher test
@@ -58,8 +58,8 @@ tail -n 1 target/install-dovecot24.log
 step "cargo test (unit, integration, real hosts, property tests${BACKSTOP_CORPUS:+; fast matcher on the corpus too})"
 cargo test --locked
 
-step "fuzz the evaluation (cargo-fuzz, ${FUZZ_SECONDS:-60} s)"
-bash fuzz/run.sh "${FUZZ_SECONDS:-60}"
+step "fuzz the evaluation (cargo-fuzz, ${FUZZ_SECONDS:-30} s)"
+bash fuzz/run.sh "${FUZZ_SECONDS:-30}"
 
 step "accuracy on the DEV corpus ($corpus): bash tests/corpus-gate.sh"
 bash tests/corpus-gate.sh "$corpus"
