@@ -102,20 +102,7 @@ impl Journal {
                 }
                 let _ = writeln!(text, "moves-end {}\nfolder-done\nmbox-done", moves.len());
                 let staged = beside(to, ".tmp");
-                let write = || -> io::Result<()> {
-                    let mut f = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .custom_flags(NOFOLLOW)
-                        .open(&staged)?;
-                    f.write_all(text.as_bytes())?;
-                    f.sync_all()?;
-                    fs::rename(&staged, to)?;
-                    sync_parent(to)
-                };
-                write().map_err(cannot)?;
+                replace_durably(&staged, to, text.as_bytes()).map_err(cannot)?;
                 fs::remove_file(&self.path)
                     .map_err(|e| format!("cannot remove {}: {e}", self.path.display()))?;
             }
@@ -304,6 +291,22 @@ pub(super) fn beside(path: &Path, suffix: &str) -> PathBuf {
     name.push(path.file_name().unwrap_or_default());
     name.push(suffix);
     path.with_file_name(name)
+}
+
+/// Writes `bytes` to `staged` (0600, never through a symbolic link), syncs it, and renames it
+/// over `to`, syncing the directory: the file is replaced whole or not at all.
+pub(super) fn replace_durably(staged: &Path, to: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(NOFOLLOW)
+        .open(staged)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(staged, to)?;
+    sync_parent(to)
 }
 
 #[cfg(test)]

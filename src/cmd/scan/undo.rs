@@ -38,10 +38,12 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::run::print_report;
 use crate::store::mbox::Locked;
-use crate::store::{OpenDir, resolve_link, sync_parent};
+use crate::store::{OpenDir, resolve_link};
 use crate::util::dates::rfc3339;
 
-use super::journal::{Journal, JournalState, NOFOLLOW, hex, journal_path, undo_path, unhex};
+use super::journal::{
+    Journal, JournalState, NOFOLLOW, hex, journal_path, replace_durably, undo_path, unhex,
+};
 use super::maildir::{MoveResult, is_maildir, move_no_replace, open_source};
 use super::mbox::{complete, read_locked, recover, remove_record};
 
@@ -197,20 +199,8 @@ pub(super) fn record_maildir(scanned: &Path, target: &Path, moved: &[Moved]) -> 
     }
     let path = scanned.join(MAILDIR_RECORD);
     let staged = scanned.join(format!("{MAILDIR_RECORD}.tmp"));
-    let write = || -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(NOFOLLOW)
-            .open(&staged)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&staged, &path)?;
-        sync_parent(&path)
-    };
-    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    replace_durably(&staged, &path, text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Marks the record of a Maildir `--apply` finished (every message it names was dealt with).
