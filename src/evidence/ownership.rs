@@ -166,6 +166,22 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, anchor: &Anchor, ev: &mut Vec<Evi
         weigh_own_report(entry, ev);
         return;
     }
+    let entry_at = hops.iter().position(|h| std::ptr::eq(h, entry));
+    if let Some(f) = hops[..entry_at.unwrap_or(0)]
+        .iter()
+        .find(|h| h.role == HopRole::Untrusted && h.from.own_by.is_some() && h.from.strong)
+    {
+        // A line in the bouncer's place that the report disowns (received::walk).
+        ev.push(Evidence::new(
+            -4,
+            FORGED_OWN_HOP,
+            format!(
+                "the top line says {} received it from {}, which is own, but the report says                  the bouncer's own line did not come back, and that sender did not record the                  hop below: the own line is forged",
+                f.hop.by.as_deref().unwrap_or("an unnamed host"),
+                describe_from(f)
+            ),
+        ));
+    }
     let by = entry
         .hop
         .by
@@ -347,7 +363,11 @@ fn authenticated(raw: &str) -> bool {
 
 /// Flags the first untrusted hop that claims an own server or an own sending address.
 fn push_forged(hops: &[JudgedHop], by: &str, source: &str, ev: &mut Vec<Evidence>) {
-    let forged = hops.iter().find(|h| {
+    let below = hops
+        .iter()
+        .position(|h| h.role == HopRole::Entry)
+        .map_or(0, |i| i + 1);
+    let forged = hops[below.min(hops.len())..].iter().find(|h| {
         h.role == HopRole::Untrusted && (h.by_own || (h.from.own_by.is_some() && h.from.strong))
     });
     if let Some(f) = forged {

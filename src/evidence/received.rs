@@ -31,6 +31,9 @@ pub struct Hop {
     pub from_ip: Option<IpAddr>,
     pub helo: Option<String>,
     pub by: Option<String>,
+    /// The receiver's queue ID (`with ESMTP id 1C9F8ABBBE89`), as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl Hop {
@@ -72,6 +75,7 @@ impl Hop {
                     hop.from_ip = r.from_ip.map(canonical_ip);
                     hop.helo = r.helo.as_ref().map(host_text);
                     hop.by = r.by.as_ref().map(host_text);
+                    hop.id = r.id.as_ref().map(|id| id.to_string());
                     if hop.from_ip.is_none() {
                         hop.from_ip = match &r.from {
                             Some(Host::IpAddr(ip)) => Some(canonical_ip(*ip)),
@@ -97,6 +101,20 @@ impl Hop {
             self.by = words
                 .get(i + 1)
                 .map(|w| clean_name(w))
+                .filter(|w| !w.is_empty());
+        }
+        if self.id.is_none() {
+            // The word after `id`, in the case it was written (queue IDs are case-sensitive).
+            let bare = strip_comments(raw);
+            let mut words = bare.split_whitespace();
+            self.id = words
+                .by_ref()
+                .find(|w| w.eq_ignore_ascii_case("id"))
+                .and_then(|_| words.next())
+                .map(|w| {
+                    w.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                        .to_string()
+                })
                 .filter(|w| !w.is_empty());
         }
         if self.from_name.is_none() && words.first() == Some(&"from") {
@@ -312,7 +330,19 @@ fn walk(hops: &[Hop], own: &Own, anchor: &Anchor, refused: Option<String>) -> Ve
         .as_deref()
         .and_then(|b| anchor.vouches_for(b, own));
     let Some(why) = vouched.filter(|_| refused.is_none()) else {
+        // The report says the top line is not the bouncer's: one that claims an own sender who
+        // did not record the hop below it stands in the bouncer's place, as a spammer's line
+        // does. It is not where the message entered, and the guess goes on below it.
+        let floating = refused.is_some()
+            && judged[top].from.own_by.is_some()
+            && judged[top].from.strong
+            && informative
+                .get(1)
+                .is_some_and(|&next| !continuous(&judged[top].hop, &judged[next].hop));
         judged[top].link = match (judged[top].hop.by.as_deref(), refused) {
+            (_, Some(why)) if floating => format!(
+                "not believed: {why}; and the own sender it names did not record the hop below: a forged own line"
+            ),
             (_, Some(why)) => format!("not believed: {why}"),
             (Some(b), None) => format!(
                 "not believed: {b} is not the bouncer (the bouncer: {})",
@@ -320,11 +350,19 @@ fn walk(hops: &[Hop], own: &Own, anchor: &Anchor, refused: Option<String>) -> Ve
             ),
             (None, None) => "not believed: it names no receiving host".into(),
         };
-        guess_entry(&mut judged, &informative, 0);
+        guess_entry(&mut judged, &informative, usize::from(floating));
+        if floating {
+            judged[top].role = HopRole::Untrusted;
+        }
         return judged;
     };
     judged[top].believed = true;
-    judged[top].link = format!("believed: {why}");
+    judged[top].link = match anchor.queue_id.as_deref() {
+        Some(qid) if !anchor.own && carries_queue_id(&judged[top].hop, qid) => format!(
+            "believed: {why}, and it carries the report's queue ID {qid} (X-Postfix-Queue-ID)"
+        ),
+        _ => format!("believed: {why}"),
+    };
     let mut entry = 0;
     for k in 1..informative.len() {
         let (prev, next) = (&judged[informative[k - 1]], &judged[informative[k]]);
@@ -370,7 +408,44 @@ fn walk(hops: &[Hop], own: &Own, anchor: &Anchor, refused: Option<String>) -> Ve
     judged
 }
 
-/// Why the believed hops contradict the report, if they do. A DSN's `Received-From-MTA` is
+/// Why the believed hops contradict the report, if they do: the queue ID it gives for the
+/// bouncer's own line ([`contradicts_queue_id`]), or the client it says the bouncer received the
+/// original from ([`contradicts_received_from`]).
+fn contradicts_report(judged: &[JudgedHop], anchor: &Anchor, own: &Own) -> Option<String> {
+    if anchor.own {
+        return None;
+    }
+    contradicts_queue_id(judged, anchor).or_else(|| contradicts_received_from(judged, anchor, own))
+}
+
+/// Why the top believed hop is not the bouncer's own line, by the queue ID the report gives
+/// for it (Postfix's `X-Postfix-Queue-ID`). Postfix writes that ID into the Received line it
+/// adds on reception, and a bounce returns the queue file with that line on top; the sender of
+/// the original cannot guess it (microseconds and an inode number, or a random long ID). A top
+/// line without it was not written by the bouncer: a spammer's `from <own relay> by <the
+/// bouncer>`, left on top by a bouncer that returned the original without its own line.
+fn contradicts_queue_id(judged: &[JudgedHop], anchor: &Anchor) -> Option<String> {
+    let qid = anchor.queue_id.as_deref()?;
+    let top = judged.iter().find(|h| h.believed)?;
+    if carries_queue_id(&top.hop, qid) {
+        return None;
+    }
+    let carries = match top.hop.id.as_deref() {
+        Some(id) => format!("it carries id {}", shorten(id, 40)),
+        None => "it carries no id".into(),
+    };
+    Some(format!(
+        "the report's queue ID {qid} (X-Postfix-Queue-ID) is not on this line ({carries}): the bouncer's own line, which carries it, did not come back, so the bouncer wrote none of these"
+    ))
+}
+
+fn carries_queue_id(hop: &Hop, qid: &str) -> bool {
+    hop.id
+        .as_deref()
+        .is_some_and(|id| id.eq_ignore_ascii_case(qid))
+}
+
+/// Why the believed hops contradict the client the report names, if they do. A DSN's `Received-From-MTA` is
 /// the bouncer's own record of the client it got the original from. Where it names a host
 /// outside the bouncer's site (not loopback, not a private address, no name in the bouncer's
 /// organisation: those say only that the report was made after a hand-off inside the site),
@@ -380,8 +455,8 @@ fn walk(hops: &[Hop], own: &Own, anchor: &Anchor, refused: Option<String>) -> Ve
 /// would otherwise be believed on the bouncer's name alone. A name the report gives without
 /// an address may be the HELO of the spammer's host, which a prepared spammer can copy into
 /// its line: only an address rules that out.
-fn contradicts_report(judged: &[JudgedHop], anchor: &Anchor, own: &Own) -> Option<String> {
-    let rf = anchor.received_from.as_ref().filter(|_| !anchor.own)?;
+fn contradicts_received_from(judged: &[JudgedHop], anchor: &Anchor, own: &Own) -> Option<String> {
+    let rf = anchor.received_from.as_ref()?;
     let ips: Vec<IpAddr> = rf
         .ips
         .iter()
@@ -630,7 +705,7 @@ fn guess_entry(judged: &mut [JudgedHop], informative: &[usize], start: usize) {
             _ => HopRole::Untrusted,
         };
         if judged[i].link.is_empty() {
-            judged[i].link = if start == 0 {
+            judged[i].link = if !judged[informative[start]].believed {
                 "not believed: the bouncer recorded no hop above it".into()
             } else {
                 "not believed: below the end of the believed chain".into()
@@ -911,6 +986,64 @@ mod tests {
             &anchor_received_from("dns; mail.own.example ([198.51.100.7])"),
         );
         assert!(judged.iter().all(|h| h.believed));
+    }
+
+    fn anchor_queue_id(id: &str) -> Anchor {
+        Anchor {
+            queue_id: Some(id.into()),
+            ..anchor()
+        }
+    }
+
+    #[test]
+    fn a_postfix_report_believes_only_the_line_with_its_queue_id() {
+        // The bouncer's own line carries the ID the report gives; the spammer's lines below
+        // it are judged as before.
+        let genuine = "Received: from mail.own.example (mail.own.example [198.51.100.7]) by mx.remote.example (Postfix) with ESMTPS id 4dJF1p1qt4z20PyL for <u@remote.example>; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(genuine), &own(), &anchor_queue_id("4dJF1p1qt4z20PyL"));
+        assert!(judged[0].believed, "{}", judged[0].link);
+        assert!(
+            judged[0].link.contains("queue ID 4dJF1p1qt4z20PyL"),
+            "{}",
+            judged[0].link
+        );
+        assert_eq!(judged[0].role, HopRole::Entry);
+        // A spammer's line where the bouncer returned none of its own: it cannot guess the ID.
+        for forged in [
+            TRIMMED,
+            "Received: from mail.own.example (mail.own.example [198.51.100.7]) by mx.remote.example (Postfix) with ESMTPS id 3F2A1B0C9 for <u@remote.example>; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n",
+        ] {
+            let judged = judge_chain(&hops(forged), &own(), &anchor_queue_id("4dJF1p1qt4z20PyL"));
+            assert!(!judged[0].believed, "{}", judged[0].link);
+            assert!(
+                judged[0].link.contains("X-Postfix-Queue-ID"),
+                "{}",
+                judged[0].link
+            );
+        }
+    }
+
+    #[test]
+    fn a_disowned_own_line_that_its_sender_did_not_continue_is_forged() {
+        // The spammer's own-relay line atop the bouncer's re-injection and the spam's entry:
+        // the report disowns it, and mail.own.example recorded nothing below it.
+        let text = "Received: from mail.own.example (mail.own.example [198.51.100.7]) by mx.remote.example (Postfix) with ESMTPS id F22; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from localhost (localhost [127.0.0.1]) by mx.remote.example (Postfix) with ESMTP id 1111111111; Fri, 2 Jan 2026 00:00:02 +0000\nReceived: from bot.spam.example (bot.spam.example [203.0.113.9]) by mx.remote.example (Postfix) with ESMTP id 2222222222; Fri, 2 Jan 2026 00:00:01 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(text), &own(), &anchor_queue_id("3333333333"));
+        assert!(judged.iter().all(|h| !h.believed), "{judged:?}");
+        assert_eq!(judged[0].role, HopRole::Untrusted, "{}", judged[0].link);
+        assert!(
+            judged[0].link.contains("a forged own line"),
+            "{}",
+            judged[0].link
+        );
+        // The entry is guessed below it, for evidence against only.
+        assert_eq!(judged[2].role, HopRole::Entry, "{judged:?}");
+        // Where the own relay did record the hop below (the user's submission), the line
+        // is only unvouched: the entry, believed by nobody.
+        let text = "Received: from mail.own.example (mail.own.example [198.51.100.7]) by mx.remote.example (Postfix) with ESMTPS id F22; Fri, 2 Jan 2026 00:00:03 +0000\nReceived: from [192.168.1.5] (client.isp.example [192.0.2.5]) by mail.own.example (Postfix) with ESMTPSA id 4444444444; Fri, 2 Jan 2026 00:00:02 +0000\nSubject: x\n\n";
+        let judged = judge_chain(&hops(text), &own(), &anchor_queue_id("3333333333"));
+        assert!(judged.iter().all(|h| !h.believed), "{judged:?}");
+        assert_eq!(judged[0].role, HopRole::Entry, "{}", judged[0].link);
     }
 
     #[test]

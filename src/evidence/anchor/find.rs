@@ -89,6 +89,7 @@ impl Anchor {
         // addresses disagree with the lines; docs/trust.md.)
         anchor.received_from = dsn_field(mail, "received-from-mta")
             .and_then(|v| received_from(&v, "Received-From-MTA"));
+        anchor.queue_id = dsn_field(mail, "x-postfix-queue-id").and_then(|v| queue_id(&v));
         anchor
     }
 }
@@ -123,6 +124,14 @@ pub(super) fn received_from(value: &str, what: &'static str) -> Option<ReceivedF
         }
     }
     (!rf.names.is_empty() || !rf.ips.is_empty()).then_some(rf)
+}
+
+/// A queue ID as Postfix writes it: 5 to 32 letters and digits (hex short IDs, base-52 long
+/// ones). None for anything else, so that a mangled field checks nothing.
+fn queue_id(value: &str) -> Option<String> {
+    let id = value.trim();
+    ((5..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| id.to_string())
 }
 
 /// True when the report was written by an own server: its own Received chain has hops, all

@@ -11,9 +11,10 @@
 //!    (from loopback or naming no sender), bare names included (`by m-FILTER`);
 //! 5. the report's From and Message-ID domains (weak, but written by the bouncer too).
 //!
-//! The top hop must also agree with the host the report says the bouncer received the
-//! original from (`Received-From-MTA`), where the report gives one: a bouncer that returns the
-//! original without a line of its own leaves the sender's top line to be matched by name alone.
+//! The top hop must also agree with what the report says of the bouncer's own line, where it
+//! says anything: the host it received the original from (`Received-From-MTA`), and the queue
+//! ID its line carries (`X-Postfix-Queue-ID`). A bouncer that returns the original without a
+//! line of its own leaves the sender's top line to be matched by name alone.
 //!
 //! An organisation is a registrable domain (the Public Suffix List, compiled in by the `psl`
 //! crate): `mx1.mail.example.co.uk` and `out.example.co.uk` are one, `a.example` and
@@ -44,6 +45,11 @@ pub struct Anchor {
     /// The host the bouncer says it received the original from (a DSN's
     /// `Received-From-MTA`): the bouncer's writing, so a believed hop must agree with it.
     pub received_from: Option<ReceivedFrom>,
+    /// The bouncer's queue ID for the original (Postfix's `X-Postfix-Queue-ID`): the ID its
+    /// own Received line carries, which no sender can guess, so the believed top line must
+    /// carry it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_id: Option<String>,
 }
 
 /// The client a bouncer recorded for the original (`Received-From-MTA: dns; relay.example
@@ -148,6 +154,11 @@ impl Anchor {
             text.push_str(&format!(
                 "; it received the original from {} ({})",
                 rf.raw, rf.what
+            ));
+        }
+        if let Some(id) = &self.queue_id {
+            text.push_str(&format!(
+                "; its queue ID for it is {id} (X-Postfix-Queue-ID)"
             ));
         }
         text
