@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use mail_parser::{Host, Message};
 use serde::Serialize;
 
-use crate::evidence::anchor::Anchor;
+use crate::evidence::anchor::{Anchor, QueueId};
 use crate::evidence::own::{Own, canonical_ip};
 use crate::message::header_values;
 use crate::util::text::shorten;
@@ -357,9 +357,10 @@ fn walk(hops: &[Hop], own: &Own, anchor: &Anchor, refused: Option<String>) -> Ve
         return judged;
     };
     judged[top].believed = true;
-    judged[top].link = match anchor.queue_id.as_deref() {
-        Some(qid) if !anchor.own && carries_queue_id(&judged[top].hop, qid) => format!(
-            "believed: {why}, and it carries the report's queue ID {qid} (X-Postfix-Queue-ID)"
+    judged[top].link = match carried_queue_id(&judged[top].hop, anchor) {
+        Some(q) if !anchor.own => format!(
+            "believed: {why}, and it carries the report's queue ID {} ({})",
+            q.id, q.what
         ),
         _ => format!("believed: {why}"),
     };
@@ -425,9 +426,11 @@ fn contradicts_report(judged: &[JudgedHop], anchor: &Anchor, own: &Own) -> Optio
 /// line without it was not written by the bouncer: a spammer's `from <own relay> by <the
 /// bouncer>`, left on top by a bouncer that returned the original without its own line.
 fn contradicts_queue_id(judged: &[JudgedHop], anchor: &Anchor) -> Option<String> {
-    let qid = anchor.queue_id.as_deref()?;
+    if anchor.queue_ids.is_empty() {
+        return None;
+    }
     let top = judged.iter().find(|h| h.believed)?;
-    if carries_queue_id(&top.hop, qid) {
+    if carried_queue_id(&top.hop, anchor).is_some() {
         return None;
     }
     let carries = match top.hop.id.as_deref() {
@@ -435,14 +438,18 @@ fn contradicts_queue_id(judged: &[JudgedHop], anchor: &Anchor) -> Option<String>
         None => "it carries no id".into(),
     };
     Some(format!(
-        "the report's queue ID {qid} (X-Postfix-Queue-ID) is not on this line ({carries}): the bouncer's own line, which carries it, did not come back, so the bouncer wrote none of these"
+        "the report's queue ID {} is not on this line ({carries}): the bouncer's own line, which carries it, did not come back, so the bouncer wrote none of these",
+        anchor.describe_queue_ids()
     ))
 }
 
-fn carries_queue_id(hop: &Hop, qid: &str) -> bool {
-    hop.id
-        .as_deref()
-        .is_some_and(|id| id.eq_ignore_ascii_case(qid))
+/// The queue ID of the report that `hop` carries, if any.
+fn carried_queue_id<'a>(hop: &Hop, anchor: &'a Anchor) -> Option<&'a QueueId> {
+    let id = hop.id.as_deref()?;
+    anchor
+        .queue_ids
+        .iter()
+        .find(|q| q.id.eq_ignore_ascii_case(id))
 }
 
 /// Why the believed hops contradict the client the report names, if they do. A DSN's `Received-From-MTA` is
@@ -990,7 +997,10 @@ mod tests {
 
     fn anchor_queue_id(id: &str) -> Anchor {
         Anchor {
-            queue_id: Some(id.into()),
+            queue_ids: vec![QueueId {
+                id: id.into(),
+                what: "X-Postfix-Queue-ID",
+            }],
             ..anchor()
         }
     }

@@ -3,9 +3,9 @@
 
 use std::net::IpAddr;
 
-use mail_parser::Message;
+use mail_parser::{Message, MimeHeaders};
 
-use super::{Anchor, ReceivedFrom, registrable_domain};
+use super::{Anchor, QueueId, ReceivedFrom, registrable_domain};
 use crate::evidence::original::id_domain;
 use crate::evidence::own::Own;
 use crate::evidence::received::{Hop, by_own, is_internal};
@@ -89,7 +89,15 @@ impl Anchor {
         // addresses disagree with the lines; docs/trust.md.)
         anchor.received_from = dsn_field(mail, "received-from-mta")
             .and_then(|v| received_from(&v, "Received-From-MTA"));
-        anchor.queue_id = dsn_field(mail, "x-postfix-queue-id").and_then(|v| queue_id(&v));
+        let fields = dsn_field(mail, "x-postfix-queue-id")
+            .and_then(|v| queue_id(&v))
+            .map(|id| (id, "X-Postfix-Queue-ID"));
+        let boundary = boundary_queue_id(mail, &hops).map(|id| (id, "the report's MIME boundary"));
+        for (id, what) in [fields, boundary].into_iter().flatten() {
+            if !anchor.queue_ids.iter().any(|q| q.id == id) {
+                anchor.queue_ids.push(QueueId { id, what });
+            }
+        }
         anchor
     }
 }
@@ -132,6 +140,30 @@ fn queue_id(value: &str) -> Option<String> {
     let id = value.trim();
     ((5..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()))
         .then(|| id.to_string())
+}
+
+/// The queue ID in a Postfix report's MIME boundary. Postfix's bounce daemon writes the
+/// boundary as `QUEUEID.TIME/HOST`, with the ID of the message it returns, and records the
+/// report itself in a line of its own that names no sender (`Received: by HOST (Postfix) id
+/// OTHERID`). Sendmail writes the same shape with the ID of the report (its own line, `from
+/// localhost by HOST id THATID`): only a boundary whose host is that of the report's own line,
+/// which names no sender and carries another ID, gives the original's. The sender of the
+/// original writes none of the report.
+fn boundary_queue_id(mail: &Message<'_>, hops: &[Hop]) -> Option<String> {
+    let boundary = mail.content_type()?.attribute("boundary")?;
+    let (id, rest) = boundary.split_once('.')?;
+    let (time, host) = rest.split_once('/')?;
+    let id = queue_id(id)?;
+    let made = hops.iter().rev().find(|h| h.by.is_some() || h.has_from())?;
+    let fits = (9..=11).contains(&time.len())
+        && time.bytes().all(|b| b.is_ascii_digit())
+        && !made.has_from()
+        && made
+            .by
+            .as_deref()
+            .is_some_and(|by| by.eq_ignore_ascii_case(host.trim_end_matches('.')))
+        && made.id.as_deref().is_some_and(|own| own != id);
+    fits.then_some(id)
 }
 
 /// True when the report was written by an own server: its own Received chain has hops, all
@@ -274,6 +306,39 @@ mod tests {
             anchor.hosts.iter().any(|h| h == "relay.remote.example"),
             "{anchor:?}"
         );
+    }
+
+    #[test]
+    fn a_postfix_boundary_gives_the_queue_id_of_the_returned_message() {
+        let report = |own_line: &str, boundary: &str| {
+            anchor_of(&format!(
+                "Received: from mx.remote.example (mx.remote.example [192.0.2.9]) by mx.own.example; Thu, 29 Apr 2011 23:34:46 +0900\n{own_line}\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\n"
+            ))
+        };
+        // Postfix: the boundary holds the returned message's ID, its own line another.
+        let anchor = report(
+            "Received: by mx.remote.example (Postfix) id 42C71BDFA322; Thu, 29 Apr 2011 23:34:45 +0900",
+            "1C9F8ABBBE89.1375653825/mx.remote.example",
+        );
+        let ids: Vec<&str> = anchor.queue_ids.iter().map(|q| q.id.as_str()).collect();
+        assert_eq!(ids, ["1C9F8ABBBE89"], "{anchor:?}");
+        // Sendmail: the same shape, with the report's own ID: nothing about the original.
+        let anchor = report(
+            "Received: from localhost (localhost) by mx.remote.example (8.14.4/8.14.4) id r9G5FZh9018575; Thu, 29 Apr 2011 23:34:45 +0900",
+            "r9G5FZh9018575.1381900535/mx.remote.example",
+        );
+        assert!(anchor.queue_ids.is_empty(), "{anchor:?}");
+        // Another host than the report's own line, or no time: not Postfix's boundary.
+        for boundary in [
+            "1C9F8ABBBE89.1375653825/other.example",
+            "1C9F8ABBBE89.abc/mx.remote.example",
+        ] {
+            let anchor = report(
+                "Received: by mx.remote.example (Postfix) id 42C71BDFA322; Thu, 29 Apr 2011 23:34:45 +0900",
+                boundary,
+            );
+            assert!(anchor.queue_ids.is_empty(), "{boundary}: {anchor:?}");
+        }
     }
 
     #[test]

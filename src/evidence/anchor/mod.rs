@@ -13,7 +13,7 @@
 //!
 //! The top hop must also agree with what the report says of the bouncer's own line, where it
 //! says anything: the host it received the original from (`Received-From-MTA`), and the queue
-//! ID its line carries (`X-Postfix-Queue-ID`). A bouncer that returns the original without a
+//! ID its line carries (`X-Postfix-Queue-ID`, or Postfix's MIME boundary). A bouncer that returns the original without a
 //! line of its own leaves the sender's top line to be matched by name alone.
 //!
 //! An organisation is a registrable domain (the Public Suffix List, compiled in by the `psl`
@@ -45,11 +45,19 @@ pub struct Anchor {
     /// The host the bouncer says it received the original from (a DSN's
     /// `Received-From-MTA`): the bouncer's writing, so a believed hop must agree with it.
     pub received_from: Option<ReceivedFrom>,
-    /// The bouncer's queue ID for the original (Postfix's `X-Postfix-Queue-ID`): the ID its
-    /// own Received line carries, which no sender can guess, so the believed top line must
-    /// carry it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue_id: Option<String>,
+    /// The bouncer's queue ID for the original, where the report gives it (Postfix's
+    /// `X-Postfix-Queue-ID`, or its MIME boundary): the ID its own Received line carries,
+    /// which no sender can guess, so the believed top line must carry one of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queue_ids: Vec<QueueId>,
+}
+
+/// A queue ID the report gives for the bouncer's own line, and where it gives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueId {
+    pub id: String,
+    /// `X-Postfix-Queue-ID`, or `the report's MIME boundary`.
+    pub what: &'static str,
 }
 
 /// The client a bouncer recorded for the original (`Received-From-MTA: dns; relay.example
@@ -144,6 +152,16 @@ impl Anchor {
             .unwrap_or_else(|| "named in the report".into())
     }
 
+    /// The queue IDs and where the report gives them: `1C9F8ABBBE89 (X-Postfix-Queue-ID)`.
+    pub fn describe_queue_ids(&self) -> String {
+        let ids: Vec<String> = self
+            .queue_ids
+            .iter()
+            .map(|q| format!("{} ({})", q.id, q.what))
+            .collect();
+        ids.join(" or ")
+    }
+
     /// One line for explain.
     pub fn describe(&self) -> String {
         if self.is_empty() {
@@ -156,9 +174,10 @@ impl Anchor {
                 rf.raw, rf.what
             ));
         }
-        if let Some(id) = &self.queue_id {
+        if !self.queue_ids.is_empty() {
             text.push_str(&format!(
-                "; its queue ID for it is {id} (X-Postfix-Queue-ID)"
+                "; its queue ID for it is {}",
+                self.describe_queue_ids()
             ));
         }
         text
