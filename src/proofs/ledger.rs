@@ -252,17 +252,7 @@ fn key_or_create(path: &Path) -> io::Result<[u8; 32]> {
 pub(super) fn replace_file(path: &Path, suffix: &str, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(suffix);
-    let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path)
+    crate::store::replace_durably(&PathBuf::from(tmp), path, bytes)
 }
 
 /// The key and the ledger's bytes; None while either does not exist yet (nothing is known).

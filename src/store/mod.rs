@@ -129,6 +129,25 @@ fn escape_host(raw: &str) -> String {
     out
 }
 
+/// Writes `bytes` to `staged` (0600, never through a symbolic link), syncs it, and renames it
+/// over `to`, syncing the directory: the file is replaced whole or not at all. The ledger, the
+/// alarm state and scan's journal and undo record are written this way.
+pub(crate) fn replace_durably(staged: &Path, to: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+        .open(staged)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(staged, to)?;
+    sync_parent(to)
+}
+
 /// fsyncs the directory that contains `path` (`.` for a bare relative name), to make a new
 /// directory entry in it durable.
 pub(crate) fn sync_parent(path: &std::path::Path) -> io::Result<()> {

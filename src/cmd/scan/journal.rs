@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::store::{host_name, sync_parent};
+use crate::store::{host_name, replace_durably, sync_parent};
 
 const JOURNAL_MAGIC: &str = "backstop-scan-journal 1";
 
@@ -291,22 +291,6 @@ pub(super) fn beside(path: &Path, suffix: &str) -> PathBuf {
     name.push(path.file_name().unwrap_or_default());
     name.push(suffix);
     path.with_file_name(name)
-}
-
-/// Writes `bytes` to `staged` (0600, never through a symbolic link), syncs it, and renames it
-/// over `to`, syncing the directory: the file is replaced whole or not at all.
-pub(super) fn replace_durably(staged: &Path, to: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(NOFOLLOW)
-        .open(staged)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(staged, to)?;
-    sync_parent(to)
 }
 
 #[cfg(test)]

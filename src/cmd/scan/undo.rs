@@ -38,12 +38,10 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::run::print_report;
 use crate::store::mbox::Locked;
-use crate::store::{OpenDir, resolve_link};
+use crate::store::{OpenDir, replace_durably, resolve_link};
 use crate::util::dates::rfc3339;
 
-use super::journal::{
-    Journal, JournalState, NOFOLLOW, hex, journal_path, replace_durably, undo_path, unhex,
-};
+use super::journal::{Journal, JournalState, NOFOLLOW, hex, journal_path, undo_path, unhex};
 use super::maildir::{MoveResult, is_maildir, move_no_replace, open_source};
 use super::mbox::{complete, read_locked, recover, remove_record};
 
