@@ -176,7 +176,9 @@ fn weigh_relays(hops: &[JudgedHop], own: &Own, anchor: &Anchor, ev: &mut Vec<Evi
             -4,
             FORGED_OWN_HOP,
             format!(
-                "the top line says {} received it from {}, which is own, but the report says                  the bouncer's own line did not come back, and that sender did not record the                  hop below: the own line is forged",
+                "the top line says {} received it from {}, which is own, but the report says \
+                 the bouncer's own line did not come back, and that sender did not record the \
+                 hop below: the own line is forged",
                 f.hop.by.as_deref().unwrap_or("an unnamed host"),
                 describe_from(f)
             ),

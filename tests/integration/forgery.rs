@@ -678,3 +678,64 @@ fn no_forged_header_makes_backscatter_legit_in_the_corpus() {
         &[(TRIMMING_BOUNCER, 62), (TRIMMED_BOUNCER, 193)],
     );
 }
+
+/// A real Postfix bounce whose own line (its original's only one) is cut off and replaced by
+/// the spammer's own-relay line: the report's queue ID is not on it, so it is not believed,
+/// and `explain` says so. The
+/// same line with the genuine queue ID (what Postfix itself writes) is believed: the check
+/// refuses the forgery, not the shape.
+#[test]
+fn a_postfix_bounce_without_its_own_line_is_caught_by_its_queue_id() {
+    let text: String =
+        crate::util::fixture_bytes("corpus/bounces/sisimai-bsd/lhost-postfix-02.eml")
+            .iter()
+            .map(|&b| b as char)
+            .collect();
+    let b = Bounce::read(&text).expect("the fixture's returned original");
+    let dir = crate::util::temp_home();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "own: {{domains: [own.example], hosts: [{OWN_HOST}], networks: [100.100.100.0/24]}}\n"
+        ),
+    )
+    .expect("the config");
+    let relay = format!("{OWN_HOST} ({OWN_HOST} [{OWN_IP}])");
+    let explain = |id: &str| -> String {
+        let forged = b.with_top(
+            &[line(
+                &relay,
+                "smtp.example.com (Postfix)",
+                &format!("with ESMTP id {id}"),
+            )],
+            1,
+        );
+        let latin1: Vec<u8> = forged.chars().map(|c| c as u32 as u8).collect();
+        let out = crate::util::run_with_input(
+            crate::util::backstop(dir.path())
+                .arg("explain")
+                .arg("-c")
+                .arg(&config),
+            &latin1,
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let forged = explain("F22A0B1C2D");
+    assert!(
+        forged.contains(
+            "not believed: the report's queue ID 7874F1FB8E (X-Postfix-Queue-ID) is not on this line (it carries id F22A0B1C2D)"
+        ),
+        "{forged}"
+    );
+    // The forged line is the only one left: an unvouched claim, nothing more.
+    assert!(forged.contains("own-relay-unvouched"), "{forged}");
+    assert!(forged.contains("verdict: unverified-bounce"), "{forged}");
+    // Postfix's own line carries the ID: believed, and the crossing from the own relay counts.
+    let genuine = explain("7874F1FB8E");
+    assert!(
+        genuine.contains("and it carries the report's queue ID 7874F1FB8E (X-Postfix-Queue-ID)"),
+        "{genuine}"
+    );
+    assert!(genuine.contains("verdict: legit-bounce"), "{genuine}");
+}
