@@ -54,6 +54,8 @@ SMTP_PORT=${SMTP_PORT:-10825}
 MILTER_PORT=${MILTER_PORT:-10826}
 CORPUS=${CORPUS:-$ROOT/../shared/corpus}
 T=${BENCH_DIR:-/tmp/backstop-milter-bench}
+# shellcheck source=tests/hosts/postfix-instance.sh
+. tests/hosts/postfix-instance.sh
 OUT=${OUT:-$ROOT/target/milter-bench.md}
 PF=$T/postfix
 milter_pids=""
@@ -163,61 +165,18 @@ print("milter-bench: %d messages (%d ham, %d bounces), %d bytes on average"
 EOF
 
 # ---------------------------------------------------------------- Postfix
-cat >"$PF/etc/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $PF/spool
-data_directory = $PF/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mx.bench.example
-mydomain = bench.example
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+postfix_instance "$PF" "$SMTP_PORT" mx.bench.example bench.example ""
+cat >>"$PF/etc/main.cf" <<EOF
 relay_domains = bench.example
 transport_maps = inline:{ bench.example=discard: }
 default_transport = error:the benchmark sends nothing out
-alias_maps =
-alias_database =
-smtputf8_enable = no
 # Accept as fast as mail comes: no pause when arrivals outrun deliveries.
 in_flow_delay = 0
 smtpd_client_connection_count_limit = 0
 default_process_limit = 200
 message_size_limit = 52428800
-smtpd_milters =
-milter_default_action = accept
-milter_connect_timeout = 5s
 milter_command_timeout = 30s
 milter_content_timeout = 60s
-maillog_file = $PF/maillog
-maillog_file_prefixes = $T
-EOF
-cat >"$PF/etc/master.cf" <<EOF
-127.0.0.1:$SMTP_PORT inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 postfix -c "$PF/etc" set-permissions >/dev/null 2>&1
 postfix -c "$PF/etc" check

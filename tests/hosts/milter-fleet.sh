@@ -34,6 +34,8 @@ set -u
 export LC_ALL=C
 MILTER_IN=${1:?usage: milter-fleet.sh BACKSTOP_MILTER_BINARY}
 T=${BACKSTOP_FLEET_DIR:-/tmp/backstop-milter-fleet}
+# shellcheck source=tests/hosts/postfix-instance.sh
+. "$(dirname "${BASH_SOURCE[0]}")/postfix-instance.sh"
 A_SMTP=10745 A_MILTER=10746 B_SMTP=10747 B_MILTER=10748 REDIS_PORT=10749
 passed=0
 failed=0
@@ -140,23 +142,8 @@ make_postfix() {
   chown postfix "$pf/data"
   chown nobody:nogroup "$pf/vmail"
   printf '/^prvs=[0-9a-fA-F]{10}=(.*)$/ ${1}\n' >"$pf/etc/batv.regexp"
-  cat >"$pf/etc/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $pf/spool
-data_directory = $pf/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mx-$(basename "$pf").fleet.test
-mydomain = fleet.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+  postfix_instance "$pf" "$port" "mx-$(basename "$pf").fleet.test" fleet.test "inet:127.0.0.1:$milter"
+  cat >>"$pf/etc/main.cf" <<EOF
 default_transport = error:the fleet tests send nothing out
 relay_transport = error:the fleet tests send nothing out
 virtual_mailbox_domains = $domain
@@ -165,37 +152,8 @@ virtual_mailbox_maps = inline:{ $box@$domain=$box/ }
 virtual_alias_maps = regexp:$pf/etc/batv.regexp
 virtual_uid_maps = static:65534
 virtual_gid_maps = static:65534
-alias_maps =
-alias_database =
-smtputf8_enable = no
-smtpd_milters = inet:127.0.0.1:$milter
-milter_default_action = accept
-milter_connect_timeout = 5s
 milter_command_timeout = 10s
 milter_content_timeout = 20s
-maillog_file = $pf/maillog
-maillog_file_prefixes = $T
-EOF
-  cat >"$pf/etc/master.cf" <<EOF
-127.0.0.1:$port inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
   { postfix -c "$pf/etc" set-permissions && postfix -c "$pf/etc" check &&
     postfix -c "$pf/etc" start; } >"$pf/start.log" 2>&1 || touch "$pf/start.failed"

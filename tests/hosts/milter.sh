@@ -29,6 +29,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 T=${BACKSTOP_MILTER_DIR:-/tmp/backstop-milter}
 PF=$T/postfix
+# shellcheck source=tests/hosts/postfix-instance.sh
+. "$HERE/postfix-instance.sh"
 SMTP_PORT=${SMTP_PORT:-10725}
 MILTER_PORT=${MILTER_PORT:-10726}
 CORPUS=$ROOT/tests/fixtures/corpus
@@ -89,23 +91,8 @@ milter:
 EOF
 chmod 600 "$T/milter.yaml"
 
-cat >"$PF/etc/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $PF/spool
-data_directory = $PF/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mx.milter.test
-mydomain = milter.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+postfix_instance "$PF" "$SMTP_PORT" mx.milter.test milter.test "inet:127.0.0.1:$MILTER_PORT"
+cat >>"$PF/etc/main.cf" <<EOF
 default_transport = error:the milter tests send nothing out
 relay_transport = error:the milter tests send nothing out
 virtual_mailbox_domains = example.jp
@@ -113,37 +100,8 @@ virtual_mailbox_base = $T/vmail
 virtual_mailbox_maps = inline:{ kijitora@example.jp=kijitora/ }
 virtual_uid_maps = static:65534
 virtual_gid_maps = static:65534
-alias_maps =
-alias_database =
-smtputf8_enable = no
-smtpd_milters = inet:127.0.0.1:$MILTER_PORT
-milter_default_action = accept
-milter_connect_timeout = 5s
 milter_command_timeout = 10s
 milter_content_timeout = 20s
-maillog_file = $PF/maillog
-maillog_file_prefixes = $T
-EOF
-cat >"$PF/etc/master.cf" <<EOF
-127.0.0.1:$SMTP_PORT inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 
 # start_milter LISTEN CONFIG: starts it and waits until it listens.
