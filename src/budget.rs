@@ -224,39 +224,41 @@ const OVERRUN: u8 = 2;
 /// the message unjudged, and ends the process with the status `overrun` returns; `work`'s
 /// result is never used. The evaluation itself stays on the calling thread, whose stack and
 /// heap the process has already set up: a thread of its own costs a delivery 0.4 ms, most of a
-/// clean delivery's decision (measured with `benches/process/cpuruns.rs`).
+/// clean delivery's decision (measured with `benches/process/cpuruns.rs`). `overrun` owns what
+/// it needs, since the watchdog is not waited for.
 pub fn run_within<T>(
     budget: Duration,
     work: impl FnOnce() -> T,
-    overrun: impl FnOnce() -> u8 + Send,
+    overrun: impl FnOnce() -> u8 + Send + 'static,
 ) -> T {
-    let state = AtomicU8::new(RUNNING);
+    let state = Arc::new(AtomicU8::new(RUNNING));
     let (done, wake) = mpsc::channel::<()>();
     let start = process_cpu_time();
-    std::thread::scope(|scope| {
-        let state = &state;
-        let watchdog = std::thread::Builder::new()
-            .name("budget".into())
-            .stack_size(WATCHDOG_STACK)
-            .spawn_scoped(scope, move || watch(budget, start, &wake, state, overrun));
-        if watchdog.is_err() {
-            // No thread to watch with: the message is judged without a budget.
-            return work();
+    let watched = state.clone();
+    // Not joined: waiting for the watchdog to wake and end would cost the delivery a wake-up
+    // of another CPU (see [`SameCpu`]). Dropping `done` sends it on its way; the process may
+    // end before it does.
+    let watchdog = std::thread::Builder::new()
+        .name("budget".into())
+        .stack_size(WATCHDOG_STACK)
+        .spawn(move || watch(budget, start, &wake, &watched, overrun));
+    if watchdog.is_err() {
+        // No thread to watch with: the message is judged without a budget.
+        return work();
+    }
+    spin_fault();
+    let result = work();
+    if state
+        .compare_exchange(RUNNING, FINISHED, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        // The watchdog took over: it files the message and ends the process.
+        loop {
+            std::thread::park();
         }
-        spin_fault();
-        let result = work();
-        if state
-            .compare_exchange(RUNNING, FINISHED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            // The watchdog took over: it files the message and ends the process.
-            loop {
-                std::thread::park();
-            }
-        }
-        drop(done);
-        result
-    })
+    }
+    drop(done);
+    result
 }
 
 /// The watchdog of [`run_within`]: returns when `wake` says the work is done; else runs

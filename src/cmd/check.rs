@@ -136,7 +136,7 @@ fn judge_file(
                 budget,
                 || evaluate(&raw, config, rules, env),
                 // Past the budget: the verdict of a message not judged, and the end.
-                || {
+                move || {
                     let text = render(&over_budget(budget), format, None).unwrap_or_default();
                     let mut out = std::io::stdout().lock();
                     if out

@@ -54,6 +54,7 @@ pub fn run(args: &DeliverArgs) -> ExitCode {
 }
 
 /// The input: what fits in memory, and the unread rest for messages over the limit.
+#[derive(Clone)]
 struct Input {
     /// Shared with the evaluating thread (see [`crate::budget`]).
     bytes: Arc<Vec<u8>>,
@@ -131,11 +132,12 @@ fn deliver(args: &DeliverArgs) -> Result<(), String> {
         fault_point("evaluate");
         let env = env_vars(&args.common);
         let budget = Duration::from_millis(config.cpu_budget_ms);
+        let (to, into, message) = (config.clone(), inbox.clone(), input.clone());
         run_within(
             budget,
             || evaluate(&input.bytes, &config, &rules, &env),
             // Past the budget: the inbox, unjudged and marked, and the process ends there.
-            || match file_message(&over_budget(budget), &config, &inbox, &input) {
+            move || match file_message(&over_budget(budget), &to, &into, &message) {
                 Ok(()) => Exit::Success.code(),
                 Err(msg) => {
                     say!("backstop: {msg}; the MTA will try again");

@@ -93,11 +93,12 @@ fn headers_for(raw: &Arc<Vec<u8>>, oversized: bool, loaded: Loaded, args: &Input
                 fault_point("evaluate");
                 let env = env_vars(&args.common);
                 let budget = Duration::from_millis(config.cpu_budget_ms);
+                let whole = raw.clone();
                 run_within(
                     budget,
                     || evaluate(raw, &config, &rules, &env),
                     // Past the budget: the whole message, unjudged and marked, and the end.
-                    || pass_on(raw, &trace_headers(raw, &over_budget(budget)), None),
+                    move || pass_on(&whole, &trace_headers(&whole, &over_budget(budget)), None),
                 )
             };
             let entry = crate::log::Entry::new(&eval, None);
