@@ -368,8 +368,12 @@ impl SameCpu {
         let Ok(old) = rustix::thread::sched_getaffinity(None) else {
             return SameCpu(None);
         };
+        let cpu = rustix::thread::sched_getcpu();
+        if cpu >= rustix::thread::CpuSet::MAX_CPU || !old.is_set(cpu) {
+            return SameCpu(None);
+        }
         let mut one = rustix::thread::CpuSet::new();
-        one.set(rustix::thread::sched_getcpu());
+        one.set(cpu);
         match rustix::thread::sched_setaffinity(None, &one) {
             Ok(()) => SameCpu(Some(old)),
             Err(_) => SameCpu(None),

@@ -420,7 +420,7 @@ fn contradicts_report(judged: &[JudgedHop], anchor: &Anchor, own: &Own) -> Optio
 }
 
 /// Why the top believed hop is not the bouncer's own line, by the queue ID the report gives
-/// for it (Postfix's `X-Postfix-Queue-ID`). Postfix writes that ID into the Received line it
+/// for it (Postfix's `X-Postfix-Queue-ID`, or its MIME boundary). Postfix writes that ID into the Received line it
 /// adds on reception, and a bounce returns the queue file with that line on top; the sender of
 /// the original cannot guess it (microseconds and an inode number, or a random long ID). A top
 /// line without it was not written by the bouncer: a spammer's `from <own relay> by <the
