@@ -15,8 +15,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step's heading; the time the previous step took is printed before it, and all the
+# step times again at the end (to see where the time goes: the README states the total).
 start=$(date +%s)
+step_start=$start step_name="" step_times=""
+step_done() {
+  if [ -n "$step_name" ]; then
+    local took=$(( $(date +%s) - step_start ))
+    printf '   (%s s)\n' "$took"
+    step_times+=$(printf '%5s s  %s' "$took" "$step_name")$'\n'
+  fi
+}
+step() {
+  step_done
+  step_name=$* step_start=$(date +%s)
+  printf '\n== %s\n' "$*"
+}
 
 # The shared corpus beside the repo (CI always has it): missing, the run fails here, unless
 # BACKSTOP_NO_CORPUS=1 says to go on without the corpus checks (see tests/corpus-gate.sh).
@@ -81,6 +95,8 @@ bash packaging/test-deb.sh
 step "RPM spec: rpmbuild"
 bash packaging/test-rpm.sh
 
+step_done
+printf '\nstep times:\n%s' "$step_times"
 if [ -n "${BACKSTOP_CORPUS:-}" ]; then
   printf '\nall tests passed in %s s\n' "$(( $(date +%s) - start ))"
 else
