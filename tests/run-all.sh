@@ -75,8 +75,18 @@ cargo test --locked
 step "fuzz the evaluation (cargo-fuzz, ${FUZZ_SECONDS:-30} s)"
 bash fuzz/run.sh "${FUZZ_SECONDS:-30}"
 
+# The release builds from here on (corpus_eval, then the .deb's, then the RPM's from a
+# tarball of the tree) share target/pkg and one revision (build.rs takes BACKSTOP_GIT_REV
+# before .git; build-deb.sh sets it, test-rpm.sh passes it to the spec), so that each
+# crate is compiled once: the .deb's gen_docs reuses the library corpus_eval was linked
+# with, and the RPM's build finds everything up to date.
+pkg_env=(CARGO_TARGET_DIR="$PWD/target/pkg")
+if rev=$(git rev-parse --short=12 HEAD 2>/dev/null); then
+  pkg_env+=(BACKSTOP_GIT_REV="$rev")
+fi
+
 step "accuracy on the DEV corpus ($corpus): bash tests/corpus-gate.sh"
-bash tests/corpus-gate.sh "$corpus"
+env "${pkg_env[@]}" bash tests/corpus-gate.sh "$corpus"
 
 step "the fixtures: their bytes match the sha256 column, their manifest rows are the corpus's"
 fixtures=tests/fixtures/corpus
