@@ -37,11 +37,20 @@ fn main() {
         .unwrap_or_else(|| "unknown revision".to_string());
     println!("cargo:rustc-env=BACKSTOP_GIT_REV={rev}");
     println!("cargo:rerun-if-changed=rules/default.yaml");
-    println!("cargo:rerun-if-changed=src/rules/pattern");
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let manifest = std::path::PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"),
     );
+    // The files of src/rules/pattern, each (the directory itself would also be judged by its
+    // own mtime, which a tarball unpacked from a list of files, as test-rpm.sh's, renews).
+    let mut pattern_files: Vec<_> = std::fs::read_dir(manifest.join("src/rules/pattern"))
+        .expect("src/rules/pattern")
+        .map(|e| e.expect("src/rules/pattern entry").file_name())
+        .collect();
+    pattern_files.sort();
+    for f in pattern_files {
+        println!("cargo:rerun-if-changed=src/rules/pattern/{}", f.display());
+    }
     let yaml =
         std::fs::read_to_string(manifest.join("rules/default.yaml")).expect("rules/default.yaml");
     let code = default_rules(&yaml);
