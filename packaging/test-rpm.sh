@@ -9,8 +9,8 @@
 #   bash packaging/test-rpm.sh
 #
 # The RPM lands in target/rpm/ (with rpmbuild.log). CARGO_TARGET_DIR defaults to
-# target/pkg, shared with build-deb.sh, so that the crates compiled for the
-# .deb are reused.
+# target/pkg, shared with build-deb.sh: after a .deb build of the same tree,
+# cargo finds the spec's build up to date (packaging/README.md, Speed).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 top=$PWD
