@@ -14,26 +14,43 @@ use serde_saphyr::Spanned;
 mod pattern;
 
 fn main() {
-    let rev = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
+    // The revision: BACKSTOP_GIT_REV when set (the packages set it, and it is all a tarball
+    // has), else git's. Taken from the variable, the revision does not depend on .git: a
+    // build from the tree and one from its tarball (the RPM's) then see the same inputs,
+    // and cargo reuses the first for the second instead of compiling backstop again.
+    println!("cargo:rerun-if-env-changed=BACKSTOP_GIT_REV");
+    let rev = std::env::var("BACKSTOP_GIT_REV")
         .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("BACKSTOP_GIT_REV").ok())
+        .or_else(|| {
+            println!("cargo:rerun-if-changed=.git/HEAD");
+            println!("cargo:rerun-if-changed=.git/refs/heads");
+            std::process::Command::new("git")
+                .args(["rev-parse", "--short=12", "HEAD"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or_else(|| "unknown revision".to_string());
     println!("cargo:rustc-env=BACKSTOP_GIT_REV={rev}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
-    println!("cargo:rerun-if-env-changed=BACKSTOP_GIT_REV");
     println!("cargo:rerun-if-changed=rules/default.yaml");
-    println!("cargo:rerun-if-changed=src/rules/pattern");
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let manifest = std::path::PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"),
     );
+    // The files of src/rules/pattern, each (the directory itself would also be judged by its
+    // own mtime, which a tarball unpacked from a list of files, as test-rpm.sh's, renews).
+    let mut pattern_files: Vec<_> = std::fs::read_dir(manifest.join("src/rules/pattern"))
+        .expect("src/rules/pattern")
+        .map(|e| e.expect("src/rules/pattern entry").file_name())
+        .collect();
+    pattern_files.sort();
+    for f in pattern_files {
+        println!("cargo:rerun-if-changed=src/rules/pattern/{}", f.display());
+    }
     let yaml =
         std::fs::read_to_string(manifest.join("rules/default.yaml")).expect("rules/default.yaml");
     let code = default_rules(&yaml);

@@ -27,12 +27,16 @@ if [ "${debversion%-*}" != "$version" ]; then
     exit 1
 fi
 
-# The revision that `backstop --version` shows: build.rs asks git; outside a
-# checkout, it takes BACKSTOP_GIT_REV.
+# The revision that `backstop --version` shows: git's, or BACKSTOP_GIT_REV outside a
+# checkout. It is handed to build.rs in BACKSTOP_GIT_REV, so that the build does not
+# depend on .git: test-rpm.sh's build from a tarball of the tree (no .git) then finds
+# this one up to date in the shared target directory and compiles nothing again.
 rev=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
 rev=${rev:-${BACKSTOP_GIT_REV:-}}
 if [ -z "$rev" ]; then
     echo "build-deb: not a git checkout and no BACKSTOP_GIT_REV: --version will say 'unknown revision'" >&2
+else
+    export BACKSTOP_GIT_REV=$rev
 fi
 # Reproducible dates (man pages, changelog, file times): the last commit's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}

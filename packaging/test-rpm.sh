@@ -9,8 +9,8 @@
 #   bash packaging/test-rpm.sh
 #
 # The RPM lands in target/rpm/ (with rpmbuild.log). CARGO_TARGET_DIR defaults to
-# target/pkg, shared with build-deb.sh, so that the crates compiled for the
-# .deb are reused.
+# target/pkg, shared with build-deb.sh: after a .deb build of the same tree,
+# cargo finds the spec's build up to date (packaging/README.md, Speed).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 top=$PWD
@@ -50,10 +50,12 @@ make_tarball() {
     local tarball=$rpmtop/SOURCES/backstop-$version.tar.gz
     if git rev-parse --git-dir >/dev/null 2>&1; then
         # The files of the work tree that git knows or would add (uncommitted
-        # changes included), as in a release tarball.
+        # changes included), as in a release tarball. Their own mtimes, not one
+        # date for all: cargo, finding an earlier build of the tree in the shared
+        # target directory, tells by them whether a file changed since.
         git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
             [ -e "$f" ] && printf '%s\0' "$f"
-        done | tar --null -T - --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 \
+        done | tar --null -T - --sort=name --owner=0 --group=0 \
             --transform "s,^,backstop-$version/," -czf "$tarball"
     else
         tar --exclude=./target --exclude=./.git --sort=name --transform "s,^\.,backstop-$version," \

@@ -674,19 +674,30 @@ mod tests {
     impl Rule {
         /// The rule's answer by its whole regex, as without the fast path.
         fn test_by_regex(&self, source: &dyn FieldSource) -> Option<String> {
+            self.test_by(self.whole_regex().as_ref(), source)
+        }
+
+        /// The rule's whole regex, compiled as without the fast path (None for the other
+        /// matchers).
+        fn whole_regex(&self) -> Option<Regex> {
             match &self.matcher {
                 Matcher::Regex {
                     source: re,
                     case_sensitive,
                     ..
-                } => {
-                    let re = build_regex(re, *case_sensitive).expect("compiles");
-                    source
-                        .values(&self.field)?
-                        .iter()
-                        .find_map(|v| re.find(v).map(|m| m.as_str().to_string()))
-                }
-                _ => self.test(source),
+                } => Some(build_regex(re, *case_sensitive).expect("compiles")),
+                _ => None,
+            }
+        }
+
+        /// The rule's answer by `re`, its `whole_regex` (compiled once for many messages).
+        fn test_by(&self, re: Option<&Regex>, source: &dyn FieldSource) -> Option<String> {
+            match re {
+                Some(re) => source
+                    .values(&self.field)?
+                    .iter()
+                    .find_map(|v| re.find(v).map(|m| m.as_str().to_string())),
+                None => self.test(source),
             }
         }
 
@@ -862,6 +873,7 @@ mod tests {
                 "no .eml under BACKSTOP_CORPUS={dir:?}"
             );
         }
+        let whole: Vec<Option<Regex>> = set.rules.iter().map(Rule::whole_regex).collect();
         let mut compared = 0;
         for f in &files {
             let raw = std::fs::read(f).expect("reads");
@@ -871,10 +883,10 @@ mod tests {
             };
             compared += 1;
             let facts = Facts::new(&mail, Some(""));
-            for rule in &set.rules {
+            for (rule, re) in set.rules.iter().zip(&whole) {
                 assert_eq!(
                     rule.test(&facts),
-                    rule.test_by_regex(&facts),
+                    rule.test_by(re.as_ref(), &facts),
                     "{} on {}",
                     rule.id,
                     f.display()
