@@ -102,6 +102,7 @@ pub(super) fn scan_mbox(args: &ScanArgs, ctx: &Ctx<'_>) -> Result<Report, Failur
     report.interrupted = ctx.stop.load(Ordering::Relaxed);
     if !report.interrupted {
         close_record(&undo_path(path)).map_err(Failure::Io)?;
+        crash_point("closed");
     }
     Ok(report)
 }
@@ -363,6 +364,7 @@ fn apply_mbox(
     drop(inbox);
     crash_point("unlocked");
     journal.keep(&undo_path(path))?;
+    crash_point("kept");
     Ok(Applied {
         judged,
         errors,
