@@ -110,25 +110,7 @@ impl Bounce {
 
     /// The text with the original's Received lines replaced by `added`.
     fn with_only(&self, added: &[String]) -> String {
-        let mut out: Vec<String> = Vec::new();
-        let first = self.received.first().map_or(0, |r| r.0);
-        let mut skip = vec![false; self.lines.len()];
-        for &(a, b) in &self.received {
-            skip[a..b].iter_mut().for_each(|s| *s = true);
-        }
-        for (i, l) in self.lines.iter().enumerate() {
-            if i == first {
-                out.extend(
-                    added
-                        .iter()
-                        .map(|a| format!("{}Received: {a}", self.prefix)),
-                );
-            }
-            if !skip[i] {
-                out.push(l.clone());
-            }
-        }
-        out.join(self.eol)
+        self.with_top(added, self.received.len())
     }
 
     /// The text with the original's first `drop` Received lines removed (a bouncer that

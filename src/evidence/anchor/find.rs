@@ -49,8 +49,16 @@ impl Anchor {
             ));
         }
         // (name, where the report gives it, whether a bare name without a domain counts)
+        // The report's own fields, read in one pass.
+        let [reporting, client, queue] = dsn_fields(
+            mail,
+            ["reporting-mta", "received-from-mta", "x-postfix-queue-id"],
+        );
         let claims = [
-            reporting_mta(mail).map(|m| (m, "Reporting-MTA", false)),
+            reporting
+                .as_deref()
+                .and_then(reporting_mta)
+                .map(|m| (m, "Reporting-MTA", false)),
             created_on(&hops, own).map(|h| (h, "the report's first Received line", true)),
             from_domain(mail).map(|d| (d, "the report's From", false)),
             mail.message_id()
@@ -87,9 +95,8 @@ impl Anchor {
         // (Sendmail's text "The original message was received at ... from HOST [IP]" was
         // tried as a second source: it cost 2 legit cases of the corpus, whose anonymised
         // addresses disagree with the lines; docs/trust.md.)
-        anchor.received_from = dsn_field(mail, "received-from-mta")
-            .and_then(|v| received_from(&v, "Received-From-MTA"));
-        let fields = dsn_field(mail, "x-postfix-queue-id")
+        anchor.received_from = client.and_then(|v| received_from(&v, "Received-From-MTA"));
+        let fields = queue
             .and_then(|v| queue_id(&v))
             .map(|id| (id, "X-Postfix-Queue-ID"));
         let boundary = boundary_queue_id(mail, &hops).map(|id| (id, "the report's MIME boundary"));
@@ -225,35 +232,43 @@ fn delivering_host(hops: &[Hop], own: &Own) -> Option<(Option<String>, IpAddr, S
     None
 }
 
-/// The `Reporting-MTA` of a delivery-status report (`dns; mx.example.net`).
-fn reporting_mta(mail: &Message<'_>) -> Option<String> {
-    let value = dsn_field(mail, "reporting-mta")?;
-    let host = value
-        .split_once(';')
-        .map_or(value.as_str(), |(_, h)| h)
-        .trim();
+/// The host of a `Reporting-MTA` value (`dns; mx.example.net`).
+fn reporting_mta(value: &str) -> Option<String> {
+    let host = value.split_once(';').map_or(value, |(_, h)| h).trim();
     (!host.is_empty() && registrable_domain(host).is_some()).then(|| host.to_string())
 }
 
-/// The first value of the field `name` (lower case) in a delivery-status part.
-fn dsn_field(mail: &Message<'_>, name: &str) -> Option<String> {
+/// The first value of each field of `names` (lower case) in the report's delivery-status
+/// parts, in one pass over them.
+fn dsn_fields<const N: usize>(mail: &Message<'_>, names: [&str; N]) -> [Option<String>; N] {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
     let raw = mail.raw_message();
-    mail.parts.iter().find_map(|part| {
+    for part in &mail.parts {
         let ty = crate::message::part_type(part);
         if ty != "message/delivery-status" && ty != "message/global-delivery-status" {
-            return None;
+            continue;
         }
         let start = part.offset_body as usize;
         let end = (part.offset_end as usize).min(start.saturating_add(REPORT_SCAN_LIMIT));
-        let body = String::from_utf8_lossy(raw.get(start..end)?);
-        body.lines().find_map(|line| {
-            let (field, value) = line.split_once(':')?;
-            field
-                .trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_string())
-        })
-    })
+        let Some(bytes) = raw.get(start..end) else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(bytes).lines() {
+            let Some((field, value)) = line.split_once(':') else {
+                continue;
+            };
+            let field = field.trim();
+            if let Some(k) = names.iter().position(|n| field.eq_ignore_ascii_case(n))
+                && values[k].is_none()
+            {
+                values[k] = Some(value.trim().to_string());
+            }
+        }
+        if values.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    values
 }
 
 /// The domain of the report's From address.
